@@ -1,0 +1,15 @@
+"""Entry point of the order_ingest service: `uvicorn services.order_ingest.main:create_app --factory`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.kafka.faust_app import create_faust_app
+from shared.service import create_service_app
+from shared.settings import OrderIngestSettings
+
+
+def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
+    settings = settings or OrderIngestSettings()
+    faust_app = create_faust_app(settings)
+    return create_service_app(settings, title="Lüyue order ingest", faust_app=faust_app)

@@ -1,0 +1,148 @@
+"""MongoDB access that works on both MongoDB (production) and FerretDB (local, tests).
+
+FerretDB has no transactions and no TTL indexes, so writes are made idempotent instead: a document
+carries a version and an update applies only if it is newer (`versioned_upsert`), and a unique key
+makes a second insert of the same thing a no-op (`insert_once`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.settings import MongoSettings
+
+Document = dict[str, Any]
+
+
+def create_mongo_client(settings: MongoSettings, *, app_name: str) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        settings.uri,
+        appname=app_name,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+    )
+
+
+def database(client: AsyncMongoClient[Document], settings: MongoSettings) -> AsyncDatabase[Document]:
+    return client[settings.database]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    collection: str
+    keys: Sequence[tuple[str, int]]
+    unique: bool = False
+    name: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def model(self) -> IndexModel:
+        name = self.name or "_".join(f"{k}_{d}" for k, d in self.keys)
+        return IndexModel(list(self.keys), unique=self.unique, name=name, **self.options)
+
+
+async def ensure_indexes(db: AsyncDatabase[Document], specs: Sequence[IndexSpec]) -> None:
+    """Create the indexes a service needs at start-up; existing identical indexes are left alone."""
+    by_collection: dict[str, list[IndexModel]] = {}
+    for spec in specs:
+        by_collection.setdefault(spec.collection, []).append(spec.model())
+    for name, models in by_collection.items():
+        await db[name].create_indexes(models)
+
+
+async def ping(client: AsyncMongoClient[Document]) -> None:
+    await client.admin.command("ping")
+
+
+class UpsertOutcome(StrEnum):
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    # The stored document already has this version or a newer one: a duplicate or an older event.
+    NOT_NEWER = "not_newer"
+
+
+_UPSERT_RACE_ATTEMPTS = 10
+
+# FerretDB v1 runs findAndModify as a query followed by an update by `_id`, so two concurrent
+# compare-and-set writes to one document can both pass the version check (MongoDB applies them
+# atomically). Writers of one order are serialized instead: across processes by Kafka (one
+# partition per order id, one consumer per partition), within a process by this lock per key.
+_key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@asynccontextmanager
+async def _key_lock(namespace: str, key: Any) -> AsyncIterator[None]:
+    lock_key = (namespace, repr(key))
+    lock = _key_locks.get(lock_key)
+    if lock is None:
+        lock = asyncio.Lock()
+        _key_locks[lock_key] = lock
+    async with lock:
+        yield
+
+
+class VersionedUpsertRaceError(RuntimeError):
+    """Transient: the document kept changing under us; the caller's retry policy applies."""
+
+
+async def versioned_upsert(
+    collection: AsyncCollection[Document],
+    key: Any,
+    *,
+    version: int,
+    fields: Mapping[str, Any],
+    on_insert: Mapping[str, Any] | None = None,
+    version_field: str = "version",
+) -> UpsertOutcome:
+    """Write `fields` to the document `_id == key` only if `version` is newer than the stored one.
+
+    The filter matches only an older version, so a stale write finds no document, tries to insert a
+    second `_id`, and the unique `_id` index refuses it: that refusal is the version guard. Two
+    concurrent first writes race the same way, so a refusal is only final once the stored version
+    is at least ours; otherwise the document appeared meanwhile and the update is tried again.
+    """
+    update: dict[str, Any] = {"$set": {**fields, version_field: version}}
+    if on_insert:
+        update["$setOnInsert"] = dict(on_insert)
+    async with _key_lock(collection.full_name, key):
+        return await _versioned_upsert_locked(collection, key, version, update, version_field)
+
+
+async def _versioned_upsert_locked(
+    collection: AsyncCollection[Document], key: Any, version: int, update: dict[str, Any], version_field: str
+) -> UpsertOutcome:
+    for _ in range(_UPSERT_RACE_ATTEMPTS):
+        try:
+            before = await collection.find_one_and_update(
+                {"_id": key, version_field: {"$lt": version}},
+                update,
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+        except DuplicateKeyError:
+            stored = await collection.find_one({"_id": key}, {version_field: 1})
+            if stored is not None and stored.get(version_field, 0) >= version:
+                return UpsertOutcome.NOT_NEWER
+            continue
+        return UpsertOutcome.INSERTED if before is None else UpsertOutcome.UPDATED
+    raise VersionedUpsertRaceError(f"{collection.name}/{key}: lost {_UPSERT_RACE_ATTEMPTS} races in a row")
+
+
+async def insert_once(collection: AsyncCollection[Document], document: Mapping[str, Any]) -> bool:
+    """Insert unless a document with the same unique key exists; True if this call inserted it."""
+    try:
+        await collection.insert_one(dict(document))
+    except DuplicateKeyError:
+        return False
+    return True

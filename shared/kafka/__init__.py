@@ -1,0 +1,1 @@
+"""Kafka adapters: topic registry, admin, producers, consumers and the faust app factory."""

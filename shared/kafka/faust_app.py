@@ -1,0 +1,69 @@
+"""The faust app factory: durable producer defaults, co-hosted in the service's FastAPI process.
+
+faust's aiokafka producer uses `acks=all` + idempotence only inside transactions; our transport
+(registered as the `lvyue://` broker scheme through faust's `faust.transports` entry point) uses them
+always. Topics are created from the registry before the app starts (`topic_allow_declare=False`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from shared.kafka.topics import TopicSpec
+from shared.settings import ServiceSettings
+
+BROKER_SCHEME = "lvyue"
+
+
+class DurableProducer(faust_aiokafka.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
+class DurableTransport(faust_aiokafka.Transport):
+    Producer = DurableProducer
+
+
+def broker_urls(bootstrap_servers: str) -> str:
+    return ";".join(f"{BROKER_SCHEME}://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def create_faust_app(settings: ServiceSettings, **overrides: Any) -> faust.App:
+    kafka = settings.kafka
+    options: dict[str, Any] = {
+        "broker": broker_urls(kafka.bootstrap_servers),
+        "web_enabled": False,  # FastAPI serves HTTP; see shared.service
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "topic_partitions": kafka.default_partitions,
+        "producer_acks": -1,
+        "producer_linger_ms": kafka.producer_linger_ms,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_commit_interval": 0.5,
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_request_timeout": 40.0,
+        "stream_wait_empty": True,  # finish in-flight events before committing on shutdown
+        "store": "memory://",
+        "autodiscover": False,
+    }
+    options.update(overrides)
+    return faust.App(f"lvyue-{settings.service_name}", **options)
+
+
+def faust_topic(app: faust.App, spec: TopicSpec, settings: ServiceSettings, **kwargs: Any) -> faust.TopicT:
+    """A faust topic bound to the registry's spec (partition count included); values as raw bytes."""
+    return app.topic(
+        spec.name,
+        partitions=spec.partitions or settings.kafka.default_partitions,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+        internal=False,
+        **kwargs,
+    )

@@ -1,0 +1,35 @@
+"""Producers with durable defaults: acks from every in-sync replica, idempotent retries."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+
+from shared.events.base import Event
+from shared.kafka.topics import TopicSpec
+from shared.settings import KafkaSettings
+
+
+def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.producer_linger_ms,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+
+
+def event_headers(event: Event) -> list[tuple[str, bytes]]:
+    return [
+        ("event_type", event.event_type.encode()),
+        ("schema_version", str(event.schema_version).encode()),
+        ("event_id", str(event.event_id).encode()),
+    ]
+
+
+async def publish(producer: AIOKafkaProducer, topic: TopicSpec, event: Event) -> None:
+    """Send one event keyed by its order id and wait until the broker has it durably."""
+    await producer.send_and_wait(
+        topic.name, value=event.to_kafka_value(), key=event.kafka_key, headers=event_headers(event)
+    )

@@ -1,0 +1,77 @@
+"""Prometheus: `/metrics` on every service and the standard RED metrics for HTTP."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "lvyue_http_requests_total",
+    "HTTP requests answered, by route template and status.",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "lvyue_http_request_duration_seconds",
+    "HTTP request latency, by route template.",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+HTTP_IN_FLIGHT = Gauge("lvyue_http_requests_in_flight", "HTTP requests being handled.", ["service"])
+SERVICE_INFO = Gauge("lvyue_service_info", "Always 1; labels say what is running.", ["service", "version"])
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def _route_template(scope: Scope) -> str:
+    """The route template (`/orders/{order_id}`), never the raw path: bounded label cardinality."""
+    matched = scope.get("route")  # set by FastAPI's router once it has matched an APIRoute
+    if matched is not None:
+        return str(getattr(matched, "path", UNMATCHED_ROUTE))
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", ()):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", UNMATCHED_ROUTE))
+    return UNMATCHED_ROUTE
+
+
+class REDMetricsMiddleware:
+    """Rate, errors and duration for every HTTP request (pure ASGI: no per-request task overhead)."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        in_flight = HTTP_IN_FLIGHT.labels(self.service)
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            in_flight.dec()
+            route = _route_template(scope)
+            method = scope.get("method", "")
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_DURATION.labels(self.service, method, route).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

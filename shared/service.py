@@ -1,0 +1,112 @@
+"""The service app factory: FastAPI co-hosting faust, with topics, indexes, health and metrics wired.
+
+Start-up order matters: topics exist before any faust agent subscribes, indexes exist before any
+handler writes, and the producer is connected before the first request is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import faust
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, Request
+from faust.contrib.asgi import faust_app_running
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.db import Document, IndexSpec, create_mongo_client, database, ensure_indexes, ping
+from shared.health import HealthChecks
+from shared.kafka.admin import ensure_topics
+from shared.kafka.producer import create_producer
+from shared.logs import configure_logging
+from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class ServiceRuntime:
+    """What handlers and routes of a running service use; built in the lifespan, torn down after it."""
+
+    settings: ServiceSettings
+    mongo: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    producer: AIOKafkaProducer
+    faust_app: faust.App | None
+    health: HealthChecks
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    faust_app: faust.App | None = None,
+    indexes: Sequence[IndexSpec] = (),
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level)
+    health = HealthChecks(settings.service_name)
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        SERVICE_INFO.labels(settings.service_name, VERSION).set(1)
+        async with AsyncExitStack() as stack:
+            await ensure_topics(settings.kafka)
+
+            mongo = create_mongo_client(settings.mongo, app_name=settings.service_name)
+            stack.push_async_callback(mongo.close)
+            db = database(mongo, settings.mongo)
+            await ensure_indexes(db, indexes)
+
+            producer = create_producer(settings.kafka, client_id=settings.service_name)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+
+            if faust_app is not None:
+                await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=30))
+
+            async def mongo_ready() -> None:
+                await ping(mongo)
+
+            async def kafka_ready() -> None:
+                await producer.client.fetch_all_metadata()
+
+            health.add("mongo", mongo_ready)
+            health.add("kafka", kafka_ready)
+            if faust_app is not None:
+                app_for_check = faust_app
+
+                async def faust_ready() -> None:
+                    if not app_for_check.started or app_for_check.rebalancing:
+                        raise RuntimeError("faust worker not running or rebalancing")
+
+                health.add("faust", faust_ready)
+
+            api.state.runtime = ServiceRuntime(settings, mongo, db, producer, faust_app, health)
+            log.info("service started", extra={"port": settings.http_port})
+            yield
+            log.info("service stopping")
+
+    api = FastAPI(title=title, version=VERSION, lifespan=lifespan)
+    api.add_middleware(REDMetricsMiddleware, service=settings.service_name)
+    api.include_router(health.router())
+    api.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    for router in routers:
+        api.include_router(router)
+    return api

@@ -1,0 +1,116 @@
+"""Configuration: one settings object per service, plus the common Kafka, MongoDB and WeChat parts.
+
+Common parts read unprefixed variables (``KAFKA_BOOTSTRAP_SERVERS``, ``MONGO_URI``, ``WECHAT_API_BASE``);
+each service reads its own prefix (``ORDER_INGEST_HTTP_PORT``, ``DISPATCH_HTTP_PORT``, ...).
+This module is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Partitions for topics this project creates; production raises it (see deploy/README).
+    default_partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Bounds per-hop latency; measured by the benchmarks.
+    producer_linger_ms: int = Field(default=5, ge=0)
+    fetch_max_wait_ms: int = Field(default=100, ge=0)
+    request_timeout_ms: int = Field(default=4_000, ge=500)
+
+
+class MongoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONGO_", extra="ignore")
+
+    uri: str = "mongodb://127.0.0.1:27017/"
+    database: str = "lvyue"
+    server_selection_timeout_ms: int = Field(default=5_000, ge=100)
+
+
+class WeChatSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WECHAT_", extra="ignore")
+
+    # The real API by default; point it at the stand-in (sim/) or a test double.
+    api_base: str = "https://api.weixin.qq.com"
+    request_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has; subclasses set the env prefix and the defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str
+    environment: Environment = Environment.LOCAL
+    http_host: str = "127.0.0.1"
+    http_port: int
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+
+    @property
+    def consumer_group(self) -> str:
+        return f"lvyue-{self.service_name}"
+
+
+class OrderIngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDER_INGEST_", extra="ignore")
+
+    service_name: str = "order_ingest"
+    http_port: int = 8001
+
+
+class DispatchSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore")
+
+    service_name: str = "dispatch"
+    http_port: int = 8002
+
+
+class LogisticsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LOGISTICS_", extra="ignore")
+
+    service_name: str = "logistics"
+    http_port: int = 8003
+
+
+class AftersaleSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AFTERSALE_", extra="ignore")
+
+    service_name: str = "aftersale"
+    http_port: int = 8004
+
+
+SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
+    "order_ingest": OrderIngestSettings,
+    "dispatch": DispatchSettings,
+    "logistics": LogisticsSettings,
+    "aftersale": AftersaleSettings,
+}
+
+
+class LocalStackSettings(BaseSettings):
+    """Where `make up` / `make run` put the embedded stack's data and logs, and its ports."""
+
+    model_config = SettingsConfigDict(env_prefix="LVYUE_STACK_", extra="ignore")
+
+    run_dir: str = ".run"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    mongo_port: int = 27017
+    prometheus_port: int = 9090
+    kafka_heap: str = "512m"

@@ -1,0 +1,493 @@
+"""The embedded local stack: real Kafka, FerretDB, Prometheus and the services, run by supervisord.
+
+`make up` / `make run` use the default ports and `.run/`; the tests build a `LocalStack` on free
+ports in a temporary directory, so they never touch a developer's running stack. supervisord does
+the process work (daemonizing, one log file per process, stopping process groups); this module
+only renders its configuration, asks it to start and stop, and checks health over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import xmlrpc.client
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import MongoClient
+from supervisor.xmlrpc import SupervisorTransport
+
+from shared.settings import SERVICE_SETTINGS, LocalStackSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_LIB = REPO_ROOT / "deploy" / "kafka" / "target" / "lib"
+FERRETDB_BIN = REPO_ROOT / "deploy" / "ferretdb" / "bin" / "ferretdb-local"
+DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
+ALERT_RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+INFRASTRUCTURE = ("kafka", "ferretdb", "prometheus")
+SERVICES = tuple(SERVICE_SETTINGS)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    mongo: int = 27017
+    prometheus: int = 9090
+    services: dict[str, int] = field(
+        default_factory=lambda: {name: cls().http_port for name, cls in SERVICE_SETTINGS.items()}
+    )
+
+    @classmethod
+    def from_settings(cls, settings: LocalStackSettings) -> StackPorts:
+        return cls(
+            kafka=settings.kafka_port,
+            kafka_controller=settings.kafka_controller_port,
+            mongo=settings.mongo_port,
+            prometheus=settings.prometheus_port,
+        )
+
+    @classmethod
+    def free(cls, services: Iterable[str] = SERVICES) -> StackPorts:
+        return cls(free_port(), free_port(), free_port(), free_port(), {s: free_port() for s in services})
+
+    def of(self, component: str) -> list[int]:
+        fixed = {
+            "kafka": [self.kafka, self.kafka_controller],
+            "ferretdb": [self.mongo],
+            "prometheus": [self.prometheus],
+        }
+        return fixed.get(component) or [self.services[component]]
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    name: str
+    state: str  # supervisor's process state: RUNNING, STARTING, FATAL, ...
+    healthy: bool
+    detail: str = ""
+
+
+@dataclass
+class LocalStack:
+    run_dir: Path
+    ports: StackPorts = field(default_factory=StackPorts)
+    components: tuple[str, ...] = INFRASTRUCTURE + SERVICES
+    scrape_interval: str = "5s"
+    kafka_heap: str = "512m"
+    # Extra scrape targets for Prometheus (job name -> host:port), e.g. a process under test.
+    extra_scrape_targets: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.run_dir.resolve()
+        unknown = set(self.components) - set(INFRASTRUCTURE + SERVICES)
+        if unknown:
+            raise StackError(f"unknown components: {sorted(unknown)}")
+
+    # ---- paths and the environment the services get -------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports.kafka}"
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.ports.mongo}/"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    def service_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports.services[service]}"
+
+    def client_environment(self) -> dict[str, str]:
+        """What a process needs to talk to this stack (the services get this, and so can tests)."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "MONGO_URI": self.mongo_uri}
+
+    # ---- rendering --------------------------------------------------------------------------------------
+    def _kafka_cluster_id(self) -> str:
+        path = self.run_dir / "kafka-cluster-id"
+        if not path.exists():
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        return path.read_text().strip()
+
+    def _render_kafka(self) -> Path:
+        template = Template((DEPLOY_LOCAL / "server.properties.template").read_text())
+        path = self.run_dir / "kafka-server.properties"
+        path.write_text(
+            template.substitute(
+                broker_port=self.ports.kafka,
+                controller_port=self.ports.kafka_controller,
+                data_dir=self.data_dir / "kafka",
+            )
+        )
+        return path
+
+    def _render_prometheus(self) -> Path:
+        scrape_configs: list[dict[str, Any]] = [
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{self.ports.prometheus}"]}],
+            }
+        ]
+        for service in self.components:
+            if service in SERVICES:
+                scrape_configs.append(
+                    {
+                        "job_name": service,
+                        "static_configs": [{"targets": [f"127.0.0.1:{self.ports.services[service]}"]}],
+                    }
+                )
+        for job, target in self.extra_scrape_targets.items():
+            scrape_configs.append({"job_name": job, "static_configs": [{"targets": [target]}]})
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "rule_files": [str(ALERT_RULES)],
+            "scrape_configs": scrape_configs,
+        }
+        path = self.run_dir / "prometheus.yml"
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        return path
+
+    def _program_commands(self) -> dict[str, tuple[list[str], dict[str, str], int]]:
+        """name -> (argv, environment, seconds to wait for a graceful stop)."""
+        java = shutil.which("java") or "java"
+        programs: dict[str, tuple[list[str], dict[str, str], int]] = {
+            "kafka": (
+                [
+                    java,
+                    f"-Xmx{self.kafka_heap}",
+                    f"-Xms{self.kafka_heap}",
+                    f"-Dlog4j.configuration=file:{DEPLOY_LOCAL / 'log4j.properties'}",
+                    "-cp",
+                    f"{KAFKA_LIB}/*",
+                    "kafka.Kafka",
+                    str(self.run_dir / "kafka-server.properties"),
+                ],
+                {},
+                60,
+            ),
+            "ferretdb": (
+                [
+                    str(FERRETDB_BIN),
+                    f"--listen=127.0.0.1:{self.ports.mongo}",
+                    f"--data-dir={self.data_dir / 'ferretdb'}",
+                ],
+                {},
+                20,
+            ),
+            "prometheus": (
+                [
+                    shutil.which("prometheus") or "prometheus",
+                    f"--config.file={self.run_dir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.data_dir / 'prometheus'}",
+                    f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+                    "--storage.tsdb.retention.time=2d",
+                ],
+                {},
+                20,
+            ),
+        }
+        for service, port in self.ports.services.items():
+            prefix = service.upper()
+            programs[service] = (
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    f"services.{service}.main:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "20",
+                ],
+                {**self.client_environment(), f"{prefix}_HTTP_PORT": str(port), "PYTHONUNBUFFERED": "1"},
+                40,
+            )
+        return programs
+
+    def _render_supervisor(self) -> Path:
+        lines = [
+            "; Rendered by ops/stack.py: the local stack's process supervisor.",
+            "[unix_http_server]",
+            f"file={self.supervisor_socket}",
+            "",
+            "[supervisord]",
+            f"logfile={self.logs_dir / 'supervisord.log'}",
+            f"pidfile={self.run_dir / 'supervisord.pid'}",
+            f"directory={REPO_ROOT}",
+            "logfile_maxbytes=10MB",
+            "loglevel=info",
+            "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "",
+            "[supervisorctl]",
+            f"serverurl=unix://{self.supervisor_socket}",
+            "",
+        ]
+        programs = self._program_commands()
+        # Infrastructure first; services depend on it (and retry until it answers).
+        for priority, name in enumerate(self.components, start=1):
+            argv, env, stopwait = programs[name]
+            env_line = ",".join(f'{k}="{v}"' for k, v in env.items())
+            lines += [
+                f"[program:{name}]",
+                "command=" + " ".join(_supervisor_quote(a) for a in argv),
+                f"priority={priority * 10}",
+                "autostart=true",
+                "autorestart=unexpected",
+                "startsecs=2",
+                "startretries=3",
+                "stopsignal=TERM",
+                f"stopwaitsecs={stopwait}",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "redirect_stderr=true",
+                f"stdout_logfile={self.logs_dir / (name + '.log')}",
+                "stdout_logfile_maxbytes=20MB",
+                "stdout_logfile_backups=2",
+            ]
+            if env_line:
+                lines.append(f"environment={env_line}")
+            lines.append("")
+        self.supervisor_conf.write_text("\n".join(lines))
+        return self.supervisor_conf
+
+    def render(self) -> None:
+        for path in (self.run_dir, self.logs_dir, self.data_dir / "kafka", self.data_dir / "ferretdb"):
+            path.mkdir(parents=True, exist_ok=True)
+        if "kafka" in self.components:
+            self._render_kafka()
+        if "prometheus" in self.components:
+            self._render_prometheus()
+        self._render_supervisor()
+
+    # ---- preparing ---------------------------------------------------------------------------------------
+    def check_installed(self) -> None:
+        missing = []
+        if "kafka" in self.components and not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
+            missing.append(f"Kafka jars in {KAFKA_LIB}")
+        if "ferretdb" in self.components and not FERRETDB_BIN.exists():
+            missing.append(f"FerretDB binary {FERRETDB_BIN}")
+        if "prometheus" in self.components and not shutil.which("prometheus"):
+            missing.append("the prometheus command (Debian package)")
+        if missing:
+            raise StackError("not set up: " + "; ".join(missing) + ". Run `make setup`.")
+
+    def _format_kafka_storage(self) -> None:
+        if (self.data_dir / "kafka" / "meta.properties").exists():
+            return
+        java = shutil.which("java") or "java"
+        subprocess.run(
+            [
+                java,
+                f"-Dlog4j.configuration=file:{DEPLOY_LOCAL / 'log4j.properties'}",
+                "-cp",
+                f"{KAFKA_LIB}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self._kafka_cluster_id(),
+                "-c",
+                str(self.run_dir / "kafka-server.properties"),
+                "--ignore-formatted",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    # ---- supervisor control -------------------------------------------------------------------------------
+    def _rpc(self) -> Any:
+        transport = SupervisorTransport(None, None, f"unix://{self.supervisor_socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def supervisor_running(self) -> bool:
+        if not self.supervisor_socket.exists():
+            return False
+        try:
+            self._rpc().supervisor.getState()
+        except (OSError, xmlrpc.client.Fault):
+            return False
+        return True
+
+    def start(self) -> None:
+        """Start supervisord in the background with every component; returns once it has them."""
+        self.check_installed()
+        if self.supervisor_running():
+            raise StackError(f"the stack in {self.run_dir} is already running (`make down` stops it)")
+        busy = [f"{c}:{p}" for c in self.components for p in self.ports.of(c) if port_in_use(p)]
+        if busy:
+            raise StackError(f"ports already in use: {', '.join(busy)}")
+        self.render()
+        if "kafka" in self.components:
+            self._format_kafka_storage()
+        subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.supervisor_conf)],
+            check=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        deadline = time.monotonic() + 15
+        while not self.supervisor_running():
+            if time.monotonic() > deadline:
+                raise StackError(f"supervisord did not start; see {self.logs_dir / 'supervisord.log'}")
+            time.sleep(0.1)
+
+    def process_states(self) -> dict[str, str]:
+        if not self.supervisor_running():
+            return {}
+        return {p["name"]: p["statename"] for p in self._rpc().supervisor.getAllProcessInfo()}
+
+    def stop(self, timeout_s: float = 90) -> None:
+        """Stop every process and supervisord; returns when no process and no port is left behind."""
+        pidfile = self.run_dir / "supervisord.pid"
+        if self.supervisor_running():
+            self._rpc().supervisor.shutdown()
+        deadline = time.monotonic() + timeout_s
+        while pidfile.exists() and _pid_alive(pidfile):
+            if time.monotonic() > deadline:
+                raise StackError(f"supervisord did not stop within {timeout_s}s")
+            time.sleep(0.2)
+        busy = [f"{c}:{p}" for c in self.components for p in self.ports.of(c) if port_in_use(p)]
+        if busy:
+            raise StackError(f"ports still in use after stopping: {', '.join(busy)}")
+
+    # ---- health --------------------------------------------------------------------------------------------
+    async def _probe(self, name: str) -> str:
+        """Empty string when `name` answers its health check over the wire, else why not."""
+        try:
+            if name == "kafka":
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap, request_timeout_ms=3000)
+                await admin.start()
+                try:
+                    await admin.list_topics()
+                finally:
+                    await admin.close()
+            elif name == "ferretdb":
+                await asyncio.to_thread(_mongo_ping, self.mongo_uri)
+            else:
+                url = (
+                    f"{self.prometheus_url}/-/ready"
+                    if name == "prometheus"
+                    else f"{self.service_url(name)}/readyz"
+                )
+                async with httpx.AsyncClient(timeout=3) as client:
+                    response = await client.get(url)
+                if response.status_code != 200:
+                    return f"{url} answered {response.status_code}: {response.text[:200]}"
+        except Exception as exc:  # any failure means "not healthy yet"; the reason is reported
+            return f"{type(exc).__name__}: {exc}"[:300]
+        return ""
+
+    async def health(self) -> list[ComponentHealth]:
+        states = self.process_states()
+        reasons = await asyncio.gather(*(self._probe(c) for c in self.components))
+        return [
+            ComponentHealth(c, states.get(c, "STOPPED"), states.get(c) == "RUNNING" and not why, why)
+            for c, why in zip(self.components, reasons, strict=True)
+        ]
+
+    def wait_healthy(
+        self, timeout_s: float = 180, on_poll: Callable[[list[ComponentHealth]], None] | None = None
+    ) -> list[ComponentHealth]:
+        """Block until every component answers its health check; fail fast if one dies."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            report = asyncio.run(self.health())
+            if on_poll:
+                on_poll(report)
+            if all(c.healthy for c in report):
+                return report
+            dead = [c for c in report if c.state in ("FATAL", "EXITED", "BACKOFF", "STOPPED")]
+            if dead or time.monotonic() > deadline:
+                problems = "; ".join(f"{c.name} [{c.state}] {c.detail}" for c in report if not c.healthy)
+                raise StackError(f"stack not healthy: {problems}. Logs: {self.logs_dir}")
+            time.sleep(0.5)
+
+
+def _supervisor_quote(arg: str) -> str:
+    # supervisor splits `command=` with shlex and expands %(...)s.
+    escaped = arg.replace("%", "%%")
+    if any(ch in escaped for ch in " \"'"):
+        return '"' + escaped.replace('"', '\\"') + '"'
+    return escaped
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (ProcessLookupError, ValueError, FileNotFoundError):
+        return False
+    return True
+
+
+def _mongo_ping(uri: str) -> None:
+    client: MongoClient[dict[str, object]]
+    with MongoClient(uri, serverSelectionTimeoutMS=2000) as client:
+        client.admin.command("ping")
+
+
+def default_stack(components: tuple[str, ...] = INFRASTRUCTURE + SERVICES) -> LocalStack:
+    settings = LocalStackSettings()
+    run_dir = Path(settings.run_dir)
+    if not run_dir.is_absolute():
+        run_dir = REPO_ROOT / run_dir
+    return LocalStack(
+        run_dir=run_dir,
+        ports=StackPorts.from_settings(settings),
+        components=components,
+        kafka_heap=settings.kafka_heap,
+    )

@@ -1,0 +1,95 @@
+"""The async driver against FerretDB over the wire: round trip, unique index, versioned upserts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ops.stack import LocalStack
+from shared.db import (
+    Document,
+    IndexSpec,
+    UpsertOutcome,
+    create_mongo_client,
+    ensure_indexes,
+    insert_once,
+    versioned_upsert,
+)
+from shared.settings import MongoSettings
+
+pytestmark = pytest.mark.integration
+
+BIG_ORDER_ID = "3705115058471208928"
+
+
+async def test_document_round_trip_keeps_types_exactly(mongo_db: AsyncDatabase[Document]) -> None:
+    paid_at = datetime(2026, 11, 11, 12, 0, 1, 123000, tzinfo=UTC)
+    document = {
+        "_id": BIG_ORDER_ID,
+        "order_id_number": int(BIG_ORDER_ID),
+        "paid_at": paid_at,
+        "lines": [{"sku_id": "1001", "quantity": 2, "price_fen": 1990}],
+        "receiver": {"name": "张三", "province": "广东省"},
+    }
+    await mongo_db.orders.insert_one(document)
+    stored = await mongo_db.orders.find_one({"_id": BIG_ORDER_ID})
+    assert stored == document
+    assert stored is not None and stored["order_id_number"] == 3705115058471208928
+    assert stored["paid_at"].tzinfo is not None
+
+
+async def test_unique_index_rejects_a_duplicate(mongo_db: AsyncDatabase[Document]) -> None:
+    await ensure_indexes(mongo_db, [IndexSpec("shops", [("appid", 1)], unique=True)])
+    await ensure_indexes(mongo_db, [IndexSpec("shops", [("appid", 1)], unique=True)])  # idempotent
+    assert await insert_once(mongo_db.shops, {"_id": "s1", "appid": "wx0001"})
+    assert not await insert_once(mongo_db.shops, {"_id": "s2", "appid": "wx0001"})
+    with pytest.raises(DuplicateKeyError):
+        await mongo_db.shops.insert_one({"_id": "s3", "appid": "wx0001"})
+    assert await mongo_db.shops.count_documents({}) == 1
+
+
+async def test_versioned_upsert_never_lets_an_older_version_win(mongo_db: AsyncDatabase[Document]) -> None:
+    orders = mongo_db.orders
+    first = await versioned_upsert(
+        orders, BIG_ORDER_ID, version=100, fields={"status": 20}, on_insert={"first_seen": 100}
+    )
+    assert first is UpsertOutcome.INSERTED
+    assert (
+        await versioned_upsert(orders, BIG_ORDER_ID, version=300, fields={"status": 30})
+        is UpsertOutcome.UPDATED
+    )
+    assert (
+        await versioned_upsert(orders, BIG_ORDER_ID, version=200, fields={"status": 10})
+        is UpsertOutcome.NOT_NEWER
+    )
+    assert (
+        await versioned_upsert(orders, BIG_ORDER_ID, version=300, fields={"status": 99})
+        is UpsertOutcome.NOT_NEWER
+    )
+    stored = await orders.find_one({"_id": BIG_ORDER_ID})
+    assert stored == {"_id": BIG_ORDER_ID, "status": 30, "version": 300, "first_seen": 100}
+
+
+async def test_concurrent_versioned_upserts_leave_the_newest(mongo_db: AsyncDatabase[Document]) -> None:
+    versions = list(range(1, 41))
+    random.Random(7).shuffle(versions)
+    outcomes = await asyncio.gather(
+        *(versioned_upsert(mongo_db.orders, "42", version=v, fields={"seen": v}) for v in versions)
+    )
+    stored = await mongo_db.orders.find_one({"_id": "42"})
+    assert stored is not None and stored["version"] == 40 and stored["seen"] == 40
+    assert outcomes.count(UpsertOutcome.INSERTED) == 1
+    assert await mongo_db.orders.count_documents({}) == 1
+
+
+async def test_client_factory_talks_to_the_stack(stack: LocalStack) -> None:
+    client = create_mongo_client(MongoSettings(uri=stack.mongo_uri), app_name="test")
+    try:
+        assert (await client.admin.command("ping"))["ok"] == 1.0
+    finally:
+        await client.close()

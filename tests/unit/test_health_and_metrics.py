@@ -1,0 +1,82 @@
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from shared.health import HealthChecks
+from shared.metrics import REDMetricsMiddleware, metrics_endpoint
+
+
+def _app(checks: HealthChecks) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(REDMetricsMiddleware, service="unit")
+    app.include_router(checks.router())
+    app.add_route("/metrics", metrics_endpoint)
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: str) -> dict[str, str]:
+        return {"order_id": order_id}
+
+    return app
+
+
+async def _ok() -> None:
+    return None
+
+
+async def _broken() -> None:
+    raise ConnectionError("refused")
+
+
+async def _slow() -> None:
+    await asyncio.sleep(10)
+
+
+async def test_readyz_is_503_with_reasons_when_a_dependency_fails_or_hangs() -> None:
+    checks = HealthChecks("unit", timeout_s=0.1)
+    checks.add("mongo", _ok)
+    checks.add("kafka", _broken)
+    checks.add("faust", _slow)
+    transport = httpx.ASGITransport(app=_app(checks))
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
+        alive = await client.get("/healthz")
+        ready = await client.get("/readyz")
+    assert alive.status_code == 200 and alive.json()["status"] == "ok"
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "unavailable"
+    by_name = {c["name"]: c for c in body["checks"]}
+    assert by_name["mongo"]["ok"] is True
+    assert by_name["kafka"] == {"name": "kafka", "ok": False, "detail": "ConnectionError: refused"}
+    assert "no answer within 0.1s" in by_name["faust"]["detail"]
+
+
+async def test_readyz_is_200_when_every_check_passes() -> None:
+    checks = HealthChecks("unit")
+    checks.add("mongo", _ok)
+    transport = httpx.ASGITransport(app=_app(checks))
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
+        assert (await client.get("/readyz")).status_code == 200
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_red_metrics_label_by_route_template_not_raw_path() -> None:
+    transport = httpx.ASGITransport(app=_app(HealthChecks("unit")))
+    labels = {"service": "unit", "method": "GET", "route": "/orders/{order_id}", "status": "200"}
+    before = _sample("lvyue_http_requests_total", labels)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
+        for order_id in ("1", "2", "3"):
+            assert (await client.get(f"/orders/{order_id}")).status_code == 200
+        assert (await client.get("/nowhere")).status_code == 404
+        exposition = (await client.get("/metrics")).text
+    assert _sample("lvyue_http_requests_total", labels) == before + 3
+    unmatched = {"service": "unit", "method": "GET", "route": "<unmatched>", "status": "404"}
+    assert _sample("lvyue_http_requests_total", unmatched) >= 1
+    assert 'route="/orders/1"' not in exposition
+    duration = {"service": "unit", "method": "GET", "route": "/orders/{order_id}"}
+    assert _sample("lvyue_http_request_duration_seconds_count", duration) >= 3

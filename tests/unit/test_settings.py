@@ -1,0 +1,33 @@
+import pytest
+
+from shared.settings import SERVICE_SETTINGS, DispatchSettings, OrderIngestSettings
+
+
+def test_defaults_point_at_the_local_stack_and_the_real_wechat_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "MONGO_URI", "WECHAT_API_BASE", "ORDER_INGEST_HTTP_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = OrderIngestSettings()
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.mongo.uri == "mongodb://127.0.0.1:27017/"
+    assert settings.wechat.api_base == "https://api.weixin.qq.com"
+    assert settings.http_port == 8001
+    assert settings.consumer_group == "lvyue-order_ingest"
+
+
+def test_common_settings_are_unprefixed_and_service_settings_use_their_own_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WECHAT_API_BASE", "http://127.0.0.1:9001")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("DISPATCH_HTTP_PORT", "18002")
+    monkeypatch.setenv("ORDER_INGEST_HTTP_PORT", "18001")
+    dispatch = DispatchSettings()
+    assert dispatch.wechat.api_base == "http://127.0.0.1:9001"
+    assert dispatch.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
+    assert dispatch.http_port == 18002
+    assert OrderIngestSettings().http_port == 18001
+
+
+def test_every_service_has_its_own_port() -> None:
+    ports = [cls().http_port for cls in SERVICE_SETTINGS.values()]
+    assert len(set(ports)) == len(ports) == 4

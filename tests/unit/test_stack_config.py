@@ -1,0 +1,37 @@
+import json
+import shlex
+from pathlib import Path
+
+from ops.stack import LocalStack, StackPorts
+
+
+def test_rendered_stack_uses_the_given_ports_and_a_log_file_per_process(tmp_path: Path) -> None:
+    ports = StackPorts(19092, 19093, 37017, 19090, {"order_ingest": 18001})
+    stack = LocalStack(
+        run_dir=tmp_path, ports=ports, components=("kafka", "ferretdb", "prometheus", "order_ingest")
+    )
+    stack.render()
+
+    kafka = (tmp_path / "kafka-server.properties").read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in kafka
+    assert f"log.dirs={tmp_path / 'data' / 'kafka'}" in kafka
+
+    prometheus = json.loads((tmp_path / "prometheus.yml").read_text())
+    targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in prometheus["scrape_configs"]}
+    assert targets["order_ingest"] == ["127.0.0.1:18001"]
+
+    conf = (tmp_path / "supervisord.conf").read_text()
+    for name in ("kafka", "ferretdb", "prometheus", "order_ingest"):
+        assert f"[program:{name}]" in conf
+        assert f"stdout_logfile={tmp_path / 'logs' / (name + '.log')}" in conf
+    command = next(line for line in conf.splitlines() if line.startswith("command=") and "uvicorn" in line)
+    argv = shlex.split(command.removeprefix("command="))
+    assert argv[argv.index("--port") + 1] == "18001"
+    assert 'KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:19092"' in conf
+    assert 'MONGO_URI="mongodb://127.0.0.1:37017/"' in conf
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = StackPorts.free()
+    every = [ports.kafka, ports.kafka_controller, ports.mongo, ports.prometheus, *ports.services.values()]
+    assert len(set(every)) == len(every)

@@ -32,7 +32,8 @@ def broker_urls(bootstrap_servers: str) -> str:
     return ";".join(f"{BROKER_SCHEME}://{server.strip()}" for server in bootstrap_servers.split(","))
 
 
-def create_faust_app(settings: ServiceSettings, **overrides: Any) -> faust.App:
+def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
+    """`app_id` is the consumer group; it defaults to the service's (`lvyue-<service>`)."""
     kafka = settings.kafka
     options: dict[str, Any] = {
         "broker": broker_urls(kafka.bootstrap_servers),
@@ -52,7 +53,7 @@ def create_faust_app(settings: ServiceSettings, **overrides: Any) -> faust.App:
         "autodiscover": False,
     }
     options.update(overrides)
-    return faust.App(f"lvyue-{settings.service_name}", **options)
+    return faust.App(app_id or settings.consumer_group, **options)
 
 
 def faust_topic(app: faust.App, spec: TopicSpec, settings: ServiceSettings, **kwargs: Any) -> faust.TopicT:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, TypeAlias
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events import Event
@@ -73,6 +73,26 @@ async def _run_until(consumer: DurableConsumer, done: Callable[[], bool], timeou
         consumer.request_stop()
         await task  # the batch in hand finishes and is committed
         await consumer.stop()
+
+
+async def _read_from_start(settings: KafkaSettings, topic_name: str, *, count: int) -> list[Record]:
+    """The first `count` records of a topic, read without a consumer group."""
+    consumer = AIOKafkaConsumer(
+        topic_name,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def _committed_total(settings: KafkaSettings, spec: TopicSpec, group: str) -> int:
@@ -191,21 +211,10 @@ async def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(
     assert attempts[0] == 2 and attempts[1] == 1 and attempts[2] == 3
     assert done == [0]
 
-    dlq = AIOKafkaConsumer(
-        topic.dead_letter_name,
-        bootstrap_servers=kafka_settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await dlq.start()
-    try:
-        letters: list[DeadLetter] = []
-        async with asyncio.timeout(30):
-            while len(letters) < 2:
-                for records in (await dlq.getmany(timeout_ms=500)).values():
-                    letters += [DeadLetter.model_validate_json(r.value or b"") for r in records]
-    finally:
-        await dlq.stop()
+    letters = [
+        DeadLetter.model_validate_json(r.value or b"")
+        for r in await _read_from_start(kafka_settings, topic.dead_letter_name, count=2)
+    ]
     by_order = {letter.order_id: letter for letter in letters}
     assert by_order["22"].reason is DeadLetterReason.VALIDATION_FAILED and by_order["22"].attempts == 1
     assert by_order["33"].reason is DeadLetterReason.RETRIES_EXHAUSTED and by_order["33"].attempts == 3
@@ -220,21 +229,7 @@ async def test_keyed_events_of_one_order_stay_in_order_on_one_partition(
 ) -> None:
     for seq in range(20):
         await publish(producer, topic, OrderTouched(order_id="3705115058471208928", seq=seq))
-    consumer = AIOKafkaConsumer(
-        topic.name,
-        bootstrap_servers=kafka_settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    got: dict[TopicPartition, list[int]] = {}
-    try:
-        async with asyncio.timeout(30):
-            while sum(len(v) for v in got.values()) < 20:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    got.setdefault(tp, []).extend(
-                        OrderTouched.model_validate_json(r.value or b"").seq for r in records
-                    )
-    finally:
-        await consumer.stop()
+    got: dict[int, list[int]] = {}
+    for record in await _read_from_start(kafka_settings, topic.name, count=20):
+        got.setdefault(record.partition, []).append(OrderTouched.model_validate_json(record.value or b"").seq)
     assert len(got) == 1 and next(iter(got.values())) == list(range(20))

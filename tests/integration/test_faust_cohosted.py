@@ -1,0 +1,112 @@
+"""faust co-hosted in FastAPI (the service factory) against the real broker and FerretDB:
+an HTTP route publishes, a faust agent consumes and writes a versioned document, offsets follow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Literal
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
+from fastapi import APIRouter
+from pymongo import AsyncMongoClient
+
+from ops.stack import LocalStack, free_port
+from shared.db import Document, UpsertOutcome, versioned_upsert
+from shared.events import Event
+from shared.kafka.admin import ensure_topics
+from shared.kafka.faust_app import DurableProducer, create_faust_app, faust_topic
+from shared.kafka.producer import publish
+from shared.kafka.topics import TopicSpec
+from shared.service import Runtime, create_service_app
+from shared.settings import DispatchSettings, KafkaSettings, MongoSettings
+
+pytestmark = pytest.mark.integration
+
+
+class StatusChanged(Event):
+    event_type: Literal["status_changed"] = "status_changed"
+    schema_version: int = 1
+    status: int
+    update_time: int
+
+
+async def test_http_to_kafka_to_faust_agent_to_ferretdb(stack: LocalStack) -> None:
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    settings = DispatchSettings(
+        http_port=port,
+        kafka=KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, default_partitions=3),
+        mongo=MongoSettings(uri=stack.mongo_uri, database=database),
+    )
+    spec = TopicSpec(f"test.faust.{uuid.uuid4().hex[:8]}", "faust co-hosting test", partitions=3)
+    await ensure_topics(settings.kafka, (spec,))
+
+    faust_app = create_faust_app(settings, app_id=f"test-{uuid.uuid4().hex[:8]}")
+    topic = faust_topic(faust_app, spec, settings)
+    outcomes: list[UpsertOutcome] = []
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+
+    @faust_app.agent(topic)
+    async def store_status(stream: Any) -> None:
+        async for raw in stream:
+            event = StatusChanged.model_validate_json(raw)
+            outcome = await versioned_upsert(
+                mongo[database].orders,
+                event.order_id,
+                version=event.update_time,
+                fields={"status": event.status},
+            )
+            outcomes.append(outcome)
+
+    router = APIRouter()
+
+    @router.post("/orders/{order_id}/status/{status}/{update_time}")
+    async def change_status(order_id: str, status: int, update_time: int, runtime: Runtime) -> dict[str, str]:
+        await publish(
+            runtime.producer, spec, StatusChanged(order_id=order_id, status=status, update_time=update_time)
+        )
+        return {"published": order_id}
+
+    api = create_service_app(settings, title="test", faust_app=faust_app, routers=[router])
+    server = uvicorn.Server(
+        uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            async with asyncio.timeout(90):
+                while not server.started or (await client.get("/readyz")).status_code != 200:
+                    await asyncio.sleep(0.2)
+            # Newest first, then an older detail and a duplicate: only the newest may stick.
+            for status, update_time in ((30, 300), (20, 200), (30, 300)):
+                reply = await client.post(f"/orders/3705115058471208928/status/{status}/{update_time}")
+                assert reply.status_code == 200
+        async with asyncio.timeout(60):
+            while len(outcomes) < 3:
+                await asyncio.sleep(0.1)
+        assert outcomes == [UpsertOutcome.INSERTED, UpsertOutcome.NOT_NEWER, UpsertOutcome.NOT_NEWER]
+        stored = await mongo[database].orders.find_one({"_id": "3705115058471208928"})
+        assert stored == {"_id": "3705115058471208928", "status": 30, "version": 300}
+        assert isinstance(faust_app.producer, DurableProducer)
+
+        group = faust_app.conf.id
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        await admin.start()
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    offsets = await admin.list_consumer_group_offsets(group)
+                    if sum(m.offset for tp, m in offsets.items() if tp.topic == spec.name) == 3:
+                        break
+                    await asyncio.sleep(0.3)
+        finally:
+            await admin.close()
+    finally:
+        server.should_exit = True
+        await serving
+        await mongo.drop_database(database)
+        await mongo.close()

@@ -77,6 +77,7 @@ def _start_and_wait(
 
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         report = stack.wait_healthy(on_poll=show)
+    console.line()
     console.print(
         f"[green]stack healthy in {time.monotonic() - started:.1f}s[/green]; logs in {stack.logs_dir}"
     )

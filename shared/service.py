@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 import faust
@@ -52,6 +53,18 @@ def get_runtime(request: Request) -> ServiceRuntime:
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 
 
+async def faust_worker_ready(app: faust.App) -> None:
+    """The worker runs, is not rebalancing, and none of its parts crashed (a crashed conductor
+    leaves the app itself looking started while nothing is consumed)."""
+    if not app.started:
+        raise RuntimeError("faust worker not started")
+    for part in (app, app.topics, app.consumer):  # app.topics is the conductor
+        if part.crashed:
+            raise RuntimeError(f"faust {type(part).__name__} crashed: {part.crash_reason!r}")
+    if app.rebalancing:
+        raise RuntimeError("faust worker is rebalancing")
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -60,6 +73,9 @@ def create_service_app(
     indexes: Sequence[IndexSpec] = (),
     routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
+    if faust_app is not None and not faust_app.agents:
+        # faust's conductor crashes when it has nothing to subscribe to.
+        raise ValueError("a faust app without agents: pass faust_app=None until the service has agents")
     configure_logging(settings.service_name, settings.log_level)
     health = HealthChecks(settings.service_name)
 
@@ -90,13 +106,7 @@ def create_service_app(
             health.add("mongo", mongo_ready)
             health.add("kafka", kafka_ready)
             if faust_app is not None:
-                app_for_check = faust_app
-
-                async def faust_ready() -> None:
-                    if not app_for_check.started or app_for_check.rebalancing:
-                        raise RuntimeError("faust worker not running or rebalancing")
-
-                health.add("faust", faust_ready)
+                health.add("faust", partial(faust_worker_ready, faust_app))
 
             api.state.runtime = ServiceRuntime(settings, mongo, db, producer, faust_app, health)
             log.info("service started", extra={"port": settings.http_port})

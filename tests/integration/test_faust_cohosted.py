@@ -79,8 +79,13 @@ async def test_http_to_kafka_to_faust_agent_to_ferretdb(stack: LocalStack) -> No
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             async with asyncio.timeout(90):
-                while not server.started or (await client.get("/readyz")).status_code != 200:
+                while not server.started or (ready := await client.get("/readyz")).status_code != 200:
                     await asyncio.sleep(0.2)
+            assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {
+                "mongo": True,
+                "kafka": True,
+                "faust": True,
+            }
             # Newest first, then an older detail and a duplicate: only the newest may stick.
             for status, update_time in ((30, 300), (20, 200), (30, 300)):
                 reply = await client.post(f"/orders/3705115058471208928/status/{status}/{update_time}")

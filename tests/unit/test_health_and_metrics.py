@@ -80,3 +80,17 @@ async def test_red_metrics_label_by_route_template_not_raw_path() -> None:
     assert 'route="/orders/1"' not in exposition
     duration = {"service": "unit", "method": "GET", "route": "/orders/{order_id}"}
     assert _sample("lvyue_http_request_duration_seconds_count", duration) >= 3
+
+
+def test_a_faust_app_without_agents_is_refused() -> None:
+    from shared.kafka.faust_app import create_faust_app
+    from shared.service import create_service_app
+    from shared.settings import DispatchSettings
+
+    settings = DispatchSettings()
+    try:
+        create_service_app(settings, title="t", faust_app=create_faust_app(settings))
+    except ValueError as exc:
+        assert "without agents" in str(exc)
+    else:
+        raise AssertionError("a faust app without agents was accepted")

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Histogram
@@ -36,6 +37,11 @@ MESSAGES_PROCESSED = Counter(
     "Kafka messages handled by a consumer, by outcome (ok, dead_lettered).",
     ["consumer", "topic", "outcome"],
 )
+DEAD_LETTERS = Counter(
+    "lvyue_dead_letters_total",
+    "Messages parked on a dead-letter topic, by reason.",
+    ["consumer", "topic", "reason"],
+)
 HANDLER_RETRIES = Counter(
     "lvyue_kafka_handler_retries_total",
     "Transient handler failures that were retried.",
@@ -48,7 +54,50 @@ PROCESSING_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One Kafka message, whichever client fetched it (aiokafka consumer or faust stream)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def from_record(cls, record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value or b"",
+            record.timestamp,
+            tuple(record.headers or ()),
+        )
+
+    @classmethod
+    def from_faust(cls, message: Any) -> InboundMessage:
+        """From a faust `Event.message` (faust.types.tuples.Message)."""
+        headers = message.headers or ()
+        if isinstance(headers, dict):
+            headers = tuple(headers.items())
+        timestamp = message.timestamp
+        return cls(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value or b"",
+            int(timestamp * 1000) if timestamp else None,
+            tuple(headers),
+        )
+
+
+Handler = Callable[[InboundMessage], Awaitable[None]]
 
 
 class PermanentFailure(Exception):
@@ -68,29 +117,89 @@ class RetryPolicy:
 
 
 def dead_letter_for(
-    record: ConsumerRecord[bytes, bytes],
-    *,
-    consumer: str,
-    reason: DeadLetterReason,
-    detail: str,
-    attempts: int,
+    message: InboundMessage, *, consumer: str, reason: DeadLetterReason, detail: str, attempts: int
 ) -> DeadLetter:
-    key = record.key
-    order_id = key.decode() if key is not None and key.isdigit() else None
+    key = message.key
+    order_id = key.decode() if key is not None and key.isdigit() and len(key) <= 20 else None
     return DeadLetter(
         order_id=order_id,
         consumer=consumer,
         reason=reason,
         detail=detail[:4_000],
         attempts=attempts,
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        source_timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp else None,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        source_timestamp=datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
+        if message.timestamp_ms
+        else None,
         key_b64=None if key is None else base64.b64encode(key).decode(),
-        value_b64=base64.b64encode(record.value or b"").decode(),
-        headers=[(k, v.decode(errors="replace")) for k, v in (record.headers or ())],
+        value_b64=base64.b64encode(message.value).decode(),
+        headers=[(k, v.decode(errors="replace")) for k, v in message.headers],
     )
+
+
+class MessageProcessor:
+    """Runs a handler on one message with the retry policy; dead-letters what cannot be processed.
+
+    Returns normally once the message is either handled or parked on `<topic>.dlq`, so the caller
+    may commit its offset. Cancellation propagates (nothing is committed for that message).
+    """
+
+    def __init__(self, *, name: str, producer: AIOKafkaProducer, retry: RetryPolicy | None = None) -> None:
+        self.name = name
+        self._producer = producer
+        self._retry = retry or RetryPolicy()
+
+    async def process(self, message: InboundMessage, handler: Handler) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._retry.max_attempts),
+                wait=wait_exponential_jitter(
+                    multiplier=self._retry.initial_backoff_s,
+                    max=self._retry.max_backoff_s,
+                    jitter=self._retry.initial_backoff_s,
+                ),
+                # Only ordinary errors are retried: cancellation (shutdown) must propagate at once.
+                retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentFailure),
+                reraise=False,
+            ):
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        HANDLER_RETRIES.labels(self.name, message.topic).inc()
+                    await handler(message)
+            MESSAGES_PROCESSED.labels(self.name, message.topic, "ok").inc()
+        except PermanentFailure as failure:
+            await self._dead_letter(message, failure.reason, failure.detail, attempts)
+        except RetryError as exhausted:
+            cause = exhausted.last_attempt.exception()
+            await self._dead_letter(message, DeadLetterReason.RETRIES_EXHAUSTED, repr(cause), attempts)
+        finally:
+            PROCESSING_SECONDS.labels(self.name, message.topic).observe(loop.time() - started)
+
+    async def _dead_letter(
+        self, message: InboundMessage, reason: DeadLetterReason, detail: str, attempts: int
+    ) -> None:
+        letter = dead_letter_for(message, consumer=self.name, reason=reason, detail=detail, attempts=attempts)
+        log.warning(
+            "dead-lettered a message",
+            extra={
+                "topic": message.topic,
+                "offset": message.offset,
+                "reason": reason.value,
+                "detail": detail,
+            },
+        )
+        # Same key as the source, so a replay lands on the same partition.
+        await self._producer.send_and_wait(
+            f"{message.topic}.dlq", value=letter.model_dump_json().encode(), key=message.key
+        )
+        DEAD_LETTERS.labels(self.name, message.topic, reason.value).inc()
+        MESSAGES_PROCESSED.labels(self.name, message.topic, "dead_lettered").inc()
 
 
 class DurableConsumer:
@@ -110,9 +219,9 @@ class DurableConsumer:
     ) -> None:
         self._topics = topics
         self._handler = handler
-        self._producer = dead_letter_producer
-        self._name = consumer_name or group_id
-        self._retry = retry or RetryPolicy()
+        self._processor = MessageProcessor(
+            name=consumer_name or group_id, producer=dead_letter_producer, retry=retry
+        )
         self._max_records = max_records
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -141,53 +250,9 @@ class DurableConsumer:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             for tp, records in batches.items():
                 for record in records:
-                    await self._process(record)
+                    await self._processor.process(InboundMessage.from_record(record), self._handler)
                 await self._consumer.commit({tp: records[-1].offset + 1})
 
     async def committed(self, tp: TopicPartition) -> int | None:
         offset: int | None = await self._consumer.committed(tp)
         return offset
-
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        attempts = 0
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._retry.max_attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self._retry.initial_backoff_s,
-                    max=self._retry.max_backoff_s,
-                    jitter=self._retry.initial_backoff_s,
-                ),
-                # Only ordinary errors are retried: cancellation (shutdown) must propagate at once.
-                retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentFailure),
-                reraise=False,
-            ):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        HANDLER_RETRIES.labels(self._name, record.topic).inc()
-                    await self._handler(record)
-            MESSAGES_PROCESSED.labels(self._name, record.topic, "ok").inc()
-        except PermanentFailure as failure:
-            await self._dead_letter(record, failure.reason, failure.detail, attempts)
-        except RetryError as exhausted:
-            cause = exhausted.last_attempt.exception()
-            await self._dead_letter(record, DeadLetterReason.RETRIES_EXHAUSTED, repr(cause), attempts)
-        finally:
-            PROCESSING_SECONDS.labels(self._name, record.topic).observe(loop.time() - started)
-
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], reason: DeadLetterReason, detail: str, attempts: int
-    ) -> None:
-        letter = dead_letter_for(record, consumer=self._name, reason=reason, detail=detail, attempts=attempts)
-        log.warning(
-            "dead-lettered a message",
-            extra={"topic": record.topic, "offset": record.offset, "reason": reason.value, "detail": detail},
-        )
-        # Same key as the source, so a replay lands on the same partition order.
-        await self._producer.send_and_wait(
-            f"{record.topic}.dlq", value=letter.model_dump_json().encode(), key=record.key
-        )
-        MESSAGES_PROCESSED.labels(self._name, record.topic, "dead_lettered").inc()

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.events import Event
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
 from shared.kafka.admin import ensure_topics
-from shared.kafka.consumer import DurableConsumer, PermanentFailure, RetryPolicy
+from shared.kafka.consumer import DurableConsumer, InboundMessage, PermanentFailure, RetryPolicy
 from shared.kafka.producer import create_producer, publish
 from shared.kafka.topics import ALL_TOPICS, TopicSpec, topics_to_create
 from shared.settings import KafkaSettings
@@ -49,7 +49,7 @@ def _consumer(
     settings: KafkaSettings,
     spec: TopicSpec,
     group: str,
-    handler: Callable[[Record], Awaitable[None]],
+    handler: Callable[[InboundMessage], Awaitable[None]],
     producer: AIOKafkaProducer,
 ) -> DurableConsumer:
     return DurableConsumer(
@@ -124,7 +124,7 @@ async def test_consumer_restart_resumes_from_the_committed_offset(
     group = f"g-{uuid.uuid4().hex[:8]}"
     seen: list[int] = []
 
-    async def handle(record: Record) -> None:
+    async def handle(record: InboundMessage) -> None:
         seen.append(OrderTouched.model_validate_json(record.value or b"").seq)
 
     for seq in range(10):
@@ -155,7 +155,7 @@ async def test_a_message_whose_effect_never_finished_is_redelivered(
     handled: list[int] = []
     stuck = asyncio.Event()
 
-    async def crash_on_second(record: Record) -> None:
+    async def crash_on_second(record: InboundMessage) -> None:
         seq = OrderTouched.model_validate_json(record.value or b"").seq
         if seq == 1:
             stuck.set()
@@ -174,7 +174,7 @@ async def test_a_message_whose_effect_never_finished_is_redelivered(
 
     redelivered: list[int] = []
 
-    async def record_all(record: Record) -> None:
+    async def record_all(record: InboundMessage) -> None:
         redelivered.append(OrderTouched.model_validate_json(record.value or b"").seq)
 
     await _run_until(
@@ -193,7 +193,7 @@ async def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(
     attempts: dict[int, int] = {}
     done: list[int] = []
 
-    async def handle(record: Record) -> None:
+    async def handle(record: InboundMessage) -> None:
         event = OrderTouched.model_validate_json(record.value or b"")
         attempts[event.seq] = attempts.get(event.seq, 0) + 1
         if event.seq == 0 and attempts[0] < 2:

@@ -1,23 +1,25 @@
 from aiokafka.structs import ConsumerRecord
 
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
-from shared.kafka.consumer import dead_letter_for
+from shared.kafka.consumer import InboundMessage, dead_letter_for
 from shared.kafka.faust_app import broker_urls
 
 
-def _record(key: bytes | None, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="orders",
-        partition=3,
-        offset=42,
-        timestamp=1_763_000_000_000,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=0,
-        headers=(("event_type", b"paid"),),
+def _record(key: bytes | None, value: bytes) -> InboundMessage:
+    return InboundMessage.from_record(
+        ConsumerRecord(
+            topic="orders",
+            partition=3,
+            offset=42,
+            timestamp=1_763_000_000_000,
+            timestamp_type=0,
+            key=key,
+            value=value,
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=(("event_type", b"paid"),),
+        )
     )
 
 

@@ -27,8 +27,12 @@ help:
 setup: python kafka ferretdb prometheus
 
 python: $(VENV)/.synced
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(UV):
-	python$(PYTHON_VERSION) -m venv $(CACHE)/uv-bootstrap
+	@# Debian's own python3.11 ships venv separately (python3.11-venv).
+	python$(PYTHON_VERSION) -m venv $(CACHE)/uv-bootstrap || { rm -rf $(CACHE)/uv-bootstrap; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python$(PYTHON_VERSION)-venv && \
+	  python$(PYTHON_VERSION) -m venv $(CACHE)/uv-bootstrap; }
 	$(CACHE)/uv-bootstrap/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --python python$(PYTHON_VERSION)
@@ -47,8 +51,10 @@ $(FERRETDB_BIN): deploy/ferretdb/go.mod deploy/ferretdb/go.sum deploy/ferretdb/m
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing Debian's prometheus package"; \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+	  { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || $(SUDO) service prometheus stop >/dev/null 2>&1 || true; }; }
+	@# The package's own service would hold :9090; our stack runs its own Prometheus.
 
 # ---- the local stack ------------------------------------------------------------------------------
 up: setup

@@ -97,12 +97,14 @@ def _print_urls(stack: LocalStack) -> None:
 def stack_up(components: Components = "") -> None:
     """Start the stack in the background; return once every part answers its health check."""
     stack = _stack(components)
+    if stack.supervisor_running():
+        err_console.print(f"the stack in {stack.run_dir} is already running (`make status`, `make down`)")
+        raise typer.Exit(1)
     try:
         _start_and_wait(stack)
     except StackError as exc:
         err_console.print(f"[red]{exc}[/red]")
-        if stack.supervisor_running():
-            stack.stop()
+        stack.stop()
         raise typer.Exit(1) from exc
     _print_urls(stack)
 
@@ -146,8 +148,10 @@ def stack_run(
         nonlocal stopping
         stopping = True
 
-    previous_int = signal.signal(signal.SIGINT, on_signal)
-    previous_term = signal.signal(signal.SIGTERM, on_signal)
+    if stack.supervisor_running():
+        err_console.print(f"the stack in {stack.run_dir} is already running (`make down` stops it)")
+        raise typer.Exit(1)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     exit_code = 0
     try:
         _start_and_wait(stack, lambda: stopping)
@@ -160,8 +164,8 @@ def stack_run(
         err_console.print(f"[red]{exc}[/red]")
         exit_code = 1
     finally:
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         console.print("stopping the stack ...")
         stack.stop()
         console.print("stopped")

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -330,7 +331,7 @@ class LocalStack:
         if (self.data_dir / "kafka" / "meta.properties").exists():
             return
         java = shutil.which("java") or "java"
-        subprocess.run(
+        formatted = subprocess.run(
             [
                 java,
                 f"-Dlog4j.configuration=file:{DEPLOY_LOCAL / 'log4j.properties'}",
@@ -344,10 +345,15 @@ class LocalStack:
                 str(self.run_dir / "kafka-server.properties"),
                 "--ignore-formatted",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if formatted.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage failed: {formatted.stdout[-500:]} {formatted.stderr[-1500:]}"
+            )
 
     # ---- supervisor control -------------------------------------------------------------------------------
     def _rpc(self) -> Any:
@@ -374,24 +380,34 @@ class LocalStack:
         self.render()
         if "kafka" in self.components:
             self._format_kafka_storage()
-        subprocess.run(
+        spawned = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.supervisor_conf)],
-            check=True,
+            check=False,
+            capture_output=True,
+            text=True,
             cwd=REPO_ROOT,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
+        if spawned.returncode != 0:
+            raise StackError(f"supervisord did not start: {spawned.stderr[-1500:]}")
         deadline = time.monotonic() + 15
         while not self.supervisor_running():
             if time.monotonic() > deadline:
-                raise StackError(f"supervisord did not start; see {self.logs_dir / 'supervisord.log'}")
+                self._kill_supervisor()
+                raise StackError(f"supervisord did not answer; see {self.logs_dir / 'supervisord.log'}")
             time.sleep(0.1)
+
+    def _kill_supervisor(self) -> None:
+        pidfile = self.run_dir / "supervisord.pid"
+        if pidfile.exists() and _pid_alive(pidfile):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
     def process_states(self) -> dict[str, str]:
         if not self.supervisor_running():
             return {}
         return {p["name"]: p["statename"] for p in self._rpc().supervisor.getAllProcessInfo()}
 
-    def stop(self, timeout_s: float = 90) -> None:
+    def stop(self, timeout_s: float = 300) -> None:
         """Stop every process and supervisord; returns when no process and no port is left behind."""
         pidfile = self.run_dir / "supervisord.pid"
         if self.supervisor_running():
@@ -451,7 +467,8 @@ class LocalStack:
                 on_poll(report)
             if all(c.healthy for c in report):
                 return report
-            dead = [c for c in report if c.state in ("FATAL", "EXITED", "BACKOFF", "STOPPED")]
+            # BACKOFF is supervisord retrying a start: wait for it; FATAL means it gave up.
+            dead = [c for c in report if c.state in ("FATAL", "EXITED", "STOPPED")]
             if dead or time.monotonic() > deadline:
                 problems = "; ".join(f"{c.name} [{c.state}] {c.detail}" for c in report if not c.healthy)
                 raise StackError(f"stack not healthy: {problems}. Logs: {self.logs_dir}")

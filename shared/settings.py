@@ -72,6 +72,24 @@ class OrderIngestSettings(ServiceSettings):
 
     service_name: str = "order_ingest"
     http_port: int = 8001
+    # Webhook: WeChat waits 5 s; we answer 5xx well before if Kafka does not confirm the write.
+    webhook_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_replay_window_s: int = Field(default=600, ge=1)
+    webhook_kafka_ack_timeout_s: float = Field(default=3.0, gt=0)
+    shop_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # Access tokens: refreshed this long before WeChat's expiry; shared by every process.
+    token_refresh_margin_s: int = Field(default=300, ge=0)
+    token_lock_lease_s: float = Field(default=10.0, gt=0)
+    # WeChat API resilience.
+    api_max_attempts: int = Field(default=4, ge=1)
+    api_backoff_initial_s: float = Field(default=0.2, gt=0)
+    breaker_failure_threshold: int = Field(default=10, ge=1)
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
+    # Worker.
+    worker_batch_size: int = Field(default=200, ge=1)
+    # Reconciliation: orders updated in the last window, every interval (0 disables it).
+    reconcile_interval_s: float = Field(default=300.0, ge=0)
+    reconcile_window_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
 
 class DispatchSettings(ServiceSettings):

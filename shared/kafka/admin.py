@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.kafka.topics import ALL_TOPICS, TopicSpec, topics_to_create
@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 
 class TopicMismatchError(RuntimeError):
     """An existing topic has fewer partitions than the registry asks for."""
+
+
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic (bad replication factor or config): not retried."""
 
 
 class TopicsNotReadyError(RuntimeError):
@@ -33,7 +37,7 @@ async def ensure_topics(
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(wait_for_broker_s),
         wait=wait_exponential(multiplier=0.2, max=3),
-        retry=retry_if_exception_type((KafkaConnectionError, TopicsNotReadyError, KafkaError)),
+        retry=retry_if_exception_type((KafkaConnectionError, KafkaTimeoutError, TopicsNotReadyError)),
         reraise=True,
     ):
         with attempt:
@@ -62,11 +66,13 @@ async def _ensure_topics_once(settings: KafkaSettings, specs: list[TopicSpec]) -
             ]
             # One request per topic: a race with another service creating the same topic is normal.
             for topic in new_topics:
-                try:
-                    await admin.create_topics([topic])
-                    created.append(topic.name)
-                except TopicAlreadyExistsError:
-                    pass
+                response = await admin.create_topics([topic])
+                for name, code, *rest in response.topic_errors:
+                    if code == 0:
+                        created.append(name)
+                    elif code != TopicAlreadyExistsError.errno:
+                        message = rest[0] if rest else ""
+                        raise TopicCreationError(f"creating {name} failed: error {code} {message}")
         described = await admin.describe_topics([s.name for s in specs])
         counts = {d["topic"]: len(d["partitions"]) for d in described}
         for spec in specs:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Histogram
 from tenacity import (
     AsyncRetrying,
@@ -135,7 +136,7 @@ def dead_letter_for(
         else None,
         key_b64=None if key is None else base64.b64encode(key).decode(),
         value_b64=base64.b64encode(message.value).decode(),
-        headers=[(k, v.decode(errors="replace")) for k, v in message.headers],
+        headers=[(k, (v or b"").decode(errors="replace")) for k, v in message.headers],
     )
 
 
@@ -215,7 +216,7 @@ class DurableConsumer:
         dead_letter_producer: AIOKafkaProducer,
         consumer_name: str | None = None,
         retry: RetryPolicy | None = None,
-        max_records: int = 500,
+        max_records: int = 100,
     ) -> None:
         self._topics = topics
         self._handler = handler
@@ -224,6 +225,7 @@ class DurableConsumer:
         )
         self._max_records = max_records
         self._stopping = asyncio.Event()
+        self._running: asyncio.Event | None = None
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=settings.bootstrap_servers,
@@ -232,13 +234,18 @@ class DurableConsumer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             request_timeout_ms=max(settings.request_timeout_ms, 40_000),
+            # A batch may hold retries with backoff: leave room before the group evicts us.
+            max_poll_interval_ms=900_000,
         )
 
     async def start(self) -> None:
         await self._consumer.start()
 
     async def stop(self) -> None:
+        """Finish the batch in hand (if `run()` is going), commit it, then leave the group."""
         self._stopping.set()
+        if self._running is not None:
+            await self._running.wait()
         await self._consumer.stop()
 
     def request_stop(self) -> None:
@@ -246,12 +253,23 @@ class DurableConsumer:
 
     async def run(self) -> None:
         """Fetch, handle, commit; until `request_stop()`. The batch in hand is finished first."""
-        while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
-            for tp, records in batches.items():
-                for record in records:
-                    await self._processor.process(InboundMessage.from_record(record), self._handler)
-                await self._consumer.commit({tp: records[-1].offset + 1})
+        self._running = asyncio.Event()
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._processor.process(InboundMessage.from_record(record), self._handler)
+                    try:
+                        await self._consumer.commit({tp: records[-1].offset + 1})
+                    except (CommitFailedError, IllegalStateError) as exc:
+                        # Rebalanced away: the new owner gets these again; handlers are idempotent.
+                        log.warning(
+                            "commit refused after a rebalance",
+                            extra={"partition": str(tp), "error": str(exc)},
+                        )
+        finally:
+            self._running.set()
 
     async def committed(self, tp: TopicPartition) -> int | None:
         offset: int | None = await self._consumer.committed(tp)

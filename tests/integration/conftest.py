@@ -32,8 +32,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         scrape_interval="1s",
         kafka_heap="384m",
     )
-    local.start()
     try:
+        local.start()
         local.wait_healthy(timeout_s=240)
         yield local
     except StackError:

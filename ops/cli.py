@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ops import dlq as dlq_cli
 from ops.stack import INFRASTRUCTURE, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
+from services.order_ingest import cli as shop_cli
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import topics_to_create
 from shared.settings import KafkaSettings
@@ -27,6 +29,8 @@ stack_app = typer.Typer(help="The embedded local stack: Kafka, FerretDB, Prometh
 topics_app = typer.Typer(help="Kafka topics from the registry (shared/kafka/topics.py).")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.add_typer(shop_cli.app, name="shop")
+app.add_typer(dlq_cli.app, name="dlq")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -7,7 +7,7 @@ handler writes, and the producer is connected before the first request is accept
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +45,9 @@ class ServiceRuntime:
     health: HealthChecks
 
 
+StartupHook = Callable[["ServiceRuntime", AsyncExitStack], Awaitable[None]]
+
+
 def get_runtime(request: Request) -> ServiceRuntime:
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
@@ -72,7 +75,10 @@ def create_service_app(
     faust_app: faust.App | None = None,
     indexes: Sequence[IndexSpec] = (),
     routers: Sequence[APIRouter] = (),
+    on_startup: Sequence[StartupHook] = (),
 ) -> FastAPI:
+    """`on_startup` hooks run once topics, indexes, the database and the producer are ready; they may
+    register cleanups on the exit stack (closed in reverse order at shutdown)."""
     if faust_app is not None and not faust_app.agents:
         # faust's conductor crashes when it has nothing to subscribe to.
         raise ValueError("a faust app without agents: pass faust_app=None until the service has agents")
@@ -94,6 +100,11 @@ def create_service_app(
             await producer.start()
             stack.push_async_callback(producer.stop)
 
+            runtime = ServiceRuntime(settings, mongo, db, producer, faust_app, health)
+            api.state.runtime = runtime
+            for hook in on_startup:
+                await hook(runtime, stack)  # before faust starts: agents may rely on what hooks set up
+
             if faust_app is not None:
                 await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=30))
 
@@ -108,7 +119,6 @@ def create_service_app(
             if faust_app is not None:
                 health.add("faust", partial(faust_worker_ready, faust_app))
 
-            api.state.runtime = ServiceRuntime(settings, mongo, db, producer, faust_app, health)
             log.info("service started", extra={"port": settings.http_port})
             yield
             log.info("service stopping")

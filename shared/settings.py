@@ -62,9 +62,12 @@ class ServiceSettings(BaseSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
 
+    # The faust app id (consumer group); tests run a second instance beside a running one.
+    kafka_group: str | None = None
+
     @property
     def consumer_group(self) -> str:
-        return f"lvyue-{self.service_name}"
+        return self.kafka_group or f"lvyue-{self.service_name}"
 
 
 class OrderIngestSettings(ServiceSettings):

@@ -1,14 +1,80 @@
-"""Entry point of the order_ingest service: `uvicorn services.order_ingest.main:create_app --factory`."""
+"""Entry point of the order_ingest service: `uvicorn services.order_ingest.main:create_app --factory`.
+
+One process: the WeChat webhook (FastAPI), the ingest worker (a faust agent) and reconciliation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
-from shared.service import create_service_app
+from services.order_ingest import shops as shop_store
+from services.order_ingest import worker as ingest
+from services.order_ingest.reconcile import reconcile_forever
+from services.order_ingest.webhook import WebhookDependencies
+from services.order_ingest.webhook import router as webhook_router
+from services.order_ingest.wechat_client import AccessTokenManager, WeChatShopClient
+from shared.kafka.consumer import MessageProcessor, RetryPolicy
+from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.topics import WECHAT_SHOP_EVENTS
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import OrderIngestSettings
 
 
 def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
     settings = settings or OrderIngestSettings()
-    # No faust agents yet, so no faust worker: they arrive with this service's own issue.
-    return create_service_app(settings, title="Lüyue order ingest")
+    faust_app = create_faust_app(settings)
+    raw_pushes = faust_topic(faust_app, WECHAT_SHOP_EVENTS, settings)
+    workers: list[ingest.IngestWorker] = []
+
+    @faust_app.agent(raw_pushes)
+    async def ingest_pushes(stream: Any) -> None:
+        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+            await workers[0].process_batch(ingest.faust_messages(events))
+
+    async def start_ingest(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
+        http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+        stack.push_async_callback(http.aclose)
+        repository = shop_store.ShopRepository(runtime.db)
+        shops = shop_store.ShopCache(repository, settings.shop_cache_ttl_s)
+        client = WeChatShopClient(http, AccessTokenManager(runtime.db, http, settings), settings)
+        api.state.webhook = WebhookDependencies(settings, shops, runtime.producer)
+        processor = MessageProcessor(
+            name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
+        )
+        workers.append(
+            ingest.IngestWorker(
+                db=runtime.db, producer=runtime.producer, shops=shops, client=client, processor=processor
+            )
+        )
+        if settings.reconcile_interval_s > 0:
+            task = asyncio.create_task(
+                reconcile_forever(
+                    shops=repository,
+                    client=client,
+                    db=runtime.db,
+                    producer=runtime.producer,
+                    interval_s=settings.reconcile_interval_s,
+                    window_s=settings.reconcile_window_s,
+                )
+            )
+
+            async def stop_reconciling() -> None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+            stack.push_async_callback(stop_reconciling)
+
+    api = create_service_app(
+        settings,
+        title="Lüyue order ingest",
+        faust_app=faust_app,
+        indexes=[*shop_store.INDEXES, *ingest.INDEXES],
+        routers=[webhook_router],
+        on_startup=[start_ingest],
+    )
+    return api

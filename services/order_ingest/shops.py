@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from shared.db import Document, IndexSpec
 from shared.events.base import utc_now
-from shared.wechat.crypto import aes_key_from_encoding_key
+from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
 
 SHOPS = "shops"
 INDEXES = [IndexSpec(SHOPS, [("appid", 1)], unique=True)]
@@ -38,7 +39,10 @@ class Shop(BaseModel):
     @classmethod
     def _valid_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            aes_key_from_encoding_key(value.get_secret_value())
+            try:
+                aes_key_from_encoding_key(value.get_secret_value())
+            except WeChatCryptoError as exc:
+                raise ValueError(exc.detail) from exc
         return value
 
     def aes_keys(self) -> list[str]:
@@ -102,8 +106,6 @@ class ShopRepository:
         self._shops = db[SHOPS]
 
     async def add(self, shop: Shop) -> None:
-        from pymongo.errors import DuplicateKeyError
-
         try:
             await self._shops.insert_one(shop.to_document())
         except DuplicateKeyError as exc:
@@ -144,7 +146,8 @@ class ShopCache:
     async def get(self, shop_id: str) -> Shop | None:
         now = time.monotonic()
         cached = self._entries.get(shop_id)
-        if cached is not None and now - cached[0] < self._ttl_s:
+        # An unknown shop is re-checked soon: it may just have been added.
+        if cached is not None and now - cached[0] < (self._ttl_s if cached[1] else min(self._ttl_s, 2.0)):
             return cached[1]
         shop = await self._repository.get(shop_id)
         self._entries[shop_id] = (now, shop)

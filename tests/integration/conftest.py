@@ -1,7 +1,7 @@
 """The integration tests' own stack: real Kafka, FerretDB, Prometheus and one service, on free ports.
 
 Started once per test session in a temporary directory and stopped at the end, never a developer's
-running stack. The order_ingest service runs in it so Prometheus has a real process to scrape and
+running stack. The dispatch service runs in it so Prometheus has a real process to scrape and
 the faust-in-FastAPI co-hosting is exercised as deployed.
 """
 
@@ -20,7 +20,7 @@ from shared.settings import KafkaSettings, MongoSettings
 
 pytestmark = pytest.mark.integration
 
-STACK_SERVICE = "order_ingest"
+STACK_SERVICE = "dispatch"
 
 
 @pytest.fixture(scope="session")

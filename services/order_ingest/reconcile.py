@@ -1,0 +1,94 @@
+"""Reconciliation: orders WeChat shows as updated recently that no webhook brought us.
+
+Lists each shop's orders updated in the last window (WeChat allows windows of at most 7 days, paged
+with next_key) and feeds the ids we have never stored into the ingest path, as if pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.order_ingest.shops import Shop, ShopRepository
+from services.order_ingest.wechat_client import WeChatShopClient
+from services.order_ingest.worker import ORDERS_COLLECTION
+from shared.db import Document
+from shared.events.shop_events import RECONCILE_EVENT, PushSource, WeChatPushReceived
+from shared.kafka.topics import WECHAT_SHOP_EVENTS
+from shared.wechat.api import MAX_LIST_WINDOW_S
+
+log = logging.getLogger(__name__)
+
+RECONCILED = Counter(
+    "lvyue_reconciled_orders_total", "Orders found by reconciliation that no webhook had brought.", ["shop"]
+)
+
+
+async def reconcile_shop(
+    shop: Shop,
+    *,
+    client: WeChatShopClient,
+    db: AsyncDatabase[Document],
+    producer: AIOKafkaProducer,
+    window_s: int,
+    now: float | None = None,
+) -> list[str]:
+    """Queue every order updated in the last `window_s` that is not stored; returns their ids."""
+    end = int(now if now is not None else time.time())
+    start = end - min(window_s, MAX_LIST_WINDOW_S)
+    missing: list[str] = []
+    next_key = ""
+    while True:
+        page = await client.list_updated_orders(shop, start, end, next_key)
+        if page.order_id_list:
+            known = {
+                d["_id"]
+                async for d in db[ORDERS_COLLECTION].find({"_id": {"$in": page.order_id_list}}, {"_id": 1})
+            }
+            for order_id in page.order_id_list:
+                if order_id in known:
+                    continue
+                push = WeChatPushReceived(
+                    source=PushSource.RECONCILIATION,
+                    shop_id=shop.shop_id,
+                    event=RECONCILE_EVENT,
+                    create_time=end,
+                    dedupe_key=f"{RECONCILE_EVENT}:{order_id}",
+                    order_id=order_id,
+                    partition_key=order_id,
+                    payload={"order_info": {"order_id": order_id}},
+                )
+                await producer.send_and_wait(
+                    WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key
+                )
+                missing.append(order_id)
+        if not page.has_more or not page.next_key:
+            break
+        next_key = page.next_key
+    if missing:
+        RECONCILED.labels(shop.shop_id).inc(len(missing))
+        log.info("reconciliation queued orders", extra={"shop": shop.shop_id, "count": len(missing)})
+    return missing
+
+
+async def reconcile_forever(
+    *,
+    shops: ShopRepository,
+    client: WeChatShopClient,
+    db: AsyncDatabase[Document],
+    producer: AIOKafkaProducer,
+    interval_s: float,
+    window_s: int,
+) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        for shop in await shops.list():
+            try:
+                await reconcile_shop(shop, client=client, db=db, producer=producer, window_s=window_s)
+            except Exception:  # one shop's failure must not stop the others, nor the loop
+                log.exception("reconciliation failed", extra={"shop": shop.shop_id})

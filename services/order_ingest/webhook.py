@@ -1,0 +1,255 @@
+"""WeChat's push callback: verify, decrypt, make it durable in Kafka, and only then say `success`.
+
+Bad input gets a 4xx with a reason code and is counted; nothing is stored. If Kafka does not confirm
+the write in time the answer is 503, so WeChat pushes again (it retries up to 10 times over ~3.6 h).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import StrEnum
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import Counter, Histogram
+
+from services.order_ingest.shops import Shop, ShopCache
+from shared.events.shop_events import WeChatPushReceived
+from shared.kafka.topics import WECHAT_SHOP_EVENTS
+from shared.settings import OrderIngestSettings
+from shared.wechat.crypto import WeChatCryptoError, decrypt_with_rotation, signature_matches
+from shared.wechat.push import (
+    PushParseError,
+    detect_format,
+    encrypted_field,
+    parse_document,
+    parse_event,
+)
+
+log = logging.getLogger(__name__)
+
+WEBHOOKS = Counter(
+    "lvyue_webhooks_total",
+    "WeChat pushes received, by shop, event and outcome.",
+    ["shop", "event", "outcome"],
+)
+ACK_SECONDS = Histogram(
+    "lvyue_webhook_ack_seconds",
+    "Time from request to answer for WeChat pushes (WeChat waits 5 s).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class WebhookOutcome(StrEnum):
+    STORED = "stored"
+    VERIFIED = "verified"  # URL verification (GET)
+    UNKNOWN_SHOP = "unknown_shop"
+    BAD_REQUEST = "bad_request"  # missing query parameters
+    BODY_TOO_LARGE = "body_too_large"
+    STALE_TIMESTAMP = "stale_timestamp"
+    BAD_SIGNATURE = "bad_signature"
+    UNDECRYPTABLE = "undecryptable"
+    APPID_MISMATCH = "appid_mismatch"
+    MALFORMED = "malformed"
+    KAFKA_UNAVAILABLE = "kafka_unavailable"
+
+
+_STATUS = {
+    WebhookOutcome.UNKNOWN_SHOP: 404,
+    WebhookOutcome.BAD_REQUEST: 400,
+    WebhookOutcome.BODY_TOO_LARGE: 413,
+    WebhookOutcome.STALE_TIMESTAMP: 401,
+    WebhookOutcome.BAD_SIGNATURE: 401,
+    WebhookOutcome.UNDECRYPTABLE: 400,
+    WebhookOutcome.APPID_MISMATCH: 400,
+    WebhookOutcome.MALFORMED: 400,
+    WebhookOutcome.KAFKA_UNAVAILABLE: 503,
+}
+
+
+class WebhookRejected(Exception):
+    def __init__(self, outcome: WebhookOutcome, detail: str, event: str = "-") -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+        self.event = event
+
+
+class WebhookDependencies:
+    """What the webhook needs from the running service (set in the lifespan)."""
+
+    def __init__(self, settings: OrderIngestSettings, shops: ShopCache, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.shops = shops
+        self.producer = producer
+
+
+def get_webhook_dependencies(request: Request) -> WebhookDependencies:
+    deps: WebhookDependencies = request.app.state.webhook
+    return deps
+
+
+Deps = Annotated[WebhookDependencies, Depends(get_webhook_dependencies)]
+
+
+def _rejection(shop_id: str, rejected: WebhookRejected) -> JSONResponse:
+    WEBHOOKS.labels(shop_id, rejected.event, rejected.outcome.value).inc()
+    log.info(
+        "push rejected", extra={"shop": shop_id, "outcome": rejected.outcome.value, "detail": rejected.detail}
+    )
+    return JSONResponse(
+        {"error": rejected.outcome.value, "detail": rejected.detail}, status_code=_STATUS[rejected.outcome]
+    )
+
+
+async def _known_shop(deps: WebhookDependencies, shop_id: str) -> Shop:
+    shop = await deps.shops.get(shop_id)
+    if shop is None:
+        raise WebhookRejected(WebhookOutcome.UNKNOWN_SHOP, f"no shop {shop_id!r} is registered")
+    return shop
+
+
+def _check_timestamp(timestamp: str, window_s: int) -> None:
+    try:
+        sent_at = int(timestamp)
+    except ValueError as exc:
+        raise WebhookRejected(WebhookOutcome.BAD_REQUEST, "timestamp is not an integer") from exc
+    if abs(time.time() - sent_at) > window_s:
+        raise WebhookRejected(WebhookOutcome.STALE_TIMESTAMP, f"timestamp outside the {window_s}s window")
+
+
+router = APIRouter(tags=["wechat"])
+
+
+@router.get("/wechat/callback/{shop_id}", response_class=PlainTextResponse)
+async def verify_url(
+    shop_id: str,
+    deps: Deps,
+    signature: Annotated[str, Query()] = "",
+    timestamp: Annotated[str, Query()] = "",
+    nonce: Annotated[str, Query()] = "",
+    echostr: Annotated[str, Query()] = "",
+) -> Response:
+    """WeChat's URL verification: echo `echostr` when the signature matches the shop's token."""
+    try:
+        shop = await _known_shop(deps, shop_id)
+        if not (signature and timestamp and nonce and echostr):
+            raise WebhookRejected(
+                WebhookOutcome.BAD_REQUEST, "signature, timestamp, nonce and echostr are required"
+            )
+        if not signature_matches(signature, shop.token.get_secret_value(), timestamp, nonce):
+            raise WebhookRejected(WebhookOutcome.BAD_SIGNATURE, "signature does not match the shop's token")
+    except WebhookRejected as rejected:
+        return _rejection(shop_id, rejected)
+    WEBHOOKS.labels(shop_id, "-", WebhookOutcome.VERIFIED.value).inc()
+    return PlainTextResponse(echostr)
+
+
+@router.post("/wechat/callback/{shop_id}", response_class=PlainTextResponse)
+async def receive_push(
+    shop_id: str,
+    request: Request,
+    deps: Deps,
+    signature: Annotated[str, Query()] = "",
+    timestamp: Annotated[str, Query()] = "",
+    nonce: Annotated[str, Query()] = "",
+    encrypt_type: Annotated[str, Query()] = "",
+    msg_signature: Annotated[str, Query()] = "",
+) -> Response:
+    started = time.perf_counter()
+    try:
+        push = await _verified_push(
+            shop_id, request, deps, signature, timestamp, nonce, encrypt_type, msg_signature
+        )
+        await _store(deps, push)
+    except WebhookRejected as rejected:
+        return _rejection(shop_id, rejected)
+    finally:
+        ACK_SECONDS.observe(time.perf_counter() - started)
+    WEBHOOKS.labels(shop_id, push.event, WebhookOutcome.STORED.value).inc()
+    return PlainTextResponse("success")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise WebhookRejected(WebhookOutcome.BODY_TOO_LARGE, f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise WebhookRejected(WebhookOutcome.BODY_TOO_LARGE, f"body over {limit} bytes")
+    return bytes(body)
+
+
+async def _verified_push(
+    shop_id: str,
+    request: Request,
+    deps: WebhookDependencies,
+    signature: str,
+    timestamp: str,
+    nonce: str,
+    encrypt_type: str,
+    msg_signature: str,
+) -> WeChatPushReceived:
+    shop = await _known_shop(deps, shop_id)
+    body = await _read_body(request, deps.settings.webhook_max_body_bytes)
+    if not (timestamp and nonce):
+        raise WebhookRejected(WebhookOutcome.BAD_REQUEST, "timestamp and nonce are required")
+    _check_timestamp(timestamp, deps.settings.webhook_replay_window_s)
+    token = shop.token.get_secret_value()
+    fmt = detect_format(body, request.headers.get("content-type"))
+    try:
+        envelope = parse_document(body, fmt)
+        if encrypt_type == "aes":
+            encrypted = encrypted_field(envelope)
+            if not signature_matches(msg_signature, token, timestamp, nonce, encrypted):
+                raise WebhookRejected(WebhookOutcome.BAD_SIGNATURE, "msg_signature does not match")
+            try:
+                plain, _ = decrypt_with_rotation(encrypted, shop.appid, shop.aes_keys())
+            except WeChatCryptoError as exc:
+                outcome = (
+                    WebhookOutcome.APPID_MISMATCH
+                    if exc.code.value == "appid_mismatch"
+                    else WebhookOutcome.UNDECRYPTABLE
+                )
+                raise WebhookRejected(outcome, exc.detail) from exc
+            document = parse_document(plain, detect_format(plain))
+        else:
+            if not signature_matches(signature, token, timestamp, nonce):
+                raise WebhookRejected(WebhookOutcome.BAD_SIGNATURE, "signature does not match")
+            document = envelope
+        event = parse_event(document)
+    except PushParseError as exc:
+        raise WebhookRejected(WebhookOutcome.MALFORMED, exc.detail) from exc
+    subject = event.subject_id or shop_id
+    return WeChatPushReceived(
+        shop_id=shop_id,
+        event=event.event,
+        create_time=event.create_time,
+        dedupe_key=event.dedupe_key,
+        order_id=event.order_id if event.order_id and event.order_id.isdigit() else None,
+        partition_key=subject,
+        payload=document,
+    )
+
+
+async def _store(deps: WebhookDependencies, push: WeChatPushReceived) -> None:
+    """Durable in Kafka (acks from all in-sync replicas) within the timeout, or a 503."""
+    try:
+        await asyncio.wait_for(
+            deps.producer.send_and_wait(
+                WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key
+            ),
+            timeout=deps.settings.webhook_kafka_ack_timeout_s,
+        )
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("push not stored: Kafka unavailable", extra={"shop": push.shop_id, "error": repr(exc)})
+        raise WebhookRejected(
+            WebhookOutcome.KAFKA_UNAVAILABLE, "event store unavailable, retry", push.event
+        ) from exc

@@ -1,0 +1,177 @@
+"""The ingest worker: raw pushes -> WeChat order detail -> stored order -> normalized order events.
+
+Idempotent by construction: the order is upserted by WeChat's `update_time` (an older detail never
+overwrites a newer one), events are derived from the newest stored detail and what was already
+published (`PublishedFacts`), and event ids are deterministic. A crash between publishing and
+recording the facts republishes the same events with the same ids, which consumers drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
+from services.order_ingest.shops import ShopCache
+from services.order_ingest.wechat_client import WeChatApiError, WeChatShopClient
+from shared.db import Document, IndexSpec, versioned_upsert
+from shared.events.dead_letter import DeadLetterReason
+from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
+from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
+from shared.kafka.producer import publish
+from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS
+from shared.wechat.api import ErrCode, Order
+
+log = logging.getLogger(__name__)
+
+ORDERS_COLLECTION = "orders"
+INDEXES = [
+    IndexSpec(ORDERS_COLLECTION, [("shop_id", 1), ("update_time", -1)]),
+    IndexSpec(ORDERS_COLLECTION, [("status", 1)]),
+]
+AFTERSALE_EVENT = "channels_ec_aftersale_update"
+EWAYBILL_EVENT = "ewaybill_push_path"
+ORDER_EVENT_PREFIX = "channels_ec_order_"
+
+PUSHES_HANDLED = Counter(
+    "lvyue_ingest_pushes_total",
+    "Raw pushes handled by the ingest worker, by event and result.",
+    ["event", "result"],
+)
+ORDER_EVENTS_PUBLISHED = Counter(
+    "lvyue_order_events_published_total", "Order events published.", ["event_type"]
+)
+INGEST_LAG = Histogram(
+    "lvyue_ingest_lag_seconds",
+    "From the webhook storing a push to its order events being published.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def _push_context(push: WeChatPushReceived) -> PushContext:
+    info = push.payload.get("order_info")
+    info = info if isinstance(info, dict) else {}
+
+    def as_int(name: str) -> int | None:
+        value = info.get(name)
+        try:
+            return None if value in (None, "") else int(value)
+        except (TypeError, ValueError):
+            return None
+
+    return PushContext(
+        event=push.event,
+        create_time=push.create_time,
+        dedupe_key=push.dedupe_key,
+        ext_info_type=as_int("type") if push.event == "channels_ec_order_ext_info_update" else None,
+        cancel_type=as_int("cancel_type") if push.event == "channels_ec_order_cancel" else None,
+    )
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        *,
+        db: AsyncDatabase[Document],
+        producer: AIOKafkaProducer,
+        shops: ShopCache,
+        client: WeChatShopClient,
+        processor: MessageProcessor,
+    ) -> None:
+        self._orders = db[ORDERS_COLLECTION]
+        self._producer = producer
+        self._shops = shops
+        self._client = client
+        self._processor = processor
+
+    async def process_batch(self, messages: Sequence[InboundMessage]) -> None:
+        """Orders in parallel, each order's pushes in their partition order."""
+        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
+        for message in messages:
+            by_key[message.key].append(message)
+
+        async def one_order(queue: list[InboundMessage]) -> None:
+            for message in queue:
+                await self._processor.process(message, self.handle)
+
+        await asyncio.gather(*(one_order(q) for q in by_key.values()))
+
+    async def handle(self, message: InboundMessage) -> None:
+        try:
+            push = WeChatPushReceived.model_validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if push.event == AFTERSALE_EVENT:
+            await self._forward(WECHAT_AFTERSALE_EVENTS.name, push)
+        elif push.event == EWAYBILL_EVENT:
+            await self._forward(WECHAT_EWAYBILL_EVENTS.name, push)
+        elif push.event.startswith(ORDER_EVENT_PREFIX) or push.event == RECONCILE_EVENT:
+            await self._ingest_order(push)
+            INGEST_LAG.observe(max(0.0, time.time() - push.occurred_at.timestamp()))
+        else:
+            PUSHES_HANDLED.labels(push.event, "ignored").inc()
+            return
+        PUSHES_HANDLED.labels(push.event, "ok").inc()
+
+    async def _forward(self, topic: str, push: WeChatPushReceived) -> None:
+        await self._producer.send_and_wait(topic, value=push.to_kafka_value(), key=push.kafka_key)
+
+    async def _ingest_order(self, push: WeChatPushReceived) -> None:
+        if push.order_id is None:
+            raise PermanentFailure(DeadLetterReason.VALIDATION_FAILED, f"{push.event} without an order_id")
+        shop = await self._shops.get(push.shop_id)
+        if shop is None:
+            raise PermanentFailure(
+                DeadLetterReason.VALIDATION_FAILED, f"shop {push.shop_id} is not registered"
+            )
+        try:
+            order = await self._client.get_order(shop, push.order_id)
+        except WeChatApiError as exc:
+            if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
+                raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
+            raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
+        await versioned_upsert(
+            self._orders,
+            order.order_id,
+            version=order.update_time,
+            fields={
+                "shop_id": push.shop_id,
+                "status": order.status,
+                "update_time": order.update_time,
+                "order": order.model_dump(mode="json"),
+            },
+            on_insert={"published": PublishedFacts().as_document()},
+        )
+        await self._publish_due_events(push)
+
+    async def _publish_due_events(self, push: WeChatPushReceived) -> None:
+        assert push.order_id is not None
+        stored = await self._orders.find_one({"_id": push.order_id})
+        if stored is None:
+            raise RuntimeError(f"order {push.order_id} vanished after its upsert")
+        newest = Order.model_validate(stored["order"])  # may be newer than the detail this push fetched
+        published = PublishedFacts.from_document(stored.get("published"))
+        events, facts = decide_order_events(
+            shop_id=push.shop_id, order=newest, published=published, push=_push_context(push)
+        )
+        for event in events:
+            await publish(self._producer, ORDERS, event)
+            ORDER_EVENTS_PUBLISHED.labels(event.event_type).inc()
+        if facts != published:
+            await self._orders.update_one(
+                {"_id": push.order_id, "version": newest.update_time},
+                {"$set": {"published": facts.as_document()}},
+            )
+
+
+def faust_messages(events: Sequence[Any]) -> list[InboundMessage]:
+    return [InboundMessage.from_faust(event.message) for event in events]

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
@@ -32,22 +33,19 @@ REPLAYS = "dead_letter_replays"
 
 async def read_dead_letters(settings: KafkaSettings, topics: list[str]) -> list[tuple[str, DeadLetter]]:
     """Every letter on the given dead-letter topics, oldest first, without joining a consumer group."""
+    letters: list[tuple[str, DeadLetter]] = []
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    if not partitions:
+        return letters
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
-    letters: list[tuple[str, DeadLetter]] = []
     try:
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in (consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            await consumer._client.force_metadata_update()  # first metadata fetch is lazy
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in topics
-                for p in (consumer.partitions_for_topic(topic) or ())
-            ]
-        if not partitions:
-            return letters
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import APIRouter
 from pymongo import AsyncMongoClient
@@ -23,6 +22,7 @@ from shared.kafka.producer import publish
 from shared.kafka.topics import TopicSpec
 from shared.service import Runtime, create_service_app
 from shared.settings import DispatchSettings, KafkaSettings, MongoSettings
+from tests.integration.helpers import serving
 
 pytestmark = pytest.mark.integration
 
@@ -72,15 +72,9 @@ async def test_http_to_kafka_to_faust_agent_to_ferretdb(stack: LocalStack) -> No
         return {"published": order_id}
 
     api = create_service_app(settings, title="test", faust_app=faust_app, routers=[router])
-    server = uvicorn.Server(
-        uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            async with asyncio.timeout(90):
-                while not server.started or (ready := await client.get("/readyz")).status_code != 200:
-                    await asyncio.sleep(0.2)
+        async with serving(api, port) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            ready = await client.get("/readyz")
             assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {
                 "mongo": True,
                 "kafka": True,
@@ -90,28 +84,28 @@ async def test_http_to_kafka_to_faust_agent_to_ferretdb(stack: LocalStack) -> No
             for status, update_time in ((30, 300), (20, 200), (30, 300)):
                 reply = await client.post(f"/orders/3705115058471208928/status/{status}/{update_time}")
                 assert reply.status_code == 200
-        async with asyncio.timeout(60):
-            while len(outcomes) < 3:
-                await asyncio.sleep(0.1)
-        assert outcomes == [UpsertOutcome.INSERTED, UpsertOutcome.NOT_NEWER, UpsertOutcome.NOT_NEWER]
-        stored = await mongo[database].orders.find_one({"_id": "3705115058471208928"})
-        assert stored == {"_id": "3705115058471208928", "status": 30, "version": 300}
-        assert isinstance(faust_app.producer, DurableProducer)
-
-        group = faust_app.conf.id
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        await admin.start()
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    offsets = await admin.list_consumer_group_offsets(group)
-                    if sum(m.offset for tp, m in offsets.items() if tp.topic == spec.name) == 3:
-                        break
-                    await asyncio.sleep(0.3)
-        finally:
-            await admin.close()
+            async with asyncio.timeout(60):
+                while len(outcomes) < 3:
+                    await asyncio.sleep(0.1)
+            assert outcomes == [UpsertOutcome.INSERTED, UpsertOutcome.NOT_NEWER, UpsertOutcome.NOT_NEWER]
+            stored = await mongo[database].orders.find_one({"_id": "3705115058471208928"})
+            assert stored == {"_id": "3705115058471208928", "status": 30, "version": 300}
+            assert isinstance(faust_app.producer, DurableProducer)
+            await _wait_for_committed(stack, faust_app.conf.id, spec.name, 3)
     finally:
-        server.should_exit = True
-        await serving
         await mongo.drop_database(database)
         await mongo.close()
+
+
+async def _wait_for_committed(stack: LocalStack, group: str, topic: str, total: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                offsets = await admin.list_consumer_group_offsets(group)
+                if sum(m.offset for tp, m in offsets.items() if tp.topic == topic) == total:
+                    return
+                await asyncio.sleep(0.3)
+    finally:
+        await admin.close()

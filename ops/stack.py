@@ -402,6 +402,13 @@ class LocalStack:
         if pidfile.exists() and _pid_alive(pidfile):
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
+    def stop_component(self, name: str) -> None:
+        """Stop one process (for failure tests); `start_component` brings it back."""
+        self._rpc().supervisor.stopProcess(name, True)
+
+    def start_component(self, name: str) -> None:
+        self._rpc().supervisor.startProcess(name, True)
+
     def process_states(self) -> dict[str, str]:
         if not self.supervisor_running():
             return {}

@@ -3,6 +3,7 @@ refused gets a clear 4xx and is not stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -215,3 +216,26 @@ async def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored(ingest: Ingest) 
         metrics = (await client.get("/metrics")).text
     for outcome in ("bad_signature", "unknown_shop", "stale_timestamp", "appid_mismatch", "body_too_large"):
         assert f'outcome="{outcome}"' in metrics
+
+
+async def test_kafka_down_answers_503_fast_and_the_retried_push_is_stored(ingest: Ingest) -> None:
+    """WeChat retries what we do not acknowledge: nothing is lost while the broker is away."""
+    order_id = new_order_id()
+    push = build_push(pay_event(order_id), token=TOKEN, cipher=MessageCipher(KEY, APPID))
+    ingest.stack.stop_component("kafka")
+    try:
+        started = time.monotonic()
+        reply = await post(ingest, None, push.query, push.body, push.content_type)
+        elapsed = time.monotonic() - started
+        assert reply.status_code == 503 and reply.json()["error"] == "kafka_unavailable"
+        assert elapsed < 5  # inside WeChat's deadline, so its retry schedule applies
+    finally:
+        ingest.stack.start_component("kafka")
+        await asyncio.to_thread(ingest.stack.wait_healthy, 120)
+    async with asyncio.timeout(60):
+        while (
+            reply := await post(ingest, None, push.query, push.body, push.content_type)
+        ).status_code != 200:
+            await asyncio.sleep(1)  # as WeChat would, until the producer has reconnected
+    stored = await stored_pushes(ingest, {str(order_id)})
+    assert len(stored[str(order_id)]) >= 1

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ops import dlq as dlq_cli
-from ops.stack import INFRASTRUCTURE, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
+from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
 from services.order_ingest import cli as shop_cli
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import topics_to_create
@@ -50,7 +50,7 @@ def _stack(components: str | None) -> LocalStack:
     if not components:
         return default_stack()
     chosen = tuple(c.strip() for c in components.split(",") if c.strip())
-    ordered = tuple(c for c in INFRASTRUCTURE + SERVICES if c in chosen)
+    ordered = tuple(c for c in ALL_COMPONENTS if c in chosen)
     return default_stack(ordered) if ordered else default_stack()
 
 
@@ -95,6 +95,8 @@ def _print_urls(stack: LocalStack) -> None:
             f"{service:<12} {stack.service_url(service)}/docs  (metrics: /metrics, health: /readyz)"
         )
     console.print(f"Kafka:       {stack.kafka_bootstrap}    MongoDB (FerretDB): {stack.mongo_uri}")
+    if "wechat_sim" in stack.components:
+        console.print(f"WeChat stand-in: {stack.wechat_sim_url}/docs  (control API under /sim)")
 
 
 @stack_app.command("up")

@@ -40,7 +40,9 @@ DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
 ALERT_RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 INFRASTRUCTURE = ("kafka", "ferretdb", "prometheus")
+STAND_INS = ("wechat_sim",)  # the outside world we cannot reach (sim/)
 SERVICES = tuple(SERVICE_SETTINGS)
+ALL_COMPONENTS = INFRASTRUCTURE + STAND_INS + SERVICES
 
 
 class StackError(RuntimeError):
@@ -66,6 +68,7 @@ class StackPorts:
     kafka_controller: int = 9093
     mongo: int = 27017
     prometheus: int = 9090
+    wechat_sim: int = 9001
     services: dict[str, int] = field(
         default_factory=lambda: {name: cls().http_port for name, cls in SERVICE_SETTINGS.items()}
     )
@@ -77,17 +80,26 @@ class StackPorts:
             kafka_controller=settings.kafka_controller_port,
             mongo=settings.mongo_port,
             prometheus=settings.prometheus_port,
+            wechat_sim=settings.wechat_sim_port,
         )
 
     @classmethod
     def free(cls, services: Iterable[str] = SERVICES) -> StackPorts:
-        return cls(free_port(), free_port(), free_port(), free_port(), {s: free_port() for s in services})
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            {s: free_port() for s in services},
+        )
 
     def of(self, component: str) -> list[int]:
         fixed = {
             "kafka": [self.kafka, self.kafka_controller],
             "ferretdb": [self.mongo],
             "prometheus": [self.prometheus],
+            "wechat_sim": [self.wechat_sim],
         }
         return fixed.get(component) or [self.services[component]]
 
@@ -104,7 +116,7 @@ class ComponentHealth:
 class LocalStack:
     run_dir: Path
     ports: StackPorts = field(default_factory=StackPorts)
-    components: tuple[str, ...] = INFRASTRUCTURE + SERVICES
+    components: tuple[str, ...] = ALL_COMPONENTS
     scrape_interval: str = "5s"
     kafka_heap: str = "512m"
     # Extra scrape targets for Prometheus (job name -> host:port), e.g. a process under test.
@@ -112,7 +124,7 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
-        unknown = set(self.components) - set(INFRASTRUCTURE + SERVICES)
+        unknown = set(self.components) - set(ALL_COMPONENTS)
         if unknown:
             raise StackError(f"unknown components: {sorted(unknown)}")
 
@@ -148,9 +160,16 @@ class LocalStack:
     def service_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.services[service]}"
 
+    @property
+    def wechat_sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.wechat_sim}"
+
     def client_environment(self) -> dict[str, str]:
         """What a process needs to talk to this stack (the services get this, and so can tests)."""
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "MONGO_URI": self.mongo_uri}
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "MONGO_URI": self.mongo_uri}
+        if "wechat_sim" in self.components:
+            env["WECHAT_API_BASE"] = self.wechat_sim_url  # WeChat is the stand-in on this stack
+        return env
 
     # ---- rendering --------------------------------------------------------------------------------------
     def _kafka_cluster_id(self) -> str:
@@ -236,6 +255,11 @@ class LocalStack:
                 20,
             ),
         }
+        programs["wechat_sim"] = (
+            [sys.executable, "-m", "sim.wechat"],
+            {"WECHAT_SIM_HTTP_PORT": str(self.ports.wechat_sim), "PYTHONUNBUFFERED": "1"},
+            10,
+        )
         for service, port in self.ports.services.items():
             prefix = service.upper()
             programs[service] = (
@@ -442,11 +466,10 @@ class LocalStack:
             elif name == "ferretdb":
                 await asyncio.to_thread(_mongo_ping, self.mongo_uri)
             else:
-                url = (
-                    f"{self.prometheus_url}/-/ready"
-                    if name == "prometheus"
-                    else f"{self.service_url(name)}/readyz"
-                )
+                url = {
+                    "prometheus": f"{self.prometheus_url}/-/ready",
+                    "wechat_sim": f"{self.wechat_sim_url}/sim/health",
+                }.get(name) or f"{self.service_url(name)}/readyz"
                 async with httpx.AsyncClient(timeout=3) as client:
                     response = await client.get(url)
                 if response.status_code != 200:
@@ -504,7 +527,7 @@ def _mongo_ping(uri: str) -> None:
         client.admin.command("ping")
 
 
-def default_stack(components: tuple[str, ...] = INFRASTRUCTURE + SERVICES) -> LocalStack:
+def default_stack(components: tuple[str, ...] = ALL_COMPONENTS) -> LocalStack:
     settings = LocalStackSettings()
     run_dir = Path(settings.run_dir)
     if not run_dir.is_absolute():

@@ -88,8 +88,10 @@ class OrderIngestSettings(ServiceSettings):
     api_backoff_initial_s: float = Field(default=0.2, gt=0)
     breaker_failure_threshold: int = Field(default=10, ge=1)
     breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
-    # Worker.
+    # Worker: a push that keeps failing is retried this often, then dead-lettered (replayable).
     worker_batch_size: int = Field(default=200, ge=1)
+    worker_max_attempts: int = Field(default=5, ge=1)
+    worker_backoff_initial_s: float = Field(default=0.5, gt=0)
     # Reconciliation: orders updated in the last window, every interval (0 disables it).
     reconcile_interval_s: float = Field(default=300.0, ge=0)
     reconcile_window_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
@@ -134,4 +136,5 @@ class LocalStackSettings(BaseSettings):
     kafka_controller_port: int = 9093
     mongo_port: int = 27017
     prometheus_port: int = 9090
+    wechat_sim_port: int = 9001
     kafka_heap: str = "512m"

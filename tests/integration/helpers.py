@@ -37,6 +37,13 @@ async def serving(
         await task
 
 
+def _READ_WHAT_IS_THERE(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+    return False
+
+
+ALL_AVAILABLE = _READ_WHAT_IS_THERE  # `until=ALL_AVAILABLE`: read for `timeout_s`, return what came
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -56,6 +63,9 @@ async def read_topic(
             while not until(records):
                 for batch in (await consumer.getmany(timeout_ms=300)).values():
                     records.extend(batch)
+    except TimeoutError:
+        if until is not _READ_WHAT_IS_THERE:
+            raise
     finally:
         await consumer.stop()
     return records

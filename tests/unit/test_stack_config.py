@@ -6,7 +6,7 @@ from ops.stack import LocalStack, StackPorts
 
 
 def test_rendered_stack_uses_the_given_ports_and_a_log_file_per_process(tmp_path: Path) -> None:
-    ports = StackPorts(19092, 19093, 37017, 19090, {"order_ingest": 18001})
+    ports = StackPorts(19092, 19093, 37017, 19090, 19001, {"order_ingest": 18001})
     stack = LocalStack(
         run_dir=tmp_path, ports=ports, components=("kafka", "ferretdb", "prometheus", "order_ingest")
     )
@@ -33,5 +33,12 @@ def test_rendered_stack_uses_the_given_ports_and_a_log_file_per_process(tmp_path
 
 def test_free_ports_are_distinct() -> None:
     ports = StackPorts.free()
-    every = [ports.kafka, ports.kafka_controller, ports.mongo, ports.prometheus, *ports.services.values()]
+    every = [
+        ports.kafka,
+        ports.kafka_controller,
+        ports.mongo,
+        ports.prometheus,
+        ports.wechat_sim,
+        *ports.services.values(),
+    ]
     assert len(set(every)) == len(every)

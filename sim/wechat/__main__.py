@@ -1,0 +1,19 @@
+"""`python -m sim.wechat`: serve the stand-in on 127.0.0.1:$WECHAT_SIM_HTTP_PORT (9001)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from sim.wechat.app import create_app
+from sim.wechat.settings import WeChatSimSettings
+
+
+def main() -> None:
+    settings = WeChatSimSettings()
+    uvicorn.run(
+        create_app(settings=settings), host=settings.http_host, port=settings.http_port, log_level="info"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""WeChat stand-in -> webhook -> Kafka -> ingest worker -> FerretDB -> orders topic, on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ops.dlq import read_dead_letters
+from ops.stack import LocalStack, free_port
+from services.order_ingest.main import create_app
+from services.order_ingest.shops import Shop, ShopRepository
+from shared.db import Document
+from shared.events.dead_letter import DeadLetterReason
+from shared.events.orders import ORDER_EVENTS, OrderPaid
+from shared.kafka.topics import ORDERS, WECHAT_SHOP_EVENTS
+from shared.settings import KafkaSettings, MongoSettings, OrderIngestSettings, WeChatSettings
+from sim.wechat.app import create_app as create_wechat_stand_in
+from sim.wechat.settings import WeChatSimSettings
+from tests.integration.helpers import ALL_AVAILABLE, read_topic, serving
+
+pytestmark = pytest.mark.integration
+
+APPID = "wx5823bf96d3bd56c7"
+TOKEN = "QDG6eK"
+KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+SHOP_ID = "live-shop-1"
+
+
+@dataclass
+class Pipeline:
+    stack: LocalStack
+    wechat: httpx.AsyncClient
+    db: AsyncDatabase[Document]
+
+    async def sim(self, method: str, route: str, /, **body: Any) -> Any:
+        reply = await self.wechat.request(method, f"/sim{route}", json=body or None)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    async def fault(self, **fault: Any) -> None:
+        await self.sim("POST", "/faults", **fault)
+
+
+@pytest.fixture(scope="module")
+async def pipeline(stack: LocalStack) -> AsyncIterator[Pipeline]:
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    wechat_port, ingest_port = free_port(), free_port()
+    wechat_base = f"http://127.0.0.1:{wechat_port}"
+    stand_in = create_wechat_stand_in(settings=WeChatSimSettings(http_port=wechat_port, time_scale=100))
+    settings = OrderIngestSettings(
+        http_port=ingest_port,
+        kafka=KafkaSettings(bootstrap_servers=stack.kafka_bootstrap),
+        mongo=MongoSettings(uri=stack.mongo_uri, database=database),
+        wechat=WeChatSettings(api_base=wechat_base),
+        kafka_group=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        reconcile_interval_s=0,
+        worker_max_attempts=3,
+        worker_backoff_initial_s=0.05,
+        api_backoff_initial_s=0.05,
+    )
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+    db = mongo[database]
+    await ShopRepository(db).add(
+        Shop(
+            shop_id=SHOP_ID,
+            appid=APPID,
+            app_secret=SecretStr("s3cret"),
+            token=SecretStr(TOKEN),
+            encoding_aes_key=SecretStr(KEY),
+        )
+    )
+    try:
+        async with (
+            serving(stand_in, wechat_port, ready_path="/sim/health"),
+            serving(create_app(settings), ingest_port) as ingest_base,
+            httpx.AsyncClient(base_url=wechat_base, timeout=10) as wechat,
+        ):
+            line = Pipeline(stack, wechat, db)
+            await line.sim(
+                "POST",
+                "/shops",
+                appid=APPID,
+                secret="s3cret",
+                token=TOKEN,
+                encoding_aes_key=KEY,
+                callback_url=f"{ingest_base}/wechat/callback/{SHOP_ID}",
+            )
+            yield line
+    finally:
+        await mongo.drop_database(database)
+        await mongo.close()
+
+
+async def order_events(line: Pipeline, order_id: str, done: Callable[[list[Any]], bool]) -> list[Any]:
+    events: list[Any] = []
+
+    def collect(records: list[Any]) -> bool:
+        events[:] = [ORDER_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode()]
+        return done(events)
+
+    await read_topic(line.stack.kafka_bootstrap, ORDERS.name, until=collect, timeout_s=60)
+    return events
+
+
+async def stored_order(
+    line: Pipeline, order_id: str, status: int, *, paid_published: bool | None = None
+) -> Document:
+    """The stored order once it has `status` (and, if asked, once its paid event is recorded)."""
+
+    def ready(doc: Document | None) -> bool:
+        if doc is None or doc["status"] != status:
+            return False
+        return paid_published is None or doc["published"]["paid"] is paid_published
+
+    async with asyncio.timeout(60):
+        while not ready(doc := await line.db.orders.find_one({"_id": order_id})):
+            await asyncio.sleep(0.1)
+    assert doc is not None
+    return doc
+
+
+async def test_a_paid_order_becomes_one_order_paid_event(pipeline: Pipeline) -> None:
+    order = await pipeline.sim(
+        "POST",
+        "/orders",
+        appid=APPID,
+        paid=True,
+        products=[{"sku_cnt": 2, "sale_price": 1990}, {"sku_cnt": 1, "sale_price": 990}],
+    )
+    order_id = str(order["order_id"])
+    assert int(order_id) > 2**53
+    events = await order_events(pipeline, order_id, lambda e: any(isinstance(x, OrderPaid) for x in e))
+    [paid] = [e for e in events if isinstance(e, OrderPaid)]
+    assert paid.order_id == order_id and paid.shop_id == SHOP_ID
+    assert [line.quantity for line in paid.lines] == [2, 1]
+    assert paid.ship_by is not None and paid.receiver.name
+    stored = await stored_order(pipeline, order_id, 20, paid_published=True)
+    assert stored["order"]["order_id"] == order_id and stored["version"] == stored["order"]["update_time"]
+
+
+async def test_the_same_push_three_times_takes_effect_once(pipeline: Pipeline) -> None:
+    await pipeline.fault(fault="duplicate_pushes", times=2, count=2)  # new and pay, each ×3
+    order = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    order_id = str(order["order_id"])
+    await stored_order(pipeline, order_id, 20)
+    raw = await read_topic(
+        pipeline.stack.kafka_bootstrap,
+        WECHAT_SHOP_EVENTS.name,
+        until=lambda rs: sum(r.key == order_id.encode() for r in rs) >= 6,
+    )
+    assert sum(r.key == order_id.encode() for r in raw) >= 6  # every copy was acknowledged and stored
+    await asyncio.sleep(2)  # let every copy through the worker
+    events = await order_events(pipeline, order_id, lambda e: len(e) >= 1)
+    assert len({e.event_id for e in events}) == 1 and isinstance(events[0], OrderPaid)
+
+
+async def test_a_cancellation_pushed_before_the_order_itself_publishes_nothing(pipeline: Pipeline) -> None:
+    await pipeline.fault(fault="hold_pushes", count=2)  # new, cancel: sent newest first
+    order = await pipeline.sim("POST", "/orders", appid=APPID)
+    order_id = str(order["order_id"])
+    await pipeline.sim("POST", f"/orders/{order_id}/cancel", cancel_type=2)  # unpaid, timed out
+    cancelled = await stored_order(pipeline, order_id, 250)
+    assert cancelled["published"]["paid"] is False and cancelled["published"]["cancelled"] is True
+    await asyncio.sleep(2)
+    raw = await read_topic(pipeline.stack.kafka_bootstrap, ORDERS.name, until=ALL_AVAILABLE, timeout_s=3)
+    assert [r for r in raw if r.key == order_id.encode()] == []
+
+
+async def test_pay_pushed_before_new_still_gives_one_order_paid(pipeline: Pipeline) -> None:
+    await pipeline.fault(fault="hold_pushes", count=2)  # new, pay: sent newest first
+    order = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    order_id = str(order["order_id"])
+    await stored_order(pipeline, order_id, 20)
+    events = await order_events(pipeline, order_id, lambda e: len(e) >= 1)
+    await asyncio.sleep(1)
+    events = await order_events(pipeline, order_id, lambda e: len(e) >= 1)
+    assert [type(e) for e in events] == [OrderPaid]
+
+
+async def test_a_token_expiring_mid_run_is_refreshed_once_and_the_order_goes_through(
+    pipeline: Pipeline,
+) -> None:
+    first = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    await stored_order(pipeline, str(first["order_id"]), 20)
+    await pipeline.fault(fault="expire_tokens", appid=APPID)
+    second = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    await stored_order(pipeline, str(second["order_id"]), 20)
+    calls = await pipeline.sim("GET", "/calls")
+    rejected = [c for c in calls if c["path"] == "/channels/ec/order/get" and c["errcode"] in (40001, 42001)]
+    assert rejected, "the expired token was used once and refused"
+    assert any(c["path"] == "/cgi-bin/stable_token" and c["at"] > rejected[0]["at"] for c in calls)
+
+
+async def test_busy_wechat_is_retried_and_a_missing_order_is_dead_lettered(pipeline: Pipeline) -> None:
+    await pipeline.fault(fault="busy", count=2, path="/channels/ec/order/get")
+    busy = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    await stored_order(pipeline, str(busy["order_id"]), 20)
+
+    # A push for an order WeChat does not know: retried, then parked with its reason.
+    ghost = "3705115058471299999"
+    from shared.events.shop_events import WeChatPushReceived
+
+    push = WeChatPushReceived(
+        shop_id=SHOP_ID,
+        event="channels_ec_order_pay",
+        create_time=1,
+        dedupe_key=f"pay:{ghost}",
+        order_id=ghost,
+        partition_key=ghost,
+        payload={"order_info": {"order_id": int(ghost)}},
+    )
+    from shared.kafka.producer import create_producer
+
+    producer = create_producer(KafkaSettings(bootstrap_servers=pipeline.stack.kafka_bootstrap), client_id="t")
+    await producer.start()
+    try:
+        await producer.send_and_wait(WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key)
+    finally:
+        await producer.stop()
+    async with asyncio.timeout(60):
+        while True:
+            letters = await read_dead_letters(
+                KafkaSettings(bootstrap_servers=pipeline.stack.kafka_bootstrap),
+                [WECHAT_SHOP_EVENTS.dead_letter_name],
+            )
+            mine = [letter for _, letter in letters if letter.order_id == ghost]
+            if mine:
+                break
+            await asyncio.sleep(0.5)
+    assert mine[0].reason is DeadLetterReason.RETRIES_EXHAUSTED and "100002" in mine[0].detail
+    assert mine[0].consumer == "order_ingest"

@@ -15,7 +15,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 
-.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean
+.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest
 
 help:
 	@echo "make run     start the local stack in the foreground (Ctrl-C stops it); ARGS=--once exits after checks"
@@ -86,6 +86,12 @@ integration: setup
 test: setup lint typecheck
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
+
+# ---- benchmarks (print figures; results also in bench-results/) ------------------------------------
+bench: bench-ingest
+
+bench-ingest: setup
+	$(LVYUE) bench ingest $(ARGS)
 
 clean: down
 	rm -rf .run

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ops import bench as bench_cli
 from ops import dlq as dlq_cli
 from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
 from services.order_ingest import cli as shop_cli
@@ -31,6 +32,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(shop_cli.app, name="shop")
 app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(bench_cli.app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -121,10 +121,12 @@ class LocalStack:
     kafka_heap: str = "512m"
     # Extra scrape targets for Prometheus (job name -> host:port), e.g. a process under test.
     extra_scrape_targets: dict[str, str] = field(default_factory=dict)
+    # Extra HTTP processes (benchmarks' ceilings): name -> (argv, port, health path).
+    extra_programs: dict[str, tuple[list[str], int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
-        unknown = set(self.components) - set(ALL_COMPONENTS)
+        unknown = set(self.components) - set(ALL_COMPONENTS) - set(self.extra_programs)
         if unknown:
             raise StackError(f"unknown components: {sorted(unknown)}")
 
@@ -260,6 +262,8 @@ class LocalStack:
             {"WECHAT_SIM_HTTP_PORT": str(self.ports.wechat_sim), "PYTHONUNBUFFERED": "1"},
             10,
         )
+        for name, (argv, _, _) in self.extra_programs.items():
+            programs[name] = (argv, {"PYTHONUNBUFFERED": "1"}, 10)
         for service, port in self.ports.services.items():
             prefix = service.upper()
             programs[service] = (
@@ -398,7 +402,7 @@ class LocalStack:
         self.check_installed()
         if self.supervisor_running():
             raise StackError(f"the stack in {self.run_dir} is already running (`make down` stops it)")
-        busy = [f"{c}:{p}" for c in self.components for p in self.ports.of(c) if port_in_use(p)]
+        busy = [f"{c}:{p}" for c in self.components for p in self._ports_of(c) if port_in_use(p)]
         if busy:
             raise StackError(f"ports already in use: {', '.join(busy)}")
         self.render()
@@ -448,9 +452,18 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise StackError(f"supervisord did not stop within {timeout_s}s")
             time.sleep(0.2)
-        busy = [f"{c}:{p}" for c in self.components for p in self.ports.of(c) if port_in_use(p)]
+        busy = [f"{c}:{p}" for c in self.components for p in self._ports_of(c) if port_in_use(p)]
         if busy:
             raise StackError(f"ports still in use after stopping: {', '.join(busy)}")
+
+    def _ports_of(self, component: str) -> list[int]:
+        if component in self.extra_programs:
+            return [self.extra_programs[component][1]]
+        return self.ports.of(component)
+
+    def process_ids(self) -> dict[str, int]:
+        """name -> pid of every running process (for CPU and memory figures)."""
+        return {p["name"]: p["pid"] for p in self._rpc().supervisor.getAllProcessInfo() if p["pid"]}
 
     # ---- health --------------------------------------------------------------------------------------------
     async def _probe(self, name: str) -> str:
@@ -465,6 +478,12 @@ class LocalStack:
                     await admin.close()
             elif name == "ferretdb":
                 await asyncio.to_thread(_mongo_ping, self.mongo_uri)
+            elif name in self.extra_programs:
+                _, port, path = self.extra_programs[name]
+                async with httpx.AsyncClient(timeout=3) as client:
+                    response = await client.get(f"http://127.0.0.1:{port}{path}")
+                if response.status_code != 200:
+                    return f"{name} answered {response.status_code}"
             else:
                 url = {
                     "prometheus": f"{self.prometheus_url}/-/ready",

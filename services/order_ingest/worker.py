@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +41,7 @@ INDEXES = [
 AFTERSALE_EVENT = "channels_ec_aftersale_update"
 EWAYBILL_EVENT = "ewaybill_push_path"
 ORDER_EVENT_PREFIX = "channels_ec_order_"
+SETTLED_CACHE_SIZE = 100_000
 
 PUSHES_HANDLED = Counter(
     "lvyue_ingest_pushes_total",
@@ -88,6 +89,10 @@ class IngestWorker:
         processor: MessageProcessor,
     ) -> None:
         self._orders = db[ORDERS_COLLECTION]
+        # order id -> update_time of the newest detail whose events are all published. Orders are
+        # partitioned by id, so this process is their only writer; the cache only ever skips work
+        # (a detail no newer than one fully handled), it never decides what to publish.
+        self._settled: OrderedDict[str, int] = OrderedDict()
         self._producer = producer
         self._shops = shops
         self._client = client
@@ -139,6 +144,11 @@ class IngestWorker:
             if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
                 raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
             raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
+        settled = self._settled.get(order.order_id)
+        urge = _push_context(push).ext_info_type is not None
+        if settled is not None and order.update_time <= settled and not urge:
+            PUSHES_HANDLED.labels(push.event, "already_settled").inc()
+            return
         await versioned_upsert(
             self._orders,
             order.order_id,

@@ -67,7 +67,6 @@ from sim.wechat.state import CallRecord, PushRecord, PushStatus, Shop, SimState,
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 TokenHandler = Callable[[SimState, str, RequestT], dict[str, Any]]
-Answer = Callable[[], dict[str, Any]]
 
 # ---- WeChat's API: the plumbing every endpoint shares ----------------------------------------------
 

@@ -14,7 +14,7 @@ import pytest
 from shared.wechat.api import MAX_LIST_WINDOW_S, ErrCode, Order, OrderListResponse, OrderStatus
 from sim.wechat.app import create_app
 from sim.wechat.state import Shop, SimState
-from sim.wechat.testing import FakeClock
+from sim.wechat.testing import FakeClock, SimClient
 
 APPID = "wx134c8103faa5a59e"
 OTHER_APPID = "wx0000000000000002"
@@ -24,37 +24,17 @@ GET = "/channels/ec/order/get"
 SEND = "/channels/ec/order/delivery/send"
 
 
-class WeChat:
-    """A test's view of the stand-in: WeChat calls with a valid token, and the control API."""
+class WeChat(SimClient):
+    """The stand-in as these tests use it: shop APPID by default, a fake clock beside it."""
 
     def __init__(self, http: httpx.AsyncClient, clock: FakeClock) -> None:
-        self.http = http
+        super().__init__(http, {APPID: SECRET, OTHER_APPID: SECRET})
         self.clock = clock
-        self.tokens: dict[str, str] = {}
-
-    async def token(self, appid: str = APPID) -> str:
-        if appid not in self.tokens:
-            params = {"grant_type": "client_credential", "appid": appid, "secret": SECRET}
-            self.tokens[appid] = (await self.http.get("/cgi-bin/token", params=params)).json()["access_token"]
-        return self.tokens[appid]
 
     async def call(
         self, path: str, body: Any, *, appid: str = APPID, raw: bytes | None = None
     ) -> dict[str, Any]:
-        params = {"access_token": await self.token(appid)}
-        if raw is not None:
-            response = await self.http.post(path, params=params, content=raw)
-        else:
-            response = await self.http.post(path, params=params, json=body)
-        assert response.status_code == 200
-        answer: dict[str, Any] = response.json()
-        assert "errcode" in answer and "errmsg" in answer
-        return answer
-
-    async def control(self, path: str, body: Any = None, *, expect: int = 200) -> Any:
-        response = await self.http.post(path, json=body)
-        assert response.status_code == expect, response.text
-        return response.json()
+        return await super().call(path, body, appid=appid, raw=raw)
 
     async def new_order(self, **fields: Any) -> dict[str, Any]:
         order: dict[str, Any] = await self.control("/sim/orders", {"appid": APPID, **fields})
@@ -333,7 +313,7 @@ async def test_delivery_companies(wechat: WeChat) -> None:
 
 async def test_busy_and_rate_limit_faults_are_used_up(wechat: WeChat) -> None:
     order_id = (await wechat.paid_order())["order_id"]
-    await wechat.token()
+    await wechat.token(APPID)
     await wechat.control("/sim/faults", {"fault": "busy", "count": 2})
     answers = [(await wechat.call(GET, {"order_id": order_id}))["errcode"] for _ in range(3)]
     assert answers == [ErrCode.SYSTEM_BUSY, ErrCode.SYSTEM_BUSY, 0]
@@ -353,7 +333,7 @@ async def test_token_errors_come_before_scripted_faults(wechat: WeChat) -> None:
 
 
 async def test_delay_fault_slows_answers(wechat: WeChat) -> None:
-    await wechat.token()
+    await wechat.token(APPID)
     await wechat.control("/sim/faults", {"fault": "delay", "ms": 200, "count": 1})
     started = time.monotonic()
     await wechat.call("/channels/ec/order/deliverycompanylist/new/get", {})

@@ -1,0 +1,227 @@
+"""`lvyue bench ingest`: signed, encrypted WeChat webhooks per second and ack latency on a private
+local stack (real Kafka, FerretDB, the WeChat stand-in and order_ingest, each its own process), next to
+a bare FastAPI endpoint measured in the same run. Open loop: arrivals at a fixed rate whatever the
+answers, latency from each request's scheduled start (HdrHistogram)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import httpx
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from ops.loadgen import LoadResult, open_loop
+from ops.stack import REPO_ROOT, LocalStack, StackPorts, free_port
+from services.order_ingest.shops import INDEXES, Shop, ShopRepository
+from shared.db import create_mongo_client, database, ensure_indexes
+from shared.settings import MongoSettings
+from shared.wechat.crypto import MessageCipher
+from shared.wechat.push import build_push
+
+app = typer.Typer(help="Benchmarks on a private local stack; they print figures.")
+console = Console()
+
+APPID, TOKEN = "wxbench000000000001", "benchtoken"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+SHOP_ID = "bench-shop"
+RESULTS = REPO_ROOT / "bench-results"
+
+
+def _proc_figures(pid: int) -> tuple[float, float]:
+    """(CPU seconds used, peak RSS MiB) of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(stat[11]) + int(stat[12])) / ticks
+        peak_kib = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    except (FileNotFoundError, StopIteration, IndexError, ValueError):
+        return 0.0, 0.0
+    return cpu, peak_kib / 1024
+
+
+async def _prepare(stack: LocalStack, order_pool: int) -> list[int]:
+    mongo = create_mongo_client(MongoSettings(uri=stack.mongo_uri), app_name="bench")
+    try:
+        db = database(mongo, MongoSettings(uri=stack.mongo_uri))
+        await ensure_indexes(db, INDEXES)
+        await ShopRepository(db).add(
+            Shop(
+                shop_id=SHOP_ID,
+                appid=APPID,
+                app_secret=SecretStr("benchsecret"),
+                token=SecretStr(TOKEN),
+                encoding_aes_key=SecretStr(AES_KEY),
+            )
+        )
+    finally:
+        await mongo.close()
+    order_ids: list[int] = []
+    async with httpx.AsyncClient(base_url=stack.wechat_sim_url, timeout=10) as sim:
+        shop = {"appid": APPID, "secret": "benchsecret", "token": TOKEN, "encoding_aes_key": AES_KEY}
+        (await sim.post("/sim/shops", json=shop)).raise_for_status()  # no callback: we push ourselves
+        for _ in range(order_pool):
+            reply = await sim.post("/sim/orders", json={"appid": APPID, "paid": True})
+            reply.raise_for_status()
+            order_ids.append(int(reply.json()["order_id"]))
+    return order_ids
+
+
+async def _run_load(url: str, bodies: Any, rate: float, duration: float, name: str) -> LoadResult:
+    connector = aiohttp.TCPConnector(limit=500)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def send(i: int) -> bool:
+            query, body, content_type = bodies(i)
+            async with session.post(
+                url, params=query, data=body, headers={"content-type": content_type}
+            ) as reply:
+                text = await reply.text()
+                return reply.status == 200 and text == "success"
+
+        def tick(result: LoadResult) -> None:
+            console.print(f"  {name}: sent {result.sent}, ok {result.ok}, failed {result.failed}", end="\r")
+
+        result = await open_loop(name, send, rate=rate, duration_s=duration, on_tick=tick)
+        console.print()
+        return result
+
+
+@app.command("ingest")
+def bench_ingest(
+    rate: Annotated[float, typer.Option(help="Webhooks per second.")] = 1000,
+    duration: Annotated[float, typer.Option(help="Seconds of load per scenario.")] = 60,
+    order_pool: Annotated[int, typer.Option(help="Distinct orders the pushes cycle through.")] = 500,
+) -> None:
+    """Webhook ack throughput and latency vs a bare FastAPI endpoint (target: ≥1,000/s, p99 ≤ 100 ms)."""
+    bare_port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="lvyue-bench-"))
+    stack = LocalStack(
+        run_dir=run_dir,
+        ports=StackPorts.free(services=["order_ingest"]),
+        components=("kafka", "ferretdb", "wechat_sim", "order_ingest", "bare_http"),
+        extra_programs={
+            "bare_http": (
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "ops.bare_endpoint:app",
+                    "--port",
+                    str(bare_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                bare_port,
+                "/healthz",
+            )
+        },
+    )
+    console.print(f"starting a private stack in {run_dir} ...")
+    stack.start()
+    try:
+        stack.wait_healthy(timeout_s=240)
+        order_ids = asyncio.run(_prepare(stack, order_pool))
+        cipher = MessageCipher(AES_KEY, APPID)
+
+        def push(i: int) -> tuple[dict[str, str], bytes, str]:
+            order_id = order_ids[i % len(order_ids)]
+            now = int(time.time())
+            event = {
+                "ToUserName": "gh_bench",
+                "FromUserName": "o_bench",
+                "CreateTime": now,
+                "MsgType": "event",
+                "Event": "channels_ec_order_pay",
+                "order_info": {"order_id": order_id, "pay_time": now},
+            }
+            signed = build_push(event, token=TOKEN, cipher=cipher, nonce=str(i))
+            return signed.query, signed.body, signed.content_type
+
+        ingest_url = f"{stack.service_url('order_ingest')}/wechat/callback/{SHOP_ID}"
+        bare_url = f"http://127.0.0.1:{bare_port}/wechat/callback/{SHOP_ID}"
+        asyncio.run(_run_load(ingest_url, push, min(rate, 100), 5, "warm-up"))
+        pids = stack.process_ids()
+        cpu_before = {name: _proc_figures(pid)[0] for name, pid in pids.items()}
+        bare = asyncio.run(_run_load(bare_url, push, rate, duration, "bare FastAPI endpoint"))
+        ingest = asyncio.run(_run_load(ingest_url, push, rate, duration, "order_ingest webhook"))
+        figures = {name: _proc_figures(pid) for name, pid in pids.items()}
+    finally:
+        console.print("stopping the private stack ...")
+        stack.stop()
+    _report(bare, ingest, figures, cpu_before, rate, duration)
+
+
+def _report(
+    bare: LoadResult,
+    ingest: LoadResult,
+    figures: dict[str, tuple[float, float]],
+    cpu_before: dict[str, float],
+    rate: float,
+    duration: float,
+) -> None:
+    table = Table(title=f"Webhook ingest at {rate:g}/s for {duration:g} s (open loop)")
+    for column in ("scenario", "ok/s", "failed", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "over 5 s"):
+        table.add_column(column, justify="right")
+    for result in (bare, ingest):
+        table.add_row(
+            result.name,
+            f"{result.achieved_rate:.0f}",
+            str(result.failed),
+            f"{result.percentile_ms(50):.1f}",
+            f"{result.percentile_ms(99):.1f}",
+            f"{result.percentile_ms(99.9):.1f}",
+            f"{result.max_ms:.1f}",
+            str(result.over_deadline),
+        )
+    console.print(table)
+    ratio = ingest.achieved_rate / bare.achieved_rate if bare.achieved_rate else 0
+    console.print(f"throughput ratio to the bare endpoint: {ratio:.2f}")
+    targets = {
+        "throughput ≥ 1000/s": ingest.achieved_rate >= 1000,
+        "p99 ack ≤ 100 ms": ingest.percentile_ms(99) <= 100,
+        "no ack over 5 s": ingest.over_deadline == 0,
+    }
+    for name, met in targets.items():
+        console.print(f"  {'met ' if met else 'MISSED'} {name}")
+    processes = Table(title="Processes (CPU seconds during the measured runs, peak RSS)")
+    for column in ("process", "CPU s", "peak RSS MiB"):
+        processes.add_column(column, justify="right")
+    for name, (cpu, rss) in sorted(figures.items()):
+        processes.add_row(name, f"{cpu - cpu_before.get(name, 0):.1f}", f"{rss:.0f}")
+    console.print(processes)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "bare": bare.summary(),
+                "ingest": ingest.summary(),
+                "ratio_to_bare": round(ratio, 3),
+                "targets_met": targets,
+                "processes": {
+                    n: {"cpu_s": round(c - cpu_before.get(n, 0), 2), "peak_rss_mib": round(r, 1)}
+                    for n, (c, r) in figures.items()
+                },
+                "timeline": {"bare": bare.timeline, "ingest": ingest.timeline},
+            },
+            indent=2,
+        )
+    )
+    console.print(f"results: {out}")

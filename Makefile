@@ -15,7 +15,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 
-.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest
+.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest bench-store
 
 help:
 	@echo "make run     start the local stack in the foreground (Ctrl-C stops it); ARGS=--once exits after checks"
@@ -88,7 +88,10 @@ test: setup lint typecheck
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
 # ---- benchmarks (print figures; results also in bench-results/) ------------------------------------
-bench: bench-ingest
+bench: bench-ingest bench-store
+
+bench-store: setup
+	$(LVYUE) bench store $(ARGS)
 
 bench-ingest: setup
 	$(LVYUE) bench ingest $(ARGS)

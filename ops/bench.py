@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,14 +108,15 @@ def bench_ingest(
     rate: Annotated[float, typer.Option(help="Webhooks per second.")] = 1000,
     duration: Annotated[float, typer.Option(help="Seconds of load per scenario.")] = 60,
     order_pool: Annotated[int, typer.Option(help="Distinct orders the pushes cycle through.")] = 500,
+    profile: Annotated[bool, typer.Option(help="py-spy profile of order_ingest during the run.")] = False,
 ) -> None:
     """Webhook ack throughput and latency vs a bare FastAPI endpoint (target: ≥1,000/s, p99 ≤ 100 ms)."""
     bare_port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="lvyue-bench-"))
     stack = LocalStack(
         run_dir=run_dir,
-        ports=StackPorts.free(services=["order_ingest"]),
-        components=("kafka", "ferretdb", "wechat_sim", "order_ingest", "bare_http"),
+        ports=StackPorts.free(services=["order_ingest", "order_ingest_worker"]),
+        components=("kafka", "ferretdb", "wechat_sim", "order_ingest", "order_ingest_worker", "bare_http"),
         extra_programs={
             "bare_http": (
                 [
@@ -160,12 +162,37 @@ def bench_ingest(
         pids = stack.process_ids()
         cpu_before = {name: _proc_figures(pid)[0] for name, pid in pids.items()}
         bare = asyncio.run(_run_load(bare_url, push, rate, duration, "bare FastAPI endpoint"))
+        profiler = _start_profiler(pids["order_ingest"], duration) if profile else None
         ingest = asyncio.run(_run_load(ingest_url, push, rate, duration, "order_ingest webhook"))
+        if profiler is not None:
+            profiler.wait(timeout=60)
+            console.print(f"profile (flame graph): {RESULTS / 'ingest-profile.svg'}")
         figures = {name: _proc_figures(pid) for name, pid in pids.items()}
     finally:
         console.print("stopping the private stack ...")
         stack.stop()
     _report(bare, ingest, figures, cpu_before, rate, duration)
+
+
+def _start_profiler(pid: int, duration: float) -> subprocess.Popen[bytes]:
+    RESULTS.mkdir(exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(duration)),
+            "--rate",
+            "200",
+            "--output",
+            str(RESULTS / "ingest-profile.svg"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _report(
@@ -225,3 +252,65 @@ def _report(
         )
     )
     console.print(f"results: {out}")
+
+
+@app.command("store")
+def bench_store(
+    documents: Annotated[int, typer.Option(help="Order-sized documents in the collection.")] = 1000,
+    operations: Annotated[int, typer.Option(help="Operations timed per kind.")] = 100,
+) -> None:
+    """Cost of each MongoDB operation the services use, on the local FerretDB (CPU ms per operation)."""
+    from pymongo import AsyncMongoClient
+
+    from shared.db import versioned_upsert
+
+    stack = LocalStack(
+        run_dir=Path(tempfile.mkdtemp(prefix="lvyue-bench-store-")),
+        ports=StackPorts.free(services=[]),
+        components=("ferretdb",),
+    )
+    stack.start()
+    try:
+        stack.wait_healthy(timeout_s=60)
+        pid = stack.process_ids()["ferretdb"]
+
+        async def run() -> list[tuple[str, float, float]]:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_uri)
+            coll = client["bench"]["orders"]
+            body = {"version": 1, "order": {"title": "x" * 1500, "lines": [{"sku": i} for i in range(5)]}}
+            await coll.insert_many([{"_id": f"o{i}", **body} for i in range(documents)])
+            kinds: list[tuple[str, Any]] = [
+                ("insert_one", lambda i: coll.insert_one({"_id": f"n{i}", **body})),
+                ("find_one {_id}", lambda i: coll.find_one({"_id": f"o{i}"})),
+                ("find_one {_id, version}", lambda i: coll.find_one({"_id": f"o{i}", "version": 1})),
+                ("update_one {_id}", lambda i: coll.update_one({"_id": f"o{i}"}, {"$set": {"p": 1}})),
+                (
+                    "versioned_upsert (newer)",
+                    lambda i: versioned_upsert(coll, f"o{i}", version=2, fields={"p": 2}),
+                ),
+                (
+                    "versioned_upsert (stale)",
+                    lambda i: versioned_upsert(coll, f"o{i}", version=2, fields={"p": 3}),
+                ),
+            ]
+            rows = []
+            for name, operation in kinds:
+                cpu_before, started = _proc_figures(pid)[0], time.perf_counter()
+                for i in range(operations):
+                    await operation(i)
+                elapsed = time.perf_counter() - started
+                rows.append(
+                    (name, operations / elapsed, 1000 * (_proc_figures(pid)[0] - cpu_before) / operations)
+                )
+            await client.close()
+            return rows
+
+        rows = asyncio.run(run())
+    finally:
+        stack.stop()
+    table = Table(title=f"FerretDB (SQLite) with {documents} order-sized documents")
+    for column in ("operation", "ops/s (one client)", "FerretDB CPU ms/op"):
+        table.add_column(column, justify="right")
+    for name, per_second, cpu_ms in rows:
+        table.add_row(name, f"{per_second:.0f}", f"{cpu_ms:.1f}")
+    console.print(table)

@@ -18,7 +18,8 @@ from typing import Any
 from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import AutoReconnect, DuplicateKeyError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from shared.settings import MongoSettings
 
@@ -53,12 +54,23 @@ class IndexSpec:
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], specs: Sequence[IndexSpec]) -> None:
-    """Create the indexes a service needs at start-up; existing identical indexes are left alone."""
+    """Create the indexes a service needs at start-up; existing identical indexes are left alone.
+
+    Retried: FerretDB 1.24 drops the connection when two processes create one collection's indexes
+    at the same moment (both processes of a service start together); the second try finds them.
+    """
     by_collection: dict[str, list[IndexModel]] = {}
     for spec in specs:
         by_collection.setdefault(spec.collection, []).append(spec.model())
-    for name, models in by_collection.items():
-        await db[name].create_indexes(models)
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(5),
+        wait=wait_random(0.05, 0.5),
+        retry=retry_if_exception_type(AutoReconnect),
+        reraise=True,
+    ):
+        with attempt:
+            for name, models in by_collection.items():
+                await db[name].create_indexes(models)
 
 
 async def ping(client: AsyncMongoClient[Document]) -> None:

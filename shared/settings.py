@@ -8,6 +8,7 @@ This module is the only place that reads the environment.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,9 @@ class OrderIngestSettings(ServiceSettings):
 
     service_name: str = "order_ingest"
     http_port: int = 8001
+    # "all": webhook and worker in one process; "web" / "worker": one role per process, so the
+    # webhook's acknowledgements never wait behind the worker's batches (production runs both).
+    role: Literal["all", "web", "worker"] = "all"
     # Webhook: WeChat waits 5 s; we answer 5xx well before if Kafka does not confirm the write.
     webhook_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     webhook_replay_window_s: int = Field(default=600, ge=1)

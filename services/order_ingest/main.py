@@ -27,14 +27,17 @@ from shared.settings import OrderIngestSettings
 
 def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
     settings = settings or OrderIngestSettings()
-    faust_app = create_faust_app(settings)
-    raw_pushes = faust_topic(faust_app, WECHAT_SHOP_EVENTS, settings)
+    runs_worker = settings.role in ("all", "worker")
+    runs_webhook = settings.role in ("all", "web")
     workers: list[ingest.IngestWorker] = []
+    faust_app = create_faust_app(settings) if runs_worker else None
+    if faust_app is not None:
+        raw_pushes = faust_topic(faust_app, WECHAT_SHOP_EVENTS, settings)
 
-    @faust_app.agent(raw_pushes)
-    async def ingest_pushes(stream: Any) -> None:
-        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-            await workers[0].process_batch(ingest.faust_messages(events))
+        @faust_app.agent(raw_pushes)
+        async def ingest_pushes(stream: Any) -> None:
+            async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+                await workers[0].process_batch(ingest.faust_messages(events))
 
     async def start_ingest(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
@@ -73,8 +76,8 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         settings,
         title="Lüyue order ingest",
         faust_app=faust_app,
-        indexes=[*shop_store.INDEXES, *ingest.INDEXES],
-        routers=[webhook_router],
+        indexes=[*shop_store.INDEXES, *(ingest.INDEXES if runs_worker else [])],
+        routers=[webhook_router] if runs_webhook else [],
         on_startup=[start_ingest],
     )
     return api

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
@@ -119,36 +119,33 @@ async def versioned_upsert(
 ) -> UpsertOutcome:
     """Write `fields` to the document `_id == key` only if `version` is newer than the stored one.
 
-    The filter matches only an older version, so a stale write finds no document, tries to insert a
-    second `_id`, and the unique `_id` index refuses it: that refusal is the version guard. Two
-    concurrent first writes race the same way, so a refusal is only final once the stored version
-    is at least ours; otherwise the document appeared meanwhile and the update is tried again.
+    Read the stored version by `_id`, then insert (the unique `_id` refuses a concurrent twin) or
+    update on the condition that the version is still the one read (compare-and-set: atomic on
+    MongoDB). Every query leads with `_id` alone or `_id` plus the exact version, the shapes FerretDB
+    can answer without scanning the collection (see `make bench-store`).
     """
-    update: dict[str, Any] = {"$set": {**fields, version_field: version}}
-    if on_insert:
-        update["$setOnInsert"] = dict(on_insert)
     async with _key_lock(collection.full_name, key):
-        return await _versioned_upsert_locked(collection, key, version, update, version_field)
-
-
-async def _versioned_upsert_locked(
-    collection: AsyncCollection[Document], key: Any, version: int, update: dict[str, Any], version_field: str
-) -> UpsertOutcome:
-    for _ in range(_UPSERT_RACE_ATTEMPTS):
-        try:
-            before = await collection.find_one_and_update(
-                {"_id": key, version_field: {"$lt": version}},
-                update,
-                upsert=True,
-                return_document=ReturnDocument.BEFORE,
-            )
-        except DuplicateKeyError:
-            stored = await collection.find_one({"_id": key}, {version_field: 1})
-            if stored is not None and stored.get(version_field, 0) >= version:
+        for _ in range(_UPSERT_RACE_ATTEMPTS):
+            current = await collection.find_one({"_id": key}, {version_field: 1})
+            if current is None:
+                try:
+                    await collection.insert_one(
+                        {**(on_insert or {}), **fields, "_id": key, version_field: version}
+                    )
+                except DuplicateKeyError:
+                    continue  # inserted meanwhile: compare with it
+                return UpsertOutcome.INSERTED
+            stored_version = current.get(version_field)
+            if stored_version is not None and stored_version >= version:
                 return UpsertOutcome.NOT_NEWER
-            continue
-        return UpsertOutcome.INSERTED if before is None else UpsertOutcome.UPDATED
-    raise VersionedUpsertRaceError(f"{collection.name}/{key}: lost {_UPSERT_RACE_ATTEMPTS} races in a row")
+            result = await collection.update_one(
+                {"_id": key, version_field: stored_version}, {"$set": {**fields, version_field: version}}
+            )
+            if result.matched_count == 1:
+                return UpsertOutcome.UPDATED
+        raise VersionedUpsertRaceError(
+            f"{collection.name}/{key}: lost {_UPSERT_RACE_ATTEMPTS} races in a row"
+        )
 
 
 async def insert_once(collection: AsyncCollection[Document], document: Mapping[str, Any]) -> bool:

@@ -144,43 +144,49 @@ class IngestWorker:
             if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
                 raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
             raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
+        context = _push_context(push)
         settled = self._settled.get(order.order_id)
-        urge = _push_context(push).ext_info_type is not None
-        if settled is not None and order.update_time <= settled and not urge:
+        if settled is not None and order.update_time <= settled and context.ext_info_type is None:
             PUSHES_HANDLED.labels(push.event, "already_settled").inc()
             return
-        await versioned_upsert(
-            self._orders,
-            order.order_id,
-            version=order.update_time,
-            fields={
-                "shop_id": push.shop_id,
-                "status": order.status,
-                "update_time": order.update_time,
-                "order": order.model_dump(mode="json"),
-            },
-            on_insert={"published": PublishedFacts().as_document()},
-        )
-        await self._publish_due_events(push)
-
-    async def _publish_due_events(self, push: WeChatPushReceived) -> None:
-        assert push.order_id is not None
-        stored = await self._orders.find_one({"_id": push.order_id})
-        if stored is None:
-            raise RuntimeError(f"order {push.order_id} vanished after its upsert")
-        newest = Order.model_validate(stored["order"])  # may be newer than the detail this push fetched
-        published = PublishedFacts.from_document(stored.get("published"))
+        # One read, events decided and published, one write. A crash before the write republishes
+        # the same events (same ids) on redelivery; consumers drop the copies.
+        stored = await self._orders.find_one({"_id": order.order_id})
+        stored_order = Order.model_validate(stored["order"]) if stored else None
+        fetched_is_newer = stored_order is None or order.update_time > stored_order.update_time
+        newest = order if fetched_is_newer or stored_order is None else stored_order
+        published = PublishedFacts.from_document(stored.get("published") if stored else None)
         events, facts = decide_order_events(
-            shop_id=push.shop_id, order=newest, published=published, push=_push_context(push)
+            shop_id=push.shop_id, order=newest, published=published, push=context
         )
         for event in events:
             await publish(self._producer, ORDERS, event)
             ORDER_EVENTS_PUBLISHED.labels(event.event_type).inc()
-        if facts != published:
+        if fetched_is_newer:
+            await versioned_upsert(
+                self._orders,
+                order.order_id,
+                version=order.update_time,
+                fields={
+                    "shop_id": push.shop_id,
+                    "status": order.status,
+                    "update_time": order.update_time,
+                    "order": order.model_dump(mode="json"),
+                    "published": facts.as_document(),
+                },
+            )
+        elif facts != published:
             await self._orders.update_one(
-                {"_id": push.order_id, "version": newest.update_time},
+                {"_id": order.order_id, "version": newest.update_time},
                 {"$set": {"published": facts.as_document()}},
             )
+        self._remember_settled(order.order_id, newest.update_time)
+
+    def _remember_settled(self, order_id: str, update_time: int) -> None:
+        self._settled[order_id] = update_time
+        self._settled.move_to_end(order_id)
+        while len(self._settled) > SETTLED_CACHE_SIZE:
+            self._settled.popitem(last=False)
 
 
 def faust_messages(events: Sequence[Any]) -> list[InboundMessage]:

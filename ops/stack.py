@@ -283,7 +283,7 @@ class LocalStack:
         for process, port in self.ports.services.items():
             service, role_env = SERVICE_PROCESSES[process]
             prefix = service.upper()
-            niceness = ["nice", "-n", "5"] if process in BACKGROUND_PROCESSES else []
+            niceness = ["nice", "-n", "15"] if process in BACKGROUND_PROCESSES else []
             programs[process] = (
                 [
                     *niceness,

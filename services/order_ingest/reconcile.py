@@ -24,6 +24,8 @@ from shared.wechat.api import MAX_LIST_WINDOW_S
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW_MARGIN_S = 60
+
 RECONCILED = Counter(
     "lvyue_reconciled_orders_total", "Orders found by reconciliation that no webhook had brought.", ["shop"]
 )
@@ -39,8 +41,10 @@ async def reconcile_shop(
     now: float | None = None,
 ) -> list[str]:
     """Queue every order updated in the last `window_s` that is not stored; returns their ids."""
-    end = int(now if now is not None else time.time())
-    start = end - min(window_s, MAX_LIST_WINDOW_S)
+    # A minute past our clock: WeChat's clock may run ahead of ours, and a window ending "now" by
+    # our reckoning would miss what it stamped a moment later.
+    end = int(now if now is not None else time.time()) + CLOCK_SKEW_MARGIN_S
+    start = end - min(window_s + CLOCK_SKEW_MARGIN_S, MAX_LIST_WINDOW_S)
     missing: list[str] = []
     next_key = ""
     while True:

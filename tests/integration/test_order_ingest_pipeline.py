@@ -17,10 +17,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ops.dlq import read_dead_letters
 from ops.stack import LocalStack, free_port
 from services.order_ingest.main import create_app
+from services.order_ingest.reconcile import reconcile_shop
 from services.order_ingest.shops import Shop, ShopRepository
+from services.order_ingest.wechat_client import AccessTokenManager, WeChatShopClient
 from shared.db import Document
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.orders import ORDER_EVENTS, OrderPaid
+from shared.events.shop_events import WeChatPushReceived
+from shared.kafka.producer import create_producer
 from shared.kafka.topics import ORDERS, WECHAT_SHOP_EVENTS
 from shared.settings import KafkaSettings, MongoSettings, OrderIngestSettings, WeChatSettings
 from sim.wechat.app import create_app as create_wechat_stand_in
@@ -40,6 +44,7 @@ class Pipeline:
     stack: LocalStack
     wechat: httpx.AsyncClient
     db: AsyncDatabase[Document]
+    settings: OrderIngestSettings
 
     async def sim(self, method: str, route: str, /, **body: Any) -> Any:
         reply = await self.wechat.request(method, f"/sim{route}", json=body or None)
@@ -84,7 +89,7 @@ async def pipeline(stack: LocalStack) -> AsyncIterator[Pipeline]:
             serving(create_app(settings), ingest_port) as ingest_base,
             httpx.AsyncClient(base_url=wechat_base, timeout=10) as wechat,
         ):
-            line = Pipeline(stack, wechat, db)
+            line = Pipeline(stack, wechat, db, settings)
             await line.sim(
                 "POST",
                 "/shops",
@@ -207,8 +212,6 @@ async def test_busy_wechat_is_retried_and_a_missing_order_is_dead_lettered(pipel
 
     # A push for an order WeChat does not know: retried, then parked with its reason.
     ghost = "3705115058471299999"
-    from shared.events.shop_events import WeChatPushReceived
-
     push = WeChatPushReceived(
         shop_id=SHOP_ID,
         event="channels_ec_order_pay",
@@ -218,8 +221,6 @@ async def test_busy_wechat_is_retried_and_a_missing_order_is_dead_lettered(pipel
         partition_key=ghost,
         payload={"order_info": {"order_id": int(ghost)}},
     )
-    from shared.kafka.producer import create_producer
-
     producer = create_producer(KafkaSettings(bootstrap_servers=pipeline.stack.kafka_bootstrap), client_id="t")
     await producer.start()
     try:
@@ -238,3 +239,33 @@ async def test_busy_wechat_is_retried_and_a_missing_order_is_dead_lettered(pipel
             await asyncio.sleep(0.5)
     assert mine[0].reason is DeadLetterReason.RETRIES_EXHAUSTED and "100002" in mine[0].detail
     assert mine[0].consumer == "order_ingest"
+
+
+async def test_reconciliation_ingests_an_order_whose_pushes_never_arrived(pipeline: Pipeline) -> None:
+    await pipeline.fault(fault="hold_pushes")  # held until released: the webhook never hears of it
+    order = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    order_id = str(order["order_id"])
+    shop = await ShopRepository(pipeline.db).get(SHOP_ID)
+    assert shop is not None
+    settings = pipeline.settings
+    producer = create_producer(settings.kafka, client_id="test-reconcile")
+    await producer.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client = WeChatShopClient(http, AccessTokenManager(pipeline.db, http, settings), settings)
+            queued = await reconcile_shop(
+                shop, client=client, db=pipeline.db, producer=producer, window_s=3600
+            )
+            assert order_id in queued
+            stored = await stored_order(pipeline, order_id, 20, paid_published=True)
+            assert stored["order"]["order_id"] == order_id
+            # A second pass finds nothing new to queue for it.
+            again = await reconcile_shop(
+                shop, client=client, db=pipeline.db, producer=producer, window_s=3600
+            )
+            assert order_id not in again
+    finally:
+        await producer.stop()
+        await pipeline.fault(fault="clear")
+    calls = await pipeline.sim("GET", "/calls")
+    assert any(c["path"] == "/channels/ec/order/list/get" and c["errcode"] == 0 for c in calls)

@@ -39,12 +39,11 @@ SHOP_ID = "bench-shop"
 RESULTS = REPO_ROOT / "bench-results"
 
 
-def _proc_figures(pid: int) -> tuple[float, float]:
-    """(CPU seconds used, peak RSS MiB) of a live process, from /proc."""
+def _one_process(pid: int) -> tuple[float, float]:
+    """(CPU seconds used, peak RSS MiB) of one live process, from /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(stat[11]) + int(stat[12])) / ticks
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
         peak_kib = next(
             int(line.split()[1])
             for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -53,6 +52,29 @@ def _proc_figures(pid: int) -> tuple[float, float]:
     except (FileNotFoundError, StopIteration, IndexError, ValueError):
         return 0.0, 0.0
     return cpu, peak_kib / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def _proc_figures(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB of the largest process) for a process and its children (uvicorn
+    workers, `nice` wrappers)."""
+    figures = [_one_process(p) for p in _descendants(pid)]
+    return sum(c for c, _ in figures), max((r for _, r in figures), default=0.0)
 
 
 async def _prepare(stack: LocalStack, order_pool: int) -> list[int]:
@@ -109,6 +131,7 @@ def bench_ingest(
     duration: Annotated[float, typer.Option(help="Seconds of load per scenario.")] = 60,
     order_pool: Annotated[int, typer.Option(help="Distinct orders the pushes cycle through.")] = 500,
     profile: Annotated[bool, typer.Option(help="py-spy profile of order_ingest during the run.")] = False,
+    with_worker: Annotated[bool, typer.Option(help="Run the ingest worker beside the webhook.")] = True,
 ) -> None:
     """Webhook ack throughput and latency vs a bare FastAPI endpoint (target: ≥1,000/s, p99 ≤ 100 ms)."""
     bare_port = free_port()
@@ -116,7 +139,14 @@ def bench_ingest(
     stack = LocalStack(
         run_dir=run_dir,
         ports=StackPorts.free(services=["order_ingest", "order_ingest_worker"]),
-        components=("kafka", "ferretdb", "wechat_sim", "order_ingest", "order_ingest_worker", "bare_http"),
+        components=(
+            "kafka",
+            "ferretdb",
+            "wechat_sim",
+            "order_ingest",
+            *(["order_ingest_worker"] if with_worker else []),
+            "bare_http",
+        ),
         extra_programs={
             "bare_http": (
                 [
@@ -204,13 +234,24 @@ def _report(
     duration: float,
 ) -> None:
     table = Table(title=f"Webhook ingest at {rate:g}/s for {duration:g} s (open loop)")
-    for column in ("scenario", "ok/s", "failed", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "over 5 s"):
+    for column in (
+        "scenario",
+        "ok/s",
+        "failed",
+        "drain s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "over 5 s",
+    ):
         table.add_column(column, justify="right")
     for result in (bare, ingest):
         table.add_row(
             result.name,
             f"{result.achieved_rate:.0f}",
             str(result.failed),
+            f"{result.drain_s:.2f}",
             f"{result.percentile_ms(50):.1f}",
             f"{result.percentile_ms(99):.1f}",
             f"{result.percentile_ms(99.9):.1f}",
@@ -220,8 +261,10 @@ def _report(
     console.print(table)
     ratio = ingest.achieved_rate / bare.achieved_rate if bare.achieved_rate else 0
     console.print(f"throughput ratio to the bare endpoint: {ratio:.2f}")
+    # Sustained: every request of the fixed-rate schedule answered OK, none left queueing after it.
+    sustained = ingest.failed == 0 and ingest.sent >= rate * duration and ingest.drain_s < 1.0
     targets = {
-        "throughput ≥ 1000/s": ingest.achieved_rate >= 1000,
+        f"sustained {rate:g}/s (all answered, drain < 1 s)": sustained and rate >= 1000,
         "p99 ack ≤ 100 ms": ingest.percentile_ms(99) <= 100,
         "no ack over 5 s": ingest.over_deadline == 0,
     }

@@ -35,7 +35,13 @@ class LoadResult:
 
     @property
     def achieved_rate(self) -> float:
+        """Answers per second over the whole run, the drain after the last send included."""
         return self.ok / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def drain_s(self) -> float:
+        """How long the last answers took to arrive after the last request was due."""
+        return max(0.0, self.elapsed_s - self.duration_s)
 
     def percentile_ms(self, percentile: float) -> float:
         return float(self.histogram.get_value_at_percentile(percentile)) / 1000
@@ -54,6 +60,7 @@ class LoadResult:
             "failed": self.failed,
             "over_deadline": self.over_deadline,
             "achieved_rate_per_s": round(self.achieved_rate, 1),
+            "drain_s": round(self.drain_s, 2),
             "p50_ms": round(self.percentile_ms(50), 2),
             "p99_ms": round(self.percentile_ms(99), 2),
             "p999_ms": round(self.percentile_ms(99.9), 2),

@@ -43,6 +43,8 @@ INFRASTRUCTURE = ("kafka", "ferretdb", "prometheus")
 STAND_INS = ("wechat_sim",)  # the outside world we cannot reach (sim/)
 # One program per process: order_ingest's webhook and its ingest worker run apart (the worker at a
 # lower CPU priority), so acknowledging WeChat never waits behind the worker's batches.
+# Processes that run several uvicorn workers behind one port (stateless HTTP, the hottest path).
+WEB_WORKERS = {"order_ingest": 2}
 SERVICE_PROCESSES: dict[str, tuple[str, dict[str, str]]] = {
     "order_ingest": ("order_ingest", {"ORDER_INGEST_ROLE": "web"}),
     "order_ingest_worker": ("order_ingest", {"ORDER_INGEST_ROLE": "worker"}),
@@ -284,6 +286,8 @@ class LocalStack:
             service, role_env = SERVICE_PROCESSES[process]
             prefix = service.upper()
             niceness = ["nice", "-n", "15"] if process in BACKGROUND_PROCESSES else []
+            workers = WEB_WORKERS.get(process, 1)
+            extra_env = {"PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir(process))} if workers > 1 else {}
             programs[process] = (
                 [
                     *niceness,
@@ -297,12 +301,16 @@ class LocalStack:
                     "--port",
                     str(port),
                     "--no-access-log",
+                    "--no-proxy-headers",
+                    "--workers",
+                    str(workers),
                     "--timeout-graceful-shutdown",
                     "20",
                 ],
                 {
                     **self.client_environment(),
                     **role_env,
+                    **extra_env,
                     f"{prefix}_HTTP_PORT": str(port),
                     "PYTHONUNBUFFERED": "1",
                 },
@@ -359,9 +367,15 @@ class LocalStack:
         self.supervisor_conf.write_text("\n".join(lines))
         return self.supervisor_conf
 
+    def _metrics_dir(self, process: str) -> Path:
+        return self.run_dir / "prometheus-multiproc" / process
+
     def render(self) -> None:
         for path in (self.run_dir, self.logs_dir, self.data_dir / "kafka", self.data_dir / "ferretdb"):
             path.mkdir(parents=True, exist_ok=True)
+        for process in WEB_WORKERS:  # multiprocess metric files must not outlive the processes
+            shutil.rmtree(self._metrics_dir(process), ignore_errors=True)
+            self._metrics_dir(process).mkdir(parents=True)
         if "kafka" in self.components:
             self._render_kafka()
         if "prometheus" in self.components:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -21,8 +30,16 @@ HTTP_DURATION = Histogram(
     ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-HTTP_IN_FLIGHT = Gauge("lvyue_http_requests_in_flight", "HTTP requests being handled.", ["service"])
-SERVICE_INFO = Gauge("lvyue_service_info", "Always 1; labels say what is running.", ["service", "version"])
+# multiprocess_mode applies when a service runs several worker processes (PROMETHEUS_MULTIPROC_DIR).
+HTTP_IN_FLIGHT = Gauge(
+    "lvyue_http_requests_in_flight", "HTTP requests being handled.", ["service"], multiprocess_mode="livesum"
+)
+SERVICE_INFO = Gauge(
+    "lvyue_service_info",
+    "Always 1; labels say what is running.",
+    ["service", "version"],
+    multiprocess_mode="max",
+)
 
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -73,5 +90,15 @@ class REDMetricsMiddleware:
             HTTP_DURATION.labels(self.service, method, route).observe(time.perf_counter() - started)
 
 
-async def metrics_endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics_endpoint(multiprocess_dir: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """`/metrics`: this process's registry, or every worker process's when the service runs several
+    (prometheus_client's multiprocess mode, files in `multiprocess_dir`)."""
+
+    async def metrics(_: Request) -> Response:
+        if multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics

@@ -6,6 +6,7 @@ handler writes, and the producer is connected before the first request is accept
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -119,6 +120,9 @@ def create_service_app(
             if faust_app is not None:
                 health.add("faust", partial(faust_worker_ready, faust_app))
 
+            # Everything built at start-up lives for the process's lifetime: keep it out of the
+            # collector's full passes, which otherwise show up as latency spikes under load.
+            gc.freeze()
             log.info("service started", extra={"port": settings.http_port})
             yield
             log.info("service stopping")
@@ -132,7 +136,7 @@ def create_service_app(
     )
     api.add_middleware(REDMetricsMiddleware, service=settings.service_name)
     api.include_router(health.router())
-    api.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    api.add_route("/metrics", metrics_endpoint(settings.prometheus_multiproc_dir), include_in_schema=False)
     for router in routers:
         api.include_router(router)
     return api

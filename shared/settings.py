@@ -63,6 +63,8 @@ class ServiceSettings(BaseSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
 
+    # Set when uvicorn runs several worker processes: prometheus_client reads the same variable.
+    prometheus_multiproc_dir: str | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     # The faust app id (consumer group); tests run a second instance beside a running one.
     kafka_group: str | None = None
 

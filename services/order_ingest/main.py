@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from services.order_ingest import shops as shop_store
 from services.order_ingest import worker as ingest
 from services.order_ingest.reconcile import reconcile_forever
-from services.order_ingest.webhook import WebhookDependencies
+from services.order_ingest.webhook import PUSH_ROUTE, WebhookDependencies
 from services.order_ingest.webhook import router as webhook_router
 from services.order_ingest.wechat_client import AccessTokenManager, WeChatShopClient
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
@@ -80,4 +80,6 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         routers=[webhook_router] if runs_webhook else [],
         on_startup=[start_ingest],
     )
+    if runs_webhook:
+        api.router.routes.append(PUSH_ROUTE)
     return api

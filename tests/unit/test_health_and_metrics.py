@@ -12,7 +12,7 @@ def _app(checks: HealthChecks) -> FastAPI:
     app = FastAPI()
     app.add_middleware(REDMetricsMiddleware, service="unit")
     app.include_router(checks.router())
-    app.add_route("/metrics", metrics_endpoint)
+    app.add_route("/metrics", metrics_endpoint(None))
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str) -> dict[str, str]:

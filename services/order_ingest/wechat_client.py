@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -68,6 +68,10 @@ class WeChatApiError(Exception):
 
 class WeChatUnavailableError(Exception):
     """Transport failure or 5xx: WeChat could not be reached; worth retrying later."""
+
+
+class TokenSource(Protocol):
+    async def token(self, shop: Shop, *, rejected: str | None = None) -> str: ...
 
 
 class AccessTokenManager:
@@ -180,7 +184,7 @@ class WeChatShopClient:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        tokens: AccessTokenManager,
+        tokens: TokenSource,
         settings: OrderIngestSettings,
     ) -> None:
         self._http = http

@@ -1,0 +1,86 @@
+"""The WeChat client's resilience, against a scripted WeChat (httpx.MockTransport): retries on busy,
+one token refresh on a refused token, and a breaker that opens only for WeChat being unwell."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from purgatory.domain.model import OpenedState
+from pydantic import SecretStr
+
+from services.order_ingest.shops import Shop
+from services.order_ingest.wechat_client import WeChatApiError, WeChatShopClient
+from shared.settings import OrderIngestSettings, WeChatSettings
+
+SHOP = Shop(
+    shop_id="s1",
+    appid="wx1",
+    app_secret=SecretStr("x"),
+    token=SecretStr("t"),
+    encoding_aes_key=SecretStr("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+)
+ORDER = {"order_id": "3705115058471208928", "status": 20, "update_time": 5}
+
+
+class Tokens:
+    def __init__(self) -> None:
+        self.refused: list[str | None] = []
+
+    async def token(self, shop: Shop, *, rejected: str | None = None) -> str:
+        self.refused.append(rejected)
+        return "fresh" if rejected else "cached"
+
+
+def client(
+    answers: list[dict[str, object]], seen: list[httpx.Request], **settings: object
+) -> WeChatShopClient:
+    def reply(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        return httpx.Response(200, content=json.dumps(answer).encode())
+
+    config = OrderIngestSettings(
+        wechat=WeChatSettings(api_base="http://wechat.test"),
+        api_backoff_initial_s=0.001,
+        **settings,  # type: ignore[arg-type]
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(reply))
+    return WeChatShopClient(http, Tokens(), config)
+
+
+async def test_busy_is_retried_until_an_answer() -> None:
+    seen: list[httpx.Request] = []
+    wechat = client([{"errcode": -1}, {"errcode": 45011}, {"errcode": 0, "order": ORDER}], seen)
+    order = await wechat.get_order(SHOP, "3705115058471208928")
+    assert order.order_id == "3705115058471208928" and len(seen) == 3
+    assert json.loads(seen[0].content) == {"order_id": "3705115058471208928"}
+    assert seen[0].url.params["access_token"] == "cached"
+
+
+async def test_a_refused_token_is_refreshed_once() -> None:
+    seen: list[httpx.Request] = []
+    wechat = client([{"errcode": 42001}, {"errcode": 0, "order": ORDER}], seen)
+    await wechat.get_order(SHOP, "1")
+    assert [r.url.params["access_token"] for r in seen] == ["cached", "fresh"]
+
+
+async def test_the_breaker_opens_when_wechat_keeps_failing_and_not_for_missing_orders() -> None:
+    seen: list[httpx.Request] = []
+    missing = client([{"errcode": 100002, "errmsg": "order not found"}], seen, breaker_failure_threshold=2)
+    for _ in range(4):
+        with pytest.raises(WeChatApiError) as raised:
+            await missing.get_order(SHOP, "1")
+        assert raised.value.errcode == 100002  # permanent answers never open the breaker
+    assert len(seen) == 4
+
+    seen.clear()
+    busy = client([{"errcode": -1}], seen, breaker_failure_threshold=2, api_max_attempts=2)
+    for _ in range(2):
+        with pytest.raises(WeChatApiError):
+            await busy.get_order(SHOP, "1")
+    calls_before = len(seen)
+    with pytest.raises(OpenedState):
+        await busy.get_order(SHOP, "1")  # fails fast: WeChat is not called while the breaker is open
+    assert len(seen) == calls_before == 4

@@ -135,8 +135,6 @@ class LocalStack:
     components: tuple[str, ...] = ALL_COMPONENTS
     scrape_interval: str = "5s"
     kafka_heap: str = "512m"
-    # Extra scrape targets for Prometheus (job name -> host:port), e.g. a process under test.
-    extra_scrape_targets: dict[str, str] = field(default_factory=dict)
     # Extra environment per component (e.g. a benchmark's settings).
     component_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Extra HTTP processes (benchmarks' ceilings): name -> (argv, port, health path).
@@ -225,8 +223,6 @@ class LocalStack:
                         "static_configs": [{"targets": [f"127.0.0.1:{self.ports.services[service]}"]}],
                     }
                 )
-        for job, target in self.extra_scrape_targets.items():
-            scrape_configs.append({"job_name": job, "static_configs": [{"targets": [target]}]})
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "rule_files": [str(ALERT_RULES)],

@@ -19,6 +19,7 @@ from services.order_ingest.wechat_client import WeChatShopClient
 from services.order_ingest.worker import ORDERS_COLLECTION
 from shared.db import Document
 from shared.events.shop_events import RECONCILE_EVENT, PushSource, WeChatPushReceived
+from shared.kafka.producer import publish
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.wechat.api import MAX_LIST_WINDOW_S
 
@@ -67,9 +68,7 @@ async def reconcile_shop(
                     partition_key=order_id,
                     payload={"order_info": {"order_id": order_id}},
                 )
-                await producer.send_and_wait(
-                    WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key
-                )
+                await publish(producer, WECHAT_SHOP_EVENTS, push)
                 missing.append(order_id)
         if not page.has_more or not page.next_key:
             break

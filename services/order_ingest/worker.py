@@ -28,7 +28,7 @@ from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
 from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
 from shared.kafka.producer import publish
-from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS
+from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
 from shared.wechat.api import ErrCode, Order
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ class IngestWorker:
         except ValidationError as exc:
             raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
         if push.event == AFTERSALE_EVENT:
-            await self._forward(WECHAT_AFTERSALE_EVENTS.name, push)
+            await self._forward(WECHAT_AFTERSALE_EVENTS, push)
         elif push.event == EWAYBILL_EVENT:
-            await self._forward(WECHAT_EWAYBILL_EVENTS.name, push)
+            await self._forward(WECHAT_EWAYBILL_EVENTS, push)
         elif push.event.startswith(ORDER_EVENT_PREFIX) or push.event == RECONCILE_EVENT:
             await self._ingest_order(push)
             INGEST_LAG.observe(max(0.0, time.time() - push.occurred_at.timestamp()))
@@ -127,8 +127,8 @@ class IngestWorker:
             return
         PUSHES_HANDLED.labels(push.event, "ok").inc()
 
-    async def _forward(self, topic: str, push: WeChatPushReceived) -> None:
-        await self._producer.send_and_wait(topic, value=push.to_kafka_value(), key=push.kafka_key)
+    async def _forward(self, topic: TopicSpec, push: WeChatPushReceived) -> None:
+        await publish(self._producer, topic, push)
 
     async def _ingest_order(self, push: WeChatPushReceived) -> None:
         if push.order_id is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -39,9 +39,6 @@ class Event(BaseModel):
     when they change incompatibly; consumers read the versions they know and dead-letter the rest."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # The topic this event family travels on; set on each topic's base class.
-    topic: ClassVar[str]
 
     event_id: UUID = Field(default_factory=uuid4)
     occurred_at: AwareDatetime = Field(default_factory=utc_now)

@@ -4,7 +4,7 @@ aftersale. `version` is WeChat's `update_time` of the order detail the event was
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -42,8 +42,6 @@ class Receiver(BaseModel):
 
 
 class OrderEvent(Event):
-    topic: ClassVar[str] = "orders"
-
     shop_id: str
     version: int = Field(description="WeChat update_time of the order detail")
 

@@ -4,7 +4,7 @@ and as the ingest worker forwards after-sale and e-waybill pushes to their own t
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -26,7 +26,6 @@ class WeChatPushReceived(BaseModel):
     """Keyed by `partition_key`: the order id, else the after-sale or e-waybill id the push is about."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    topic: ClassVar[str] = "wechat.shop-events"
 
     event_id: UUID = Field(default_factory=uuid4)
     occurred_at: AwareDatetime = Field(default_factory=utc_now)

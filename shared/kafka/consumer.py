@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Histogram
 from tenacity import (
@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
+from shared.kafka.topics import dead_letter_topic
 from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class MessageProcessor:
         )
         # Same key as the source, so a replay lands on the same partition.
         await self._producer.send_and_wait(
-            f"{message.topic}.dlq", value=letter.model_dump_json().encode(), key=message.key
+            dead_letter_topic(message.topic), value=letter.model_dump_json().encode(), key=message.key
         )
         DEAD_LETTERS.labels(self.name, message.topic, reason.value).inc()
         MESSAGES_PROCESSED.labels(self.name, message.topic, "dead_lettered").inc()
@@ -270,7 +271,3 @@ class DurableConsumer:
                         )
         finally:
             self._running.set()
-
-    async def committed(self, tp: TopicPartition) -> int | None:
-        offset: int | None = await self._consumer.committed(tp)
-        return offset

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+from uuid import UUID
+
 from aiokafka import AIOKafkaProducer
 
-from shared.events.base import Event
 from shared.kafka.topics import TopicSpec
 from shared.settings import KafkaSettings
 
@@ -20,7 +22,25 @@ def create_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProdu
     )
 
 
-def event_headers(event: Event) -> list[tuple[str, bytes]]:
+class KafkaMessage(Protocol):
+    """What every message model offers: `Event` subclasses and the raw `WeChatPushReceived`."""
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def schema_version(self) -> int: ...
+
+    @property
+    def event_id(self) -> UUID: ...
+
+    @property
+    def kafka_key(self) -> bytes: ...
+
+    def to_kafka_value(self) -> bytes: ...
+
+
+def event_headers(event: KafkaMessage) -> list[tuple[str, bytes]]:
     return [
         ("event_type", event.event_type.encode()),
         ("schema_version", str(event.schema_version).encode()),
@@ -28,8 +48,8 @@ def event_headers(event: Event) -> list[tuple[str, bytes]]:
     ]
 
 
-async def publish(producer: AIOKafkaProducer, topic: TopicSpec, event: Event) -> None:
-    """Send one event keyed by its order id and wait until the broker has it durably."""
+async def publish(producer: AIOKafkaProducer, topic: TopicSpec, event: KafkaMessage) -> None:
+    """Send one message under its key (the order id) and wait until the broker has it durably."""
     await producer.send_and_wait(
         topic.name, value=event.to_kafka_value(), key=event.kafka_key, headers=event_headers(event)
     )

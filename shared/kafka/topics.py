@@ -16,6 +16,11 @@ class CleanupPolicy(StrEnum):
     COMPACT = "compact"
 
 
+def dead_letter_topic(topic_name: str) -> str:
+    """The dead-letter topic of a topic: where its consumers park what they cannot process."""
+    return f"{topic_name}.dlq"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -31,7 +36,7 @@ class TopicSpec:
 
     @property
     def dead_letter_name(self) -> str:
-        return f"{self.name}.dlq"
+        return dead_letter_topic(self.name)
 
     def config(self) -> dict[str, str]:
         return {

@@ -86,6 +86,13 @@ class UpsertOutcome(StrEnum):
 
 _UPSERT_RACE_ATTEMPTS = 10
 
+
+class NotRead:
+    """Marks "the caller has not read the stored document"."""
+
+
+NOT_READ = NotRead()
+
 # FerretDB v1 runs findAndModify as a query followed by an update by `_id`, so two concurrent
 # compare-and-set writes to one document can both pass the version check (MongoDB applies them
 # atomically). Writers of one order are serialized instead: across processes by Kafka (one
@@ -116,8 +123,12 @@ async def versioned_upsert(
     fields: Mapping[str, Any],
     on_insert: Mapping[str, Any] | None = None,
     version_field: str = "version",
+    current: Mapping[str, Any] | NotRead | None = NOT_READ,
 ) -> UpsertOutcome:
     """Write `fields` to the document `_id == key` only if `version` is newer than the stored one.
+
+    `current`: the stored document (or None: absent) if the caller has just read it, to save the
+    first read; a stale one only costs a retry.
 
     Read the stored version by `_id`, then insert (the unique `_id` refuses a concurrent twin) or
     update on the condition that the version is still the one read (compare-and-set: atomic on
@@ -126,14 +137,16 @@ async def versioned_upsert(
     """
     async with _key_lock(collection.full_name, key):
         for _ in range(_UPSERT_RACE_ATTEMPTS):
-            current = await collection.find_one({"_id": key}, {version_field: 1})
+            if isinstance(current, NotRead):
+                current = await collection.find_one({"_id": key}, {version_field: 1})
             if current is None:
                 try:
                     await collection.insert_one(
                         {**(on_insert or {}), **fields, "_id": key, version_field: version}
                     )
                 except DuplicateKeyError:
-                    continue  # inserted meanwhile: compare with it
+                    current = NOT_READ  # inserted meanwhile: read it and compare
+                    continue
                 return UpsertOutcome.INSERTED
             stored_version = current.get(version_field)
             if stored_version is not None and stored_version >= version:
@@ -143,6 +156,7 @@ async def versioned_upsert(
             )
             if result.matched_count == 1:
                 return UpsertOutcome.UPDATED
+            current = NOT_READ  # changed since it was read
         raise VersionedUpsertRaceError(
             f"{collection.name}/{key}: lost {_UPSERT_RACE_ATTEMPTS} races in a row"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,7 +17,6 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -44,18 +44,13 @@ SERVICE_INFO = Gauge(
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-def _route_template(scope: Scope) -> str:
-    """The route template (`/orders/{order_id}`), never the raw path: bounded label cardinality."""
-    matched = scope.get("route")  # set by FastAPI's router once it has matched an APIRoute
-    if matched is not None:
-        return str(getattr(matched, "path", UNMATCHED_ROUTE))
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", UNMATCHED_ROUTE))
-    return UNMATCHED_ROUTE
+def _paths_by_endpoint(router: Any) -> dict[Any, str]:
+    """endpoint -> path template of a router's routes."""
+    return {
+        route.endpoint: str(route.path)
+        for route in getattr(router, "routes", ())
+        if getattr(route, "endpoint", None) is not None and hasattr(route, "path")
+    }
 
 
 class REDMetricsMiddleware:
@@ -64,6 +59,23 @@ class REDMetricsMiddleware:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
+        self._paths: dict[Any, str] | None = None  # built on the first request, routes are final then
+
+    def _route_template(self, scope: Scope) -> str:
+        """The route template (`/orders/{order_id}`), never the raw path: bounded label cardinality.
+
+        Read from what the router left in the scope (FastAPI's `route`, or Starlette's `endpoint`),
+        so no request pays for matching the routes a second time.
+        """
+        matched = scope.get("route")  # FastAPI sets it for an APIRoute
+        if matched is not None:
+            return str(getattr(matched, "path", UNMATCHED_ROUTE))
+        endpoint = scope.get("endpoint")  # Starlette sets it for any matched route
+        if endpoint is None:
+            return UNMATCHED_ROUTE
+        if self._paths is None:
+            self._paths = _paths_by_endpoint(getattr(scope.get("app"), "router", None))
+        return self._paths.get(endpoint, UNMATCHED_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +96,7 @@ class REDMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             in_flight.dec()
-            route = _route_template(scope)
+            route = self._route_template(scope)
             method = scope.get("method", "")
             HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
             HTTP_DURATION.labels(self.service, method, route).observe(time.perf_counter() - started)

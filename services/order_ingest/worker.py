@@ -174,6 +174,7 @@ class IngestWorker:
                     "order": order.model_dump(mode="json"),
                     "published": facts.as_document(),
                 },
+                current=stored,  # read just above: no second round trip
             )
         elif facts != published:
             await self._orders.update_one(

@@ -93,3 +93,21 @@ async def test_client_factory_talks_to_the_stack(stack: LocalStack) -> None:
         assert (await client.admin.command("ping"))["ok"] == 1.0
     finally:
         await client.close()
+
+
+async def test_a_stale_document_from_the_caller_costs_a_retry_never_a_lost_update(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    orders = mongo_db.orders
+    assert await versioned_upsert(orders, "7", version=3, fields={"status": 30}) is UpsertOutcome.INSERTED
+    # The caller read version 1 (or nothing) earlier; the store has moved on to 3 since.
+    assert await versioned_upsert(orders, "7", version=2, fields={"status": 20}, current={"version": 1}) is (
+        UpsertOutcome.NOT_NEWER
+    )
+    assert await versioned_upsert(orders, "7", version=2, fields={"status": 20}, current=None) is (
+        UpsertOutcome.NOT_NEWER
+    )
+    assert await versioned_upsert(orders, "7", version=4, fields={"status": 40}, current=None) is (
+        UpsertOutcome.UPDATED
+    )
+    assert await orders.find_one({"_id": "7"}) == {"_id": "7", "status": 40, "version": 4}

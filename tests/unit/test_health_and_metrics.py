@@ -78,6 +78,8 @@ async def test_red_metrics_label_by_route_template_not_raw_path() -> None:
     unmatched = {"service": "unit", "method": "GET", "route": "<unmatched>", "status": "404"}
     assert _sample("lvyue_http_requests_total", unmatched) >= 1
     assert 'route="/orders/1"' not in exposition
+    # A plain Starlette route (no FastAPI `route` in the scope) is labelled by its template too.
+    assert _sample("lvyue_http_requests_total", {**labels, "route": "/metrics"}) >= 1
     duration = {"service": "unit", "method": "GET", "route": "/orders/{order_id}"}
     assert _sample("lvyue_http_request_duration_seconds_count", duration) >= 3
 

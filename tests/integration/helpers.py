@@ -37,21 +37,15 @@ async def serving(
         await task
 
 
-def _READ_WHAT_IS_THERE(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
-    return False
-
-
-ALL_AVAILABLE = _READ_WHAT_IS_THERE  # `until=ALL_AVAILABLE`: read for `timeout_s`, return what came
-
-
 async def read_topic(
     bootstrap: str,
     topic: str,
     *,
-    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None,
     timeout_s: float = 30,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Records of `topic` from the beginning (no consumer group) until `until(records)` holds."""
+    """Records of `topic` from the beginning (no consumer group) until `until(records)` holds
+    (TimeoutError after `timeout_s`); with `until=None`, whatever arrives within `timeout_s`."""
     # No group: every partition is assigned to this consumer, read from the start.
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -60,11 +54,11 @@ async def read_topic(
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(timeout_s):
-            while not until(records):
+            while until is None or not until(records):
                 for batch in (await consumer.getmany(timeout_ms=300)).values():
                     records.extend(batch)
     except TimeoutError:
-        if until is not _READ_WHAT_IS_THERE:
+        if until is not None:
             raise
     finally:
         await consumer.stop()

@@ -18,13 +18,14 @@ from rich.table import Table
 from ops import bench as bench_cli
 from ops import dlq as dlq_cli
 from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
+from services.dispatch import cli as dispatch_cli
 from services.order_ingest import cli as shop_cli
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import topics_to_create
 from shared.settings import KafkaSettings
 
 app = typer.Typer(
-    help="Lüyue (履约) operations: the local stack, Kafka topics, and (later) shops, suppliers, holds."
+    help="Lüyue (履约) operations: the local stack, Kafka topics, shops, suppliers, routes and holds."
 )
 stack_app = typer.Typer(help="The embedded local stack: Kafka, FerretDB, Prometheus and the services.")
 topics_app = typer.Typer(help="Kafka topics from the registry (shared/kafka/topics.py).")
@@ -33,6 +34,9 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(shop_cli.app, name="shop")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(bench_cli.app, name="bench")
+app.add_typer(dispatch_cli.supplier_app, name="supplier")
+app.add_typer(dispatch_cli.route_app, name="route")
+app.command("holds")(dispatch_cli.holds)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -108,6 +108,19 @@ class DispatchSettings(ServiceSettings):
 
     service_name: str = "dispatch"
     http_port: int = 8002
+    # Supplier API: requests per second and burst per supplier (429 + Retry-After beyond).
+    supplier_rate_per_s: float = Field(default=20.0, gt=0)
+    supplier_burst: int = Field(default=40, ge=1)
+    feed_max_wait_s: float = Field(default=30.0, ge=0)
+    feed_max_page: int = Field(default=500, ge=1)
+    # A revoked key stops working within this long (keys are cached per process).
+    api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    idempotency_cache_size: int = Field(default=50_000, ge=0)
+    # Routes and suppliers are re-read this often; a change retries the held orders.
+    route_reload_interval_s: float = Field(default=2.0, gt=0)
+    # Waybills and labels come from logistics over HTTP.
+    logistics_url: str = "http://127.0.0.1:8003"
+    worker_batch_size: int = Field(default=200, ge=1)
 
 
 class LogisticsSettings(ServiceSettings):

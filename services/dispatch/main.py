@@ -1,14 +1,95 @@
-"""Entry point of the dispatch service: `uvicorn services.dispatch.main:create_app --factory`."""
+"""Entry point of the dispatch service: `uvicorn services.dispatch.main:create_app --factory`.
+
+One process: the order-event consumer (a faust agent) that routes paid orders to suppliers, and the
+supplier API. Dispatch state is projected in this process's memory (see `store.py`), so the service
+runs as one process; the API and the consumer share that projection and its per-order locks.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
-from shared.service import create_service_app
+from services.dispatch import catalog as supplier_catalog
+from services.dispatch import store as dispatch_store
+from services.dispatch.handlers import Dispatcher, RouteBook
+from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
+from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
+from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.topics import ORDERS
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
 
 
 def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     settings = settings or DispatchSettings()
-    # No faust agents yet, so no faust worker: they arrive with this service's own issue.
-    return create_service_app(settings, title="Lüyue dispatch and supplier API")
+    faust_app = create_faust_app(settings)
+    order_events = faust_topic(faust_app, ORDERS, settings)
+    running: list[tuple[Dispatcher, MessageProcessor]] = []
+    started = asyncio.Event()
+
+    async def process_batch(messages: Sequence[InboundMessage]) -> None:
+        """Orders in parallel; each order's events in their partition order."""
+        dispatcher, processor = running[0]
+        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
+        for message in messages:
+            by_key[message.key].append(message)
+
+        async def one_order(queue: list[InboundMessage]) -> None:
+            for message in queue:
+                await processor.process(message, dispatcher.handle_order_event)
+
+        await asyncio.gather(*(one_order(q) for q in by_key.values()))
+
+    @faust_app.agent(order_events)
+    async def dispatch_paid_orders(stream: Any) -> None:
+        await started.wait()  # the projection is loaded before the first event is applied
+        async for events in stream.take_events(settings.worker_batch_size, within=0.02):
+            await process_batch([InboundMessage.from_faust(e.message) for e in events])
+
+    async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
+        catalog = supplier_catalog.Catalog(runtime.db)
+        store = dispatch_store.DispatchStore(runtime.db, runtime.producer)
+        await store.load()
+        routes = RouteBook(catalog)
+        await routes.reload()
+        dispatcher = Dispatcher(store, routes)
+        await dispatcher.retry_holds()
+        processor = MessageProcessor(
+            name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
+        )
+        running.append((dispatcher, processor))
+        logistics = httpx.AsyncClient(base_url=settings.logistics_url, timeout=10.0)
+        stack.push_async_callback(logistics.aclose)
+        api.state.supplier_api = SupplierApi(
+            settings=settings,
+            dispatcher=dispatcher,
+            keys=KeyCache(catalog, settings.api_key_cache_ttl_s),
+            limiter=TokenBucket(settings.supplier_rate_per_s, settings.supplier_burst),
+            idempotency=IdempotencyStore(runtime.db, settings.idempotency_cache_size),
+            logistics=logistics,
+        )
+        watcher = asyncio.create_task(dispatcher.watch_routes(settings.route_reload_interval_s))
+
+        async def stop_watching() -> None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+        stack.push_async_callback(stop_watching)
+        started.set()
+
+    api = create_service_app(
+        settings,
+        title="Lüyue dispatch and supplier API",
+        faust_app=faust_app,
+        indexes=[*supplier_catalog.INDEXES, *dispatch_store.INDEXES],
+        on_startup=[start_dispatch],
+    )
+    install(api)
+    return api

@@ -1,0 +1,235 @@
+"""Dispatch handlers: one per order event and per supplier command. They load the aggregate from
+the store, ask the pure domain what to do, and commit what it decided."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from services.dispatch.catalog import Catalog
+from services.dispatch.domain import plan as planning
+from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
+from services.dispatch.domain.plan import PlanOutcome, RoutingContext
+from services.dispatch.domain.routing import Route
+from services.dispatch.store import DispatchStore
+from shared.events.base import utc_now
+from shared.events.dead_letter import DeadLetterReason
+from shared.events.dispatch import DispatchState, OrderHeld
+from shared.events.orders import (
+    ORDER_EVENTS,
+    OrderAddressChanged,
+    OrderCancelled,
+    OrderCompleted,
+    OrderPaid,
+    OrderShippingUrged,
+    OrderSkuChanged,
+)
+from shared.kafka.consumer import InboundMessage, PermanentFailure
+
+log = logging.getLogger(__name__)
+
+ORDER_EVENTS_HANDLED = Counter(
+    "lvyue_dispatch_order_events_total",
+    "Order events handled by dispatch, by type and result.",
+    ["event_type", "result"],
+)
+TRANSITIONS = Counter(
+    "lvyue_dispatch_transitions_total", "Dispatch order changes, by event type.", ["event_type"]
+)
+HOLDS = Gauge("lvyue_dispatch_holds", "Orders on hold now, by reason.", ["reason"])
+HOLDS_PLACED = Counter("lvyue_dispatch_holds_placed_total", "Orders put on hold, by reason.", ["reason"])
+BACKLOG = Gauge(
+    "lvyue_dispatch_backlog",
+    "Dispatch orders waiting on a supplier, by supplier and state.",
+    ["supplier", "state"],
+)
+_STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600)
+STAGE_SECONDS = Histogram(
+    "lvyue_dispatch_stage_seconds",
+    "Time between fulfilment stages: paid->dispatched, dispatched->accepted, accepted->shipped.",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+)
+
+
+class DispatchNotFound(Exception):
+    pass
+
+
+class RouteBook:
+    """The routes and active suppliers, reloaded from the catalog; a change retries the holds."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._routes: dict[str, list[Route]] = {}
+        self._active: set[str] = set()
+        self._fingerprint: tuple[object, ...] = ()
+
+    async def reload(self) -> bool:
+        """True if anything changed since the last load."""
+        routes = await self._catalog.routes()
+        suppliers = await self._catalog.suppliers()
+        fingerprint = (tuple(routes), tuple(sorted((s.supplier_id, s.active) for s in suppliers)))
+        if fingerprint == self._fingerprint:
+            return False
+        by_shop: dict[str, list[Route]] = {}
+        for route in routes:
+            by_shop.setdefault(route.shop_id, []).append(route)
+        self._routes = by_shop
+        self._active = {s.supplier_id for s in suppliers if s.active}
+        self._fingerprint = fingerprint
+        return True
+
+    def context(self, shop_id: str, allocated: dict[str, int]) -> RoutingContext:
+        routes = [
+            Route(**{**r.__dict__, "allocated": allocated.get(r.route_id, 0)})
+            if r.stock_cap is not None
+            else r
+            for r in self._routes.get(shop_id, [])
+        ]
+        return RoutingContext(routes=routes, active_suppliers=self._active)
+
+
+class Dispatcher:
+    def __init__(
+        self, store: DispatchStore, routes: RouteBook, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.store = store
+        self.routes = routes
+        self._clock = clock
+
+    # --- order events (Kafka) ---
+    async def handle_order_event(self, message: InboundMessage) -> None:
+        try:
+            event = ORDER_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        now = self._clock()
+        async with self.store.lock(event.order_id):
+            plan = self.store.plans.get(event.order_id)
+            orders = self.store.orders_of(event.order_id)
+            outcome: PlanOutcome
+            match event:
+                case OrderPaid():
+                    outcome = planning.on_paid(plan, event, self._context(event.shop_id), now)
+                case OrderCancelled():
+                    outcome = planning.on_cancelled(plan, orders, event, now)
+                case OrderAddressChanged():
+                    outcome = planning.on_address_changed(plan, orders, event, now)
+                case OrderSkuChanged():
+                    outcome = planning.on_sku_changed(plan, orders, event, self._context(event.shop_id), now)
+                case OrderShippingUrged() | OrderCompleted():
+                    ORDER_EVENTS_HANDLED.labels(event.event_type, "not_for_dispatch").inc()
+                    return
+            await self._commit(outcome, cause=str(event.event_id))
+        if isinstance(event, OrderPaid) and outcome.transitions:
+            STAGE_SECONDS.labels("paid_to_dispatched").observe(
+                max(0.0, (now - event.paid_at).total_seconds())
+            )
+        ORDER_EVENTS_HANDLED.labels(event.event_type, "applied" if outcome.plan else "no_change").inc()
+
+    def _context(self, shop_id: str) -> RoutingContext:
+        return self.routes.context(shop_id, self.store.allocated())
+
+    async def _commit(self, outcome: PlanOutcome, *, cause: str) -> None:
+        # Dispatch orders first, the plan last: the plan's version is the commit point a redelivered
+        # event is checked against, and a recomputed change finds its dispatch orders already written.
+        for transition in outcome.transitions:
+            await self.store.save_transition(transition, cause=cause)
+            for event in transition.events:
+                TRANSITIONS.labels(event.event_type).inc()
+        if outcome.plan is not None:
+            await self.store.save_plan(outcome.plan, outcome.plan_events, cause=cause)
+            for held in outcome.plan_events:
+                if isinstance(held, OrderHeld):
+                    HOLDS_PLACED.labels(held.reason).inc()
+
+    # --- holds ---
+    async def retry_holds(self) -> int:
+        """Route held orders again (after routes or suppliers changed); returns how many were released."""
+        released = 0
+        for held in self.store.held_plans():
+            async with self.store.lock(held.order_id):
+                plan = self.store.plans[held.order_id]
+                outcome = planning.retry_hold(plan, self._context(plan.shop_id), self._clock())
+                await self._commit(outcome, cause=f"retry:{uuid.uuid4()}")
+                released += bool(outcome.transitions)
+        return released
+
+    async def watch_routes(self, interval_s: float) -> None:
+        while True:
+            try:
+                if await self.routes.reload():
+                    released = await self.retry_holds()
+                    if released:
+                        log.info("routes changed: %d held orders released", released)
+                self.update_gauges()
+            except Exception:  # the next round retries; the service keeps serving
+                log.exception("reloading routes failed")
+            await asyncio.sleep(interval_s)
+
+    def update_gauges(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for order in self.store.orders.values():
+            if order.state in (
+                DispatchState.OFFERED,
+                DispatchState.ACCEPTED,
+                DispatchState.PARTIALLY_SHIPPED,
+            ):
+                key = (order.supplier_id, order.state.value)
+                counts[key] = counts.get(key, 0) + 1
+        BACKLOG.clear()
+        for (supplier, state), count in counts.items():
+            BACKLOG.labels(supplier, state).set(count)
+        HOLDS.clear()
+        for plan in self.store.held_plans():
+            HOLDS.labels(plan.hold_reason or "").inc()
+
+    # --- supplier commands (HTTP) ---
+    def get_for_supplier(self, supplier_id: str, dispatch_id: str) -> DispatchOrder:
+        order = self.store.orders.get(dispatch_id)
+        if order is None or order.supplier_id != supplier_id:
+            raise DispatchNotFound(dispatch_id)
+        return order
+
+    async def run_command(
+        self,
+        supplier_id: str,
+        dispatch_id: str,
+        decide: Callable[[DispatchOrder, datetime], Transition],
+        *,
+        cause: str,
+    ) -> DispatchOrder:
+        """Apply one supplier command: a 404 for another supplier's id, DispatchError for a refusal."""
+        order = self.get_for_supplier(supplier_id, dispatch_id)
+        now = self._clock()
+        async with self.store.lock(order.order_id):
+            order = self.store.orders[dispatch_id]  # as it is now that we hold the lock
+            transition = decide(order, now)
+            await self.store.save_transition(transition, cause=cause)
+            for event in transition.events:
+                TRANSITIONS.labels(event.event_type).inc()
+            new = transition.order
+            if new.state == DispatchState.REJECTED and order.state != DispatchState.REJECTED:
+                plan = self.store.plans.get(new.order_id)
+                if plan is not None:
+                    outcome = planning.on_dispatch_rejected(plan, new, self._context(new.shop_id), now)
+                    await self._commit(outcome, cause=cause)
+        self._observe_stage(order, new, now)
+        return new
+
+    def _observe_stage(self, before: DispatchOrder, after: DispatchOrder, now: datetime) -> None:
+        if before.state == DispatchState.OFFERED and after.state == DispatchState.ACCEPTED:
+            STAGE_SECONDS.labels("dispatched_to_accepted").observe((now - before.created_at).total_seconds())
+        if (
+            after.state == DispatchState.SHIPPED
+            and before.state != DispatchState.SHIPPED
+            and after.accepted_at
+        ):
+            STAGE_SECONDS.labels("accepted_to_shipped").observe((now - after.accepted_at).total_seconds())

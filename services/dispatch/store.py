@@ -1,0 +1,295 @@
+"""Dispatch state: insert-only version documents, an in-memory projection, and the supplier feed.
+
+Why insert-only: FerretDB 1.24 over SQLite answers inserts and `_id` lookups in about a millisecond
+but scans the whole collection for every update, delete or secondary-index query (see
+`make bench-store`), so an update costs more the more orders there are. Every change of a plan or a
+dispatch order is therefore a new document `<id>#<n>` (n = the version the change follows + 1): a
+second writer of the same change collides on the unique `_id`, which makes the write a
+compare-and-set on MongoDB and FerretDB alike. Reads come from the projection held in memory, built
+at start-up from the documents.
+
+Effects are made durable before they are announced: the version document (with its events) is the
+commit; events are then published on Kafka and appended to the supplier's feed. A feed entry is
+the record that an event was relayed: at start-up, events of version documents with no feed entry
+are relayed again (same deterministic event ids, so consumers drop copies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
+from services.dispatch.domain.plan import OrderPlan, PlanStatus
+from shared.api.supplier import FeedChange
+from shared.db import Document, IndexSpec
+from shared.events.base import Event, utc_now
+from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered
+from shared.kafka.producer import publish
+from shared.kafka.topics import DISPATCH
+
+log = logging.getLogger(__name__)
+
+PLAN_VERSIONS = "dispatch_plan_versions"
+ORDER_VERSIONS = "dispatch_order_versions"
+FEED = "supplier_feed"
+INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
+OPS_AUDIENCE = "~ops"  # plan events (holds) are relayed through the same feed, under this name
+
+
+class VersionConflict(Exception):
+    """Another writer changed the aggregate first; re-read and decide again."""
+
+
+def _version_id(aggregate_id: str, follows: int) -> str:
+    return f"{aggregate_id}#{follows + 1:06d}"
+
+
+@dataclass
+class _Relay:
+    version_id: str
+    audience: str
+    events: list[Event]
+    snapshot: DispatchOrder | None
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    seq: int
+    version_id: str
+    json: bytes  # FeedChange, serialized once
+
+
+class SupplierFeed:
+    """Per-supplier ordered changes. Cursors are durable: an entry is readable only after its
+    document (`<supplier>#<seq>`) is written, so a supplier never skips a change after a restart."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._collection = db[FEED]
+        self._entries: dict[str, list[FeedEntry]] = defaultdict(list)
+        self._next_seq: dict[str, int] = defaultdict(lambda: 1)
+        self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._relayed: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    def relayed(self, version_id: str) -> bool:
+        return version_id in self._relayed
+
+    async def load(self) -> None:
+        documents = [d async for d in self._collection.find({})]
+        for document in sorted(documents, key=lambda d: (d["audience"], d["seq"])):
+            audience = document["audience"]
+            self._entries[audience].append(
+                FeedEntry(document["seq"], document["version_id"], document["change"])
+            )
+            self._next_seq[audience] = document["seq"] + 1
+            self._relayed.add(document["version_id"])
+
+    async def append(self, audience: str, version_id: str, changes: Sequence[FeedChange | None]) -> None:
+        """One entry per change (None: an event with no supplier-facing snapshot, still recorded)."""
+        async with self._lock:  # seq order = write order = read order
+            documents, entries = [], []
+            for change in changes:
+                seq = self._next_seq[audience]
+                self._next_seq[audience] = seq + 1
+                body = (
+                    b"{}"
+                    if change is None
+                    else change.model_copy(update={"cursor": seq}).model_dump_json().encode()
+                )
+                documents.append(
+                    {
+                        "_id": f"{audience}#{seq:012d}",
+                        "audience": audience,
+                        "seq": seq,
+                        "version_id": version_id,
+                        "change": body,
+                    }
+                )
+                entries.append(FeedEntry(seq, version_id, body))
+            try:
+                await self._collection.insert_many(documents, ordered=True)
+            except BulkWriteError as exc:  # another process wrote these seqs: take the next ones
+                self._next_seq[audience] += len(documents)
+                raise VersionConflict(f"feed {audience}: {exc}") from exc
+            self._entries[audience].extend(entries)
+            self._relayed.add(version_id)
+        self._changed[audience].set()
+        self._changed[audience] = asyncio.Event()
+
+    def after(self, audience: str, cursor: int, limit: int) -> list[FeedEntry]:
+        entries = self._entries.get(audience, [])
+        start = bisect.bisect_right(entries, cursor, key=lambda e: e.seq)
+        return [e for e in entries[start : start + limit] if e.json != b"{}"]
+
+    def last_seq(self, audience: str) -> int:
+        return self._next_seq[audience] - 1
+
+    async def wait(self, audience: str, cursor: int, timeout_s: float) -> None:
+        """Return when the audience has an entry after `cursor`, or after the timeout."""
+        if self.last_seq(audience) > cursor or timeout_s <= 0:
+            return
+        changed = self._changed[audience]
+        try:
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
+        except TimeoutError:
+            return
+
+
+class DispatchStore:
+    def __init__(self, db: AsyncDatabase[Document], producer: AIOKafkaProducer) -> None:
+        self._plans_collection = db[PLAN_VERSIONS]
+        self._orders_collection = db[ORDER_VERSIONS]
+        self.feed = SupplierFeed(db)
+        self._producer = producer
+        self.plans: dict[str, OrderPlan] = {}
+        self._plan_revisions: dict[str, int] = {}
+        self.orders: dict[str, DispatchOrder] = {}
+        self._order_revisions: dict[str, int] = {}  # the `n` of the newest version document
+        self.by_supplier: dict[str, list[str]] = defaultdict(list)
+        self.by_order: dict[str, list[str]] = defaultdict(list)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def lock(self, order_id: str) -> asyncio.Lock:
+        """Serializes the changes of one WeChat order (its plan and dispatch orders) in this process."""
+        return self._locks[order_id]
+
+    # --- start-up ---
+    async def load(self) -> int:
+        """Build the projection; relay what a crash left unannounced. Returns how many were relayed."""
+        await self.feed.load()
+        pending: list[_Relay] = []
+        newest_orders: dict[str, Document] = {}
+        async for document in self._orders_collection.find({}):
+            key = document["dispatch_id"]
+            if key not in newest_orders or document["revision"] > newest_orders[key]["revision"]:
+                newest_orders[key] = document
+            if not self.feed.relayed(document["_id"]):
+                pending.append(_relay_of(document, DispatchOrder.model_validate(document["order"])))
+        for document in sorted(newest_orders.values(), key=lambda d: d["order"]["created_at"]):
+            self._remember_order(DispatchOrder.model_validate(document["order"]), document["revision"])
+        async for document in self._plans_collection.find({}):
+            key = document["order_id"]
+            if document["revision"] > self._plan_revisions.get(key, 0):
+                self.plans[key] = OrderPlan.model_validate(document["plan"])
+                self._plan_revisions[key] = document["revision"]
+            if document.get("events") and not self.feed.relayed(document["_id"]):
+                pending.append(_relay_of(document, None))
+        for relay in pending:
+            await self._relay(relay)
+        return len(pending)
+
+    def _remember_order(self, order: DispatchOrder, revision: int) -> None:
+        if order.dispatch_id not in self.orders:
+            self.by_supplier[order.supplier_id].append(order.dispatch_id)
+            self.by_order[order.order_id].append(order.dispatch_id)
+        self.orders[order.dispatch_id] = order
+        self._order_revisions[order.dispatch_id] = revision
+
+    # --- reads ---
+    def orders_of(self, order_id: str) -> list[DispatchOrder]:
+        return [self.orders[d] for d in self.by_order.get(order_id, [])]
+
+    def supplier_orders(self, supplier_id: str) -> list[DispatchOrder]:
+        return [self.orders[d] for d in self.by_supplier.get(supplier_id, [])]
+
+    def held_plans(self) -> list[OrderPlan]:
+        return [p for p in self.plans.values() if p.status == PlanStatus.HELD]
+
+    def allocated(self) -> dict[str, int]:
+        """Units each capped route has given to dispatch orders still live or shipped."""
+        taken: dict[str, int] = defaultdict(int)
+        for order in self.orders.values():
+            if order.state.value not in ("cancelled", "rejected"):
+                for route_id, units in order.allocations.items():
+                    taken[route_id] += units
+        return taken
+
+    # --- writes ---
+    async def save_transition(self, transition: Transition, *, cause: str) -> None:
+        """Commit one dispatch order change (compare-and-set on its revision), then announce it."""
+        if not transition.changed:
+            return
+        order = transition.order
+        created = isinstance(transition.events[0], DispatchOffered)
+        revision = 0 if created else self._order_revisions.get(order.dispatch_id, 0)
+        version_id = _version_id(order.dispatch_id, revision)
+        document = {
+            "_id": version_id,
+            "dispatch_id": order.dispatch_id,
+            "supplier_id": order.supplier_id,
+            "revision": revision + 1,
+            "cause": cause,
+            "order": order.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in transition.events],
+            "written_at": utc_now(),
+        }
+        try:
+            await self._orders_collection.insert_one(document)
+        except DuplicateKeyError as exc:
+            stored = await self._orders_collection.find_one({"_id": version_id})
+            if stored is None or stored.get("cause") != cause:
+                raise VersionConflict(f"{order.dispatch_id} changed meanwhile") from exc
+            # The same change, written before a crash: carry on from what is stored.
+            document = stored
+            order = DispatchOrder.model_validate(stored["order"])
+        self._remember_order(order, revision + 1)
+        await self._relay(_relay_of(document, order))
+
+    async def save_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> None:
+        revision = self._plan_revisions.get(plan.order_id, 0)
+        version_id = _version_id(f"plan:{plan.order_id}", revision)
+        document = {
+            "_id": version_id,
+            "order_id": plan.order_id,
+            "revision": revision + 1,
+            "cause": cause,
+            "plan": plan.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in events],
+            "written_at": utc_now(),
+        }
+        try:
+            await self._plans_collection.insert_one(document)
+        except DuplicateKeyError as exc:
+            stored = await self._plans_collection.find_one({"_id": version_id})
+            if stored is None or stored.get("cause") != cause:
+                raise VersionConflict(f"plan {plan.order_id} changed meanwhile") from exc
+            document, plan = stored, OrderPlan.model_validate(stored["plan"])
+        self.plans[plan.order_id] = plan
+        self._plan_revisions[plan.order_id] = revision + 1
+        if events:
+            await self._relay(_relay_of(document, None))
+
+    async def _relay(self, relay: _Relay) -> None:
+        if self.feed.relayed(relay.version_id):
+            return
+        await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
+        changes: list[FeedChange | None] = []
+        for event in relay.events:
+            if relay.snapshot is None:
+                changes.append(None)
+            else:
+                changes.append(
+                    FeedChange(
+                        cursor=0,
+                        change=event.event_type,
+                        occurred_at=event.occurred_at,
+                        dispatch_order=relay.snapshot.public(),
+                    )
+                )
+        await self.feed.append(relay.audience, relay.version_id, changes)
+
+
+def _relay_of(document: Document, snapshot: DispatchOrder | None) -> _Relay:
+    events: list[Event] = [DISPATCH_EVENTS.validate_python(e) for e in document.get("events", [])]
+    audience = snapshot.supplier_id if snapshot is not None else OPS_AUDIENCE
+    return _Relay(document["_id"], audience, events, snapshot)

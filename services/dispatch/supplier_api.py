@@ -1,0 +1,496 @@
+"""The supplier API (`/supplier/v1`): the change feed, lists, and the actions on a dispatch order.
+
+A supplier authenticates with its API key and sees only its own dispatch orders: any other id is a
+404, exactly like an id that does not exist. Every POST takes an `Idempotency-Key`; a repeat with
+the same key and body returns the first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.dispatch.catalog import Catalog
+from services.dispatch.domain import dispatch_order as dispatch
+from services.dispatch.domain.dispatch_order import DispatchError, DispatchOrder, ParcelShipment
+from services.dispatch.handlers import Dispatcher, DispatchNotFound
+from shared.api.supplier import (
+    API_PREFIX,
+    AcceptRequest,
+    ChangeAnswer,
+    DispatchOrderList,
+    DispatchOrderPublic,
+    ErrorBody,
+    FeedPage,
+    FieldError,
+    RejectRequest,
+    ShipRequest,
+    SupplierErrorCode,
+    WaybillRequest,
+    WaybillResponse,
+)
+from shared.db import Document
+from shared.events.base import utc_now
+from shared.events.dispatch import DispatchState
+from shared.settings import DispatchSettings
+
+IDEMPOTENCY = "supplier_idempotency"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing, malformed or revoked API key"},
+    404: {"model": ErrorBody, "description": "no such dispatch order for this supplier"},
+    409: {"model": ErrorBody, "description": "the dispatch order's state does not allow this"},
+    422: {"model": ErrorBody, "description": "invalid request; `fields` has each field's path"},
+    429: {"model": ErrorBody, "description": "rate limited; see Retry-After"},
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: SupplierErrorCode, message: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: SupplierErrorCode, message: str, **extra: Any) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    body = ErrorBody(code=code, message=message, **extra)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate, self._burst = rate, burst
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 if allowed, else the seconds until a token is available."""
+        now = time.monotonic()
+        tokens, last = self._state.get(key, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - last) * self._rate)
+        if tokens >= 1:
+            self._state[key] = (tokens - 1, now)
+            return 0.0
+        self._state[key] = (tokens, now)
+        return (1 - tokens) / self._rate
+
+
+class KeyCache:
+    def __init__(self, catalog: Catalog, ttl_s: float) -> None:
+        self._catalog, self._ttl = catalog, ttl_s
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    async def supplier_of(self, token: str) -> str | None:
+        hit = self._cache.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        supplier = await self._catalog.authenticate(token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (supplier, time.monotonic() + self._ttl)
+        return supplier
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    fingerprint: str
+    status: int
+    body: bytes
+
+
+class IdempotencyStore:
+    """First answers by (supplier, key), in the database (any process, restarts) and cached here."""
+
+    def __init__(self, db: AsyncDatabase[Document], cache_size: int) -> None:
+        self._collection = db[IDEMPOTENCY]
+        self._cache: OrderedDict[str, StoredAnswer] = OrderedDict()
+        self._cache_size = cache_size
+        self._in_flight: dict[str, asyncio.Lock] = {}
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self._in_flight.setdefault(key, asyncio.Lock())
+
+    async def get(self, key: str) -> StoredAnswer | None:
+        if key in self._cache:
+            return self._cache[key]
+        document = await self._collection.find_one({"_id": key})
+        if document is None:
+            return None
+        answer = StoredAnswer(document["fingerprint"], document["status"], document["body"])
+        self._remember(key, answer)
+        return answer
+
+    async def put(self, key: str, answer: StoredAnswer) -> None:
+        # Another process may have answered the same key first: its answer stands in the database.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._collection.insert_one(
+                {
+                    "_id": key,
+                    "fingerprint": answer.fingerprint,
+                    "status": answer.status,
+                    "body": answer.body,
+                    "created_at": utc_now(),
+                }
+            )
+        self._remember(key, answer)
+
+    def _remember(self, key: str, answer: StoredAnswer) -> None:
+        self._cache[key] = answer
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+@dataclass
+class SupplierApi:
+    settings: DispatchSettings
+    dispatcher: Dispatcher
+    keys: KeyCache
+    limiter: TokenBucket
+    idempotency: IdempotencyStore
+    logistics: httpx.AsyncClient
+
+
+def _api(request: Request) -> SupplierApi:
+    api: SupplierApi = request.app.state.supplier_api
+    return api
+
+
+async def authenticated_supplier(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    x_api_key: Annotated[str | None, Header(description="or the API key alone")] = None,
+) -> str:
+    api = _api(request)
+    token = x_api_key or (
+        authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+    )
+    supplier = await api.keys.supplier_of(token) if token else None
+    if supplier is None:
+        raise ApiError(
+            401,
+            SupplierErrorCode.UNAUTHENTICATED,
+            "a valid API key is required",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    wait_s = api.limiter.take(supplier)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            SupplierErrorCode.RATE_LIMITED,
+            "too many requests",
+            {"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return supplier
+
+
+SupplierId = Annotated[str, Depends(authenticated_supplier)]
+Api = Annotated[SupplierApi, Depends(_api)]
+DispatchIdPath = Annotated[str, Path(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=255, description="retry-safe: a repeat returns the first answer")
+]
+
+router = APIRouter(prefix=API_PREFIX, tags=["supplier"], responses=ERROR_RESPONSES)
+
+
+@router.get("/feed", response_model=FeedPage, summary="Changes after a cursor, long-polling")
+async def feed(
+    supplier: SupplierId,
+    api: Api,
+    after: Annotated[int, Query(ge=0, description="the last cursor seen (0: from the start)")] = 0,
+    wait_s: Annotated[float, Query(ge=0, le=60, description="wait up to this long for a change")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    store = api.dispatcher.store
+    limit = min(limit, api.settings.feed_max_page)
+    entries = store.feed.after(supplier, after, limit)
+    if not entries and wait_s > 0:
+        await store.feed.wait(supplier, after, min(wait_s, api.settings.feed_max_wait_s))
+        entries = store.feed.after(supplier, after, limit)
+    next_cursor = entries[-1].seq if entries else max(after, 0)
+    body = b'{"schema_version":1,"changes":[' + b",".join(e.json for e in entries) + b'],"next_cursor":'
+    return Response(body + str(next_cursor).encode() + b"}", media_type="application/json")
+
+
+@router.get("/dispatch-orders", response_model=DispatchOrderList, summary="List with filters")
+async def list_dispatch_orders(
+    supplier: SupplierId,
+    api: Api,
+    state: Annotated[DispatchState | None, Query()] = None,
+    order_id: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    updated_since: Annotated[datetime | None, Query()] = None,
+    page_after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DispatchOrderList:
+    orders = api.dispatcher.store.supplier_orders(supplier)
+    if page_after is not None:
+        ids = [o.dispatch_id for o in orders]
+        orders = orders[ids.index(page_after) + 1 :] if page_after in ids else []
+    chosen: list[DispatchOrder] = []
+    for order in orders:
+        if state is not None and order.state != state:
+            continue
+        if order_id is not None and order.order_id != order_id:
+            continue
+        if updated_since is not None and order.updated_at < _aware(updated_since):
+            continue
+        chosen.append(order)
+        if len(chosen) > limit:
+            break
+    more = len(chosen) > limit
+    page = chosen[:limit]
+    return DispatchOrderList(
+        items=[o.public() for o in page], next_page_after=page[-1].dispatch_id if more and page else None
+    )
+
+
+@router.get(
+    "/dispatch-orders/{dispatch_id}", response_model=DispatchOrderPublic, summary="One dispatch order"
+)
+async def get_dispatch_order(
+    supplier: SupplierId, api: Api, dispatch_id: DispatchIdPath
+) -> DispatchOrderPublic:
+    return api.dispatcher.get_for_supplier(supplier, dispatch_id).public()
+
+
+async def _idempotent(
+    api: SupplierApi,
+    supplier: str,
+    key: str | None,
+    request_fingerprint: str,
+    run: Callable[[], Awaitable[tuple[int, bytes]]],
+) -> Response:
+    if key is None:
+        status, body = await _answer(run)
+        return Response(body, status_code=status, media_type="application/json")
+    scoped = f"{supplier}:{key}"
+    async with api.idempotency.lock(scoped):
+        stored = await api.idempotency.get(scoped)
+        if stored is not None:
+            if stored.fingerprint != request_fingerprint:
+                raise ApiError(
+                    422,
+                    SupplierErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used for a different request",
+                )
+            return Response(
+                stored.body,
+                status_code=stored.status,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        status, body = await _answer(run)
+        if status < 500 and status != 429:
+            await api.idempotency.put(scoped, StoredAnswer(request_fingerprint, status, body))
+        return Response(body, status_code=status, media_type="application/json")
+
+
+async def _answer(run: Callable[[], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes]:
+    """Domain refusals are answers too (stored under the key, like a success)."""
+    try:
+        return await run()
+    except DispatchError as exc:
+        status = 404 if exc.code == SupplierErrorCode.NOT_FOUND else 409
+        return status, ErrorBody(code=exc.code, message=exc.message).model_dump_json().encode()
+    except DispatchNotFound:
+        return 404, ErrorBody(
+            code=SupplierErrorCode.NOT_FOUND, message="no such dispatch order"
+        ).model_dump_json().encode()
+
+
+def _fingerprint(request: Request, body: bytes) -> str:
+    return hashlib.sha256(request.method.encode() + request.url.path.encode() + b"\n" + body).hexdigest()
+
+
+async def _command(
+    request: Request,
+    api: SupplierApi,
+    supplier: str,
+    dispatch_id: str,
+    idempotency_key: str | None,
+    body: BaseModel,
+    decide: Callable[[DispatchOrder, datetime], dispatch.Transition],
+) -> Response:
+    async def run() -> tuple[int, bytes]:
+        cause = f"api:{uuid.uuid4()}"
+        order = await api.dispatcher.run_command(supplier, dispatch_id, decide, cause=cause)
+        return 200, order.public().model_dump_json().encode()
+
+    fingerprint = _fingerprint(request, body.model_dump_json().encode())
+    return await _idempotent(api, supplier, idempotency_key, fingerprint, run)
+
+
+@router.post("/dispatch-orders/{dispatch_id}/accept", response_model=DispatchOrderPublic, summary="Accept")
+async def accept(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    body: AcceptRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.accept(order, estimated_ship_at=body.estimated_ship_at, now=now)
+
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+
+
+@router.post("/dispatch-orders/{dispatch_id}/reject", response_model=DispatchOrderPublic, summary="Reject")
+async def reject(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    body: RejectRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.reject(order, reason=body.reason, text=body.text, now=now)
+
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+
+
+@router.post(
+    "/dispatch-orders/{dispatch_id}/shipments",
+    response_model=DispatchOrderPublic,
+    summary="Report parcels shipped (one or more; partial and split shipments)",
+)
+async def ship(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    body: ShipRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    parcels = [ParcelShipment(p.carrier_code, p.waybill_no, list(p.lines)) for p in body.parcels]
+
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.ship(order, parcels=parcels, now=now)
+
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+
+
+@router.post(
+    "/dispatch-orders/{dispatch_id}/change-requests/{request_id}/answer",
+    response_model=DispatchOrderPublic,
+    summary="Confirm or refuse a cancellation or change request",
+)
+async def answer_change_request(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    request_id: Annotated[str, Path(max_length=80, pattern=r"^[0-9A-Za-z_-]+$")],
+    answer: ChangeAnswer,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.answer_change(
+            order,
+            request_id=request_id,
+            decision=answer.decision,
+            refusal=answer.refusal,
+            text=answer.text,
+            now=now,
+        )
+
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, answer, decide)
+
+
+@router.post(
+    "/dispatch-orders/{dispatch_id}/waybills",
+    response_model=WaybillResponse,
+    summary="Request waybill numbers and labels for parcels (issued by logistics)",
+)
+async def request_waybills(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    body: WaybillRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    raw = body.model_dump_json().encode()
+
+    async def run() -> tuple[int, bytes]:
+        order = api.dispatcher.get_for_supplier(supplier, dispatch_id)
+        dispatch.check_can_request_waybills(order, [p.lines for p in body.parcels])
+        # Our key per request makes logistics' issuing idempotent: a retry never mints new numbers.
+        issue_key = hashlib.sha256(
+            f"{supplier}:{idempotency_key or uuid.uuid4()}:{raw!r}".encode()
+        ).hexdigest()
+        try:
+            answer = await api.logistics.post(
+                "/internal/v1/waybills",
+                json={
+                    "dispatch_order": order.model_dump(mode="json"),
+                    "request": body.model_dump(mode="json"),
+                    "issue_key": issue_key,
+                },
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                503,
+                SupplierErrorCode.LOGISTICS_UNAVAILABLE,
+                f"logistics did not answer: {exc}",
+                {"Retry-After": "5"},
+            ) from exc
+        if answer.status_code >= 500:
+            raise ApiError(
+                503,
+                SupplierErrorCode.LOGISTICS_UNAVAILABLE,
+                "logistics failed; retry later",
+                {"Retry-After": "5"},
+            )
+        return answer.status_code, answer.content
+
+    return await _idempotent(api, supplier, idempotency_key, _fingerprint(request, raw), run)
+
+
+def install(app: FastAPI) -> None:
+    """The supplier API's error format on the whole app."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+    @app.exception_handler(DispatchNotFound)
+    async def not_found(_: Request, exc: DispatchNotFound) -> JSONResponse:
+        return error_response(404, SupplierErrorCode.NOT_FOUND, "no such dispatch order")
+
+    @app.exception_handler(DispatchError)
+    async def refused(_: Request, exc: DispatchError) -> JSONResponse:
+        return error_response(404 if exc.code == SupplierErrorCode.NOT_FOUND else 409, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            FieldError(path=".".join(str(p) for p in e.get("loc", ())), message=str(e.get("msg", "")))
+            for e in exc.errors()
+        ]
+        return error_response(422, SupplierErrorCode.VALIDATION_FAILED, "invalid request", fields=fields)
+
+    app.include_router(router)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

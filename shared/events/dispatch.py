@@ -1,0 +1,236 @@
+"""Dispatch events (topic `dispatch`), published by dispatch, consumed by logistics and aftersale.
+
+A dispatch order is the part of one WeChat order that one supplier fulfils. Every state change of a
+dispatch order, and every hold of a whole order, is one event here. `version` is the dispatch
+order's own version after the change, so consumers drop duplicates and stale copies by comparing it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.events.base import Event
+
+
+class DispatchState(StrEnum):
+    OFFERED = "offered"  # in the supplier's feed, waiting for accept or reject
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    CANCELLED = "cancelled"
+
+
+class RejectReason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    INVALID_SKU = "invalid_sku"
+    BAD_ADDRESS = "bad_address"
+    OTHER = "other"
+
+
+class HoldReason(StrEnum):
+    NO_ROUTE = "no_route"  # no supplier route matches the line
+    STOCK_CAP_REACHED = "stock_cap_reached"  # every matching route's stock cap is used up
+    ALL_SUPPLIERS_REJECTED = "all_suppliers_rejected"  # each matching supplier rejected the line
+    SUPPLIER_INACTIVE = "supplier_inactive"  # the only matching suppliers are deactivated
+
+
+class ChangeKind(StrEnum):
+    CANCEL = "cancel"
+    ADDRESS = "address"
+    SKU = "sku"
+
+
+class ChangeStatus(StrEnum):
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"
+    SUPERSEDED = "superseded"  # a newer request of the same kind replaced it, or the order was cancelled
+
+
+class ChangeRefusal(StrEnum):
+    ALREADY_SHIPPED = "already_shipped"
+    OTHER = "other"
+
+
+class DispatchLine(BaseModel):
+    """One order line as the supplier sees it; `line_no` is its index in the WeChat order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int = Field(ge=0)
+    product_id: str
+    sku_id: str
+    sku_code: str = ""
+    title: str = ""
+    sku_attrs: list[tuple[str, str]] = Field(default_factory=list)
+    quantity: int = Field(ge=1)
+    shipped_quantity: int = Field(default=0, ge=0)
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.shipped_quantity
+
+
+class ShippingAddress(BaseModel):
+    """What a supplier needs to ship: no prices, no buyer ids; the virtual number when WeChat gave one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    phone: str
+    province: str
+    city: str
+    county: str
+    detail: str
+    postal_code: str = ""
+
+
+class ParcelLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int = Field(ge=0)
+    quantity: int = Field(ge=1)
+
+
+class Parcel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parcel_no: int = Field(ge=1, description="1, 2, ... within the dispatch order")
+    carrier_code: str = Field(min_length=1, max_length=32, description="WeChat delivery_id")
+    waybill_no: str = Field(min_length=1, max_length=64, description="WeChat waybill_id")
+    lines: list[ParcelLine] = Field(min_length=1)
+    shipped_at: datetime
+
+
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    kind: ChangeKind
+    status: ChangeStatus = ChangeStatus.OPEN
+    requested_at: datetime
+    answered_at: datetime | None = None
+    new_receiver: ShippingAddress | None = None
+    new_lines: list[DispatchLine] | None = None
+    refusal: ChangeRefusal | None = None
+    refusal_text: str = ""
+
+
+class DispatchEvent(Event):
+    dispatch_id: str
+    shop_id: str
+    supplier_id: str
+    version: int = Field(ge=1, description="the dispatch order's version after this change")
+    state: DispatchState
+
+
+class DispatchOffered(DispatchEvent):
+    """A new dispatch order is in the supplier's feed."""
+
+    event_type: Literal["dispatch_offered"] = "dispatch_offered"
+    schema_version: int = 1
+    lines: list[DispatchLine]
+    receiver: ShippingAddress
+    ship_by: datetime | None
+    paid_at: datetime
+    replaces_dispatch_id: str | None = None
+    aftersale_case_id: str | None = None
+
+
+class DispatchAccepted(DispatchEvent):
+    event_type: Literal["dispatch_accepted"] = "dispatch_accepted"
+    schema_version: int = 1
+    estimated_ship_at: datetime | None
+
+
+class DispatchRejected(DispatchEvent):
+    event_type: Literal["dispatch_rejected"] = "dispatch_rejected"
+    schema_version: int = 1
+    reason: RejectReason
+    reason_text: str = ""
+
+
+class DispatchShipped(DispatchEvent):
+    """A shipment: the parcels of this call (not the earlier ones); state says partial or whole."""
+
+    event_type: Literal["dispatch_shipped"] = "dispatch_shipped"
+    schema_version: int = 1
+    parcels: list[Parcel]
+    lines: list[DispatchLine]
+
+
+class DispatchCancelled(DispatchEvent):
+    event_type: Literal["dispatch_cancelled"] = "dispatch_cancelled"
+    schema_version: int = 1
+    cause: Literal["order_cancelled", "rerouted", "operator"]
+
+
+class DispatchChangeRequested(DispatchEvent):
+    event_type: Literal["dispatch_change_requested"] = "dispatch_change_requested"
+    schema_version: int = 1
+    request: ChangeRequest
+
+
+class DispatchChangeAnswered(DispatchEvent):
+    event_type: Literal["dispatch_change_answered"] = "dispatch_change_answered"
+    schema_version: int = 1
+    request: ChangeRequest
+
+
+class DispatchUpdated(DispatchEvent):
+    """Lines or receiver changed before the supplier accepted (applied directly)."""
+
+    event_type: Literal["dispatch_updated"] = "dispatch_updated"
+    schema_version: int = 1
+    lines: list[DispatchLine]
+    receiver: ShippingAddress
+
+
+class InterceptionRequired(DispatchEvent):
+    """The goods left (or the supplier says so) before a cancellation or change reached them:
+    aftersale and logistics take it over as an interception case."""
+
+    event_type: Literal["interception_required"] = "interception_required"
+    schema_version: int = 1
+    kind: ChangeKind
+    parcels: list[Parcel]
+
+
+class OrderHeld(Event):
+    """Lines of a paid order could not be routed: nothing of it is dispatched until they can be."""
+
+    event_type: Literal["order_held"] = "order_held"
+    schema_version: int = 1
+    shop_id: str
+    reason: HoldReason
+    line_nos: list[int]
+
+
+class OrderHoldReleased(Event):
+    event_type: Literal["order_hold_released"] = "order_hold_released"
+    schema_version: int = 1
+    shop_id: str
+    dispatch_ids: list[str]
+
+
+AnyDispatchEvent = Annotated[
+    DispatchOffered
+    | DispatchAccepted
+    | DispatchRejected
+    | DispatchShipped
+    | DispatchCancelled
+    | DispatchChangeRequested
+    | DispatchChangeAnswered
+    | DispatchUpdated
+    | InterceptionRequired
+    | OrderHeld
+    | OrderHoldReleased,
+    Field(discriminator="event_type"),
+]
+
+DISPATCH_EVENTS: TypeAdapter[AnyDispatchEvent] = TypeAdapter(AnyDispatchEvent)

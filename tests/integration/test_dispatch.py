@@ -1,0 +1,391 @@
+"""dispatch on the real stack: paid orders on the `orders` topic become dispatch orders in each
+supplier's feed; the supplier API's access rules, idempotency, concurrency and change requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.stack import LocalStack
+from services.dispatch.cli import current_plans
+from services.dispatch.domain.routing import Route
+from shared.events.dispatch import DISPATCH_EVENTS
+from shared.events.orders import OrderCancelled
+from shared.kafka.topics import DISPATCH
+from tests.integration.dispatch_support import DispatchHarness, dispatch_service, new_order_id, paid_order
+from tests.integration.helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+SHOP = "shop-dispatch"
+
+
+def _routes(shop: str) -> list[Route]:
+    return [
+        Route(shop_id=shop, supplier_id="alpha", product_id="p1", sku_id="s1"),
+        Route(shop_id=shop, supplier_id="beta", product_id="p2", sku_id="s2"),
+        Route(shop_id=shop, supplier_id="beta", product_id="p1", sku_id="s1", priority=200),  # fallback
+    ]
+
+
+def _offered(order_id: str) -> Any:
+    return lambda change: (
+        change["change"] == "dispatch_offered" and change["dispatch_order"]["order_id"] == order_id
+    )
+
+
+async def _offer(harness: DispatchHarness, supplier: str, skus: list[tuple[str, str, int]]) -> dict[str, Any]:
+    event = paid_order(harness.shop_id, skus)
+    await harness.publish(event)
+    change, _ = await harness.wait_for(supplier, _offered(event.order_id))
+    order: dict[str, Any] = change["dispatch_order"]
+    return order
+
+
+async def test_paid_order_is_split_per_supplier_and_each_sees_only_its_own(stack: LocalStack) -> None:
+    async with dispatch_service(
+        stack, suppliers=["alpha", "beta"], routes=_routes(SHOP), shop_id=SHOP
+    ) as harness:
+        event = paid_order(SHOP, [("p1", "s1", 2), ("p2", "s2", 1)])
+        started = time.perf_counter()
+        await harness.publish(event)
+        alpha, _ = await harness.wait_for("alpha", _offered(event.order_id))
+        beta, _ = await harness.wait_for("beta", _offered(event.order_id))
+        assert time.perf_counter() - started < 10
+        a, b = alpha["dispatch_order"], beta["dispatch_order"]
+        assert [(line["product_id"], line["quantity"]) for line in a["lines"]] == [("p1", 2)]
+        assert [(line["product_id"], line["quantity"]) for line in b["lines"]] == [("p2", 1)]
+        assert a["order_id"] == event.order_id and int(a["order_id"]) > 2**53
+        assert a["receiver"]["phone"] == "13900001111-1234"  # the virtual number, never the real one
+        assert "unit_paid_price_fen" not in json.dumps(a)
+        assert a["ship_by"] is not None
+
+        # alpha cannot see or touch beta's dispatch order: 404 on every route, like an unknown id.
+        other = b["dispatch_id"]
+        async with harness.client("alpha") as alpha_client:
+            calls = [
+                alpha_client.get(f"/dispatch-orders/{other}"),
+                alpha_client.post(f"/dispatch-orders/{other}/accept", json={}),
+                alpha_client.post(f"/dispatch-orders/{other}/reject", json={"reason": "other"}),
+                alpha_client.post(
+                    f"/dispatch-orders/{other}/shipments",
+                    json={
+                        "parcels": [
+                            {
+                                "carrier_code": "ZTO",
+                                "waybill_no": "ZT1",
+                                "lines": [{"line_no": 1, "quantity": 1}],
+                            }
+                        ]
+                    },
+                ),
+                alpha_client.post(
+                    f"/dispatch-orders/{other}/waybills",
+                    json={"carrier_code": "ZTO", "parcels": [{"lines": [{"line_no": 1, "quantity": 1}]}]},
+                ),
+                alpha_client.post(
+                    f"/dispatch-orders/{other}/change-requests/{other}-r1/answer",
+                    json={"decision": "confirm"},
+                ),
+            ]
+            for answer in await asyncio.gather(*calls):
+                assert answer.status_code == 404, answer.text
+                assert answer.json()["code"] == "not_found"
+            listing = (await alpha_client.get("/dispatch-orders", params={"order_id": event.order_id})).json()
+            assert [o["dispatch_id"] for o in listing["items"]] == [a["dispatch_id"]]
+        async with harness.client(None) as anonymous:
+            assert (await anonymous.get("/feed")).status_code == 401
+        async with harness.client(None, Authorization="Bearer lvk_nope_nope") as forged:
+            assert (await forged.get(f"/dispatch-orders/{other}")).status_code == 401
+
+
+async def test_long_poll_wakes_when_work_arrives(stack: LocalStack) -> None:
+    async with (
+        dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness,
+        harness.client("alpha") as client,
+    ):
+        cursor = (await client.get("/feed")).json()["next_cursor"]
+        poll = asyncio.create_task(client.get("/feed", params={"after": cursor, "wait_s": 20}))
+        await asyncio.sleep(0.5)
+        assert not poll.done()
+        event = paid_order(SHOP, [("p1", "s1", 1)])
+        published = time.perf_counter()
+        await harness.publish(event)
+        page = (await poll).json()
+        waited = time.perf_counter() - published
+        assert [c["dispatch_order"]["order_id"] for c in page["changes"]] == [event.order_id]
+        assert waited < 5, f"the long poll answered {waited:.2f} s after the order was published"
+        assert page["next_cursor"] == page["changes"][-1]["cursor"] > cursor
+
+
+async def test_idempotent_retries_return_the_first_answer(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])
+        path = f"/dispatch-orders/{order['dispatch_id']}/accept"
+        async with harness.client("alpha", **{"Idempotency-Key": "accept-1"}) as client:
+            first = await client.post(path, json={"estimated_ship_at": "2030-01-01T08:00:00+08:00"})
+            again = await client.post(path, json={"estimated_ship_at": "2030-01-01T08:00:00+08:00"})
+            assert first.status_code == again.status_code == 200
+            assert first.json() == again.json()
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            reused = await client.post(path, json={})
+            assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+        async with harness.client("alpha") as client:
+            twice = await client.post(path, json={})
+            assert twice.status_code == 409 and twice.json()["code"] == "not_offered"
+
+
+async def test_two_concurrent_ship_calls_exactly_one_wins(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 2)])
+        dispatch_id = order["dispatch_id"]
+        async with harness.client("alpha") as client:
+            assert (await client.post(f"/dispatch-orders/{dispatch_id}/accept", json={})).status_code == 200
+
+            def shipment(waybill: str) -> dict[str, Any]:
+                return {
+                    "parcels": [
+                        {
+                            "carrier_code": "ZTO",
+                            "waybill_no": waybill,
+                            "lines": [{"line_no": 0, "quantity": 2}],
+                        }
+                    ]
+                }
+
+            answers = await asyncio.gather(
+                client.post(f"/dispatch-orders/{dispatch_id}/shipments", json=shipment("ZT100")),
+                client.post(f"/dispatch-orders/{dispatch_id}/shipments", json=shipment("ZT200")),
+            )
+            assert sorted(a.status_code for a in answers) == [200, 409]
+            loser = next(a for a in answers if a.status_code == 409)
+            assert loser.json()["code"] == "already_shipped"
+            final = (await client.get(f"/dispatch-orders/{dispatch_id}")).json()
+            assert final["state"] == "shipped" and len(final["parcels"]) == 1
+
+
+async def test_split_shipment_and_validation_errors(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 3)])
+        base = f"/dispatch-orders/{order['dispatch_id']}"
+        async with harness.client("alpha") as client:
+            early = await client.post(
+                f"{base}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "ZTO", "waybill_no": "A1", "lines": [{"line_no": 0, "quantity": 1}]}
+                    ]
+                },
+            )
+            assert early.status_code == 409 and early.json()["code"] == "not_accepted"
+            await client.post(f"{base}/accept", json={})
+            invalid = await client.post(
+                f"{base}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "", "waybill_no": "A 1", "lines": [{"line_no": 0, "quantity": 0}]}
+                    ]
+                },
+            )
+            assert invalid.status_code == 422
+            paths = {f["path"] for f in invalid.json()["fields"]}
+            assert {
+                "body.parcels.0.carrier_code",
+                "body.parcels.0.waybill_no",
+                "body.parcels.0.lines.0.quantity",
+            } <= paths
+            too_many = await client.post(
+                f"{base}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "ZTO", "waybill_no": "A1", "lines": [{"line_no": 0, "quantity": 4}]}
+                    ]
+                },
+            )
+            assert too_many.json()["code"] == "quantity_exceeds_remaining"
+            split = await client.post(
+                f"{base}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "ZTO", "waybill_no": "A1", "lines": [{"line_no": 0, "quantity": 1}]},
+                        {"carrier_code": "YTO", "waybill_no": "B1", "lines": [{"line_no": 0, "quantity": 1}]},
+                    ]
+                },
+            )
+            assert split.status_code == 200 and split.json()["state"] == "partially_shipped"
+            rest = await client.post(
+                f"{base}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "ZTO", "waybill_no": "A2", "lines": [{"line_no": 0, "quantity": 1}]}
+                    ]
+                },
+            )
+            assert rest.json()["state"] == "shipped"
+            assert [p["parcel_no"] for p in rest.json()["parcels"]] == [1, 2, 3]
+        shipped = await read_topic(
+            stack.kafka_bootstrap,
+            DISPATCH.name,
+            timeout_s=30,
+            until=lambda records: (
+                sum(
+                    1
+                    for r in records
+                    if r.key == order["order_id"].encode() and b"dispatch_shipped" in (r.value or b"")
+                )
+                >= 2
+            ),
+        )
+        # The stack's own dispatch service consumes `orders` too (and holds what it cannot route):
+        # only this service's dispatch order counts.
+        parsed = [DISPATCH_EVENTS.validate_json(r.value or b"") for r in shipped]
+        events = [e for e in parsed if getattr(e, "dispatch_id", None) == order["dispatch_id"]]
+        assert [e.event_type for e in events] == [
+            "dispatch_offered",
+            "dispatch_accepted",
+            "dispatch_shipped",
+            "dispatch_shipped",
+        ]
+        assert [getattr(e, "version", None) for e in events] == [1, 2, 3, 4]
+
+
+async def test_cancellation_after_accept_becomes_a_request_the_supplier_answers(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])
+        async with harness.client("alpha") as client:
+            await client.post(f"/dispatch-orders/{order['dispatch_id']}/accept", json={})
+            await harness.publish(
+                OrderCancelled(
+                    order_id=order["order_id"], shop_id=SHOP, version=int(time.time()) + 5, wechat_status=250
+                )
+            )
+            change, _ = await harness.wait_for(
+                "alpha",
+                lambda c: (
+                    c["change"] == "dispatch_change_requested"
+                    and c["dispatch_order"]["dispatch_id"] == order["dispatch_id"]
+                ),
+            )
+            request = change["dispatch_order"]["change_requests"][-1]
+            assert request["kind"] == "cancel" and request["status"] == "open"
+            answered = await client.post(
+                f"/dispatch-orders/{order['dispatch_id']}/change-requests/{request['request_id']}/answer",
+                json={"decision": "confirm"},
+            )
+            assert answered.status_code == 200 and answered.json()["state"] == "cancelled"
+            late = await client.post(
+                f"/dispatch-orders/{order['dispatch_id']}/shipments",
+                json={
+                    "parcels": [
+                        {"carrier_code": "ZTO", "waybill_no": "Z9", "lines": [{"line_no": 0, "quantity": 1}]}
+                    ]
+                },
+            )
+            assert late.status_code == 409 and late.json()["code"] == "dispatch_cancelled"
+
+
+async def test_shipped_before_the_cancellation_becomes_an_interception(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])
+        async with harness.client("alpha") as client:
+            await client.post(f"/dispatch-orders/{order['dispatch_id']}/accept", json={})
+            await harness.publish(
+                OrderCancelled(
+                    order_id=order["order_id"], shop_id=SHOP, version=int(time.time()) + 5, wechat_status=250
+                )
+            )
+            change, _ = await harness.wait_for("alpha", lambda c: c["change"] == "dispatch_change_requested")
+            request_id = change["dispatch_order"]["change_requests"][-1]["request_id"]
+            refused = await client.post(
+                f"/dispatch-orders/{order['dispatch_id']}/change-requests/{request_id}/answer",
+                json={"decision": "refuse", "refusal": "already_shipped"},
+            )
+            assert refused.status_code == 200
+        records = await read_topic(
+            stack.kafka_bootstrap,
+            DISPATCH.name,
+            timeout_s=30,
+            until=lambda rs: any(
+                r.key == order["order_id"].encode() and b"interception_required" in (r.value or b"")
+                for r in rs
+            ),
+        )
+        interception = next(
+            DISPATCH_EVENTS.validate_json(r.value or b"")
+            for r in records
+            if r.key == order["order_id"].encode() and b"interception_required" in (r.value or b"")
+        )
+        assert interception.event_type == "interception_required"
+
+
+async def test_rejection_falls_back_and_unrouted_orders_wait_on_hold_until_a_route_exists(
+    stack: LocalStack,
+) -> None:
+    async with dispatch_service(
+        stack, suppliers=["alpha", "beta"], routes=_routes(SHOP), shop_id=SHOP
+    ) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])
+        async with harness.client("alpha") as client:
+            rejected = await client.post(
+                f"/dispatch-orders/{order['dispatch_id']}/reject", json={"reason": "out_of_stock"}
+            )
+            assert rejected.json()["state"] == "rejected"
+        fallback, _ = await harness.wait_for("beta", _offered(order["order_id"]))
+        assert fallback["dispatch_order"]["lines"][0]["product_id"] == "p1"
+
+        unrouted = paid_order(SHOP, [("p9", "s9", 1)])
+        await harness.publish(unrouted)
+        store = None
+        for _ in range(100):
+            plans = {p.order_id: p for p in await current_plans(harness.db)}
+            store = plans.get(unrouted.order_id)
+            if store is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert store is not None and store.status == "held" and store.hold_reason == "no_route"
+        await harness.catalog.set_route(Route(shop_id=SHOP, supplier_id="beta", product_id="p9", sku_id="s9"))
+        released, _ = await harness.wait_for("beta", _offered(unrouted.order_id), timeout_s=20)
+        assert released["dispatch_order"]["lines"][0]["product_id"] == "p9"
+
+
+async def test_rate_limit_answers_429_with_retry_after(stack: LocalStack) -> None:
+    async with (
+        dispatch_service(
+            stack,
+            suppliers=["alpha"],
+            routes=_routes(SHOP),
+            shop_id=SHOP,
+            supplier_rate_per_s=1.0,
+            supplier_burst=3,
+        ) as harness,
+        harness.client("alpha") as client,
+    ):
+        answers = [await client.get("/dispatch-orders") for _ in range(5)]
+        assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+        limited = answers[-1]
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["code"] == "rate_limited"
+
+
+async def test_state_and_cursors_survive_a_restart(stack: LocalStack) -> None:
+    database = f"t_restart_{new_order_id()[-6:]}"
+    async with dispatch_service(
+        stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP, database=database
+    ) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])
+        async with harness.client("alpha") as client:
+            await client.post(f"/dispatch-orders/{order['dispatch_id']}/accept", json={})
+            before = (await client.get("/feed")).json()
+        key = harness.keys["alpha"]
+    async with dispatch_service(stack, suppliers=[], shop_id=SHOP, database=database) as again:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=again.base_url + "/supplier/v1", headers=headers) as client:
+            after = (await client.get("/feed")).json()
+            assert after["changes"] == before["changes"]
+            current = (await client.get(f"/dispatch-orders/{order['dispatch_id']}")).json()
+            assert current["state"] == "accepted" and current["version"] == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -305,6 +305,7 @@ def on_sku_changed(
     lines = dispatch_lines(event.lines)
     updated = plan.remember(event, lines=lines, version=event.version)
     live = [o for o in orders if o.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)]
+    context = _without_own_allocations(context, live)
     decision = route_lines(
         _to_route(lines), context.routes, active_suppliers=context.active_suppliers, excluded=_excluded(plan)
     )
@@ -332,6 +333,21 @@ def on_sku_changed(
     updated, created, events = _offer_routed(updated, decision, unplaced, context, now)
     transitions.extend(created)
     return PlanOutcome(updated, [t for t in transitions if t.changed], events)
+
+
+def _without_own_allocations(context: RoutingContext, orders: Sequence[DispatchOrder]) -> RoutingContext:
+    """The order is routed again as a whole: the units its own dispatch orders took are free for it."""
+    own: dict[str, int] = {}
+    for order in orders:
+        for route_id, units in order.allocations.items():
+            own[route_id] = own.get(route_id, 0) + units
+    if not own:
+        return context
+    routes = [
+        replace(r, allocated=max(0, r.allocated - own[r.route_id])) if r.route_id in own else r
+        for r in context.routes
+    ]
+    return RoutingContext(routes=routes, active_suppliers=context.active_suppliers)
 
 
 def on_dispatch_rejected(

@@ -19,6 +19,7 @@ from ops import bench as bench_cli
 from ops import dlq as dlq_cli
 from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
 from services.dispatch import cli as dispatch_cli
+from services.logistics import cli as logistics_cli
 from services.order_ingest import cli as shop_cli
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import topics_to_create
@@ -37,6 +38,7 @@ app.add_typer(bench_cli.app, name="bench")
 app.add_typer(dispatch_cli.supplier_app, name="supplier")
 app.add_typer(dispatch_cli.route_app, name="route")
 app.command("holds")(dispatch_cli.holds)
+app.command("late")(logistics_cli.late)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,14 @@ class WeChatSettings(BaseSettings):
     # The real API by default; point it at the stand-in (sim/) or a test double.
     api_base: str = "https://api.weixin.qq.com"
     request_timeout_s: float = Field(default=5.0, gt=0)
+    # Access tokens: refreshed this long before WeChat's expiry; shared by every process.
+    token_refresh_margin_s: int = Field(default=300, ge=0)
+    token_lock_lease_s: float = Field(default=10.0, gt=0)
+    # WeChat API resilience.
+    api_max_attempts: int = Field(default=4, ge=1)
+    api_backoff_initial_s: float = Field(default=0.2, gt=0)
+    breaker_failure_threshold: int = Field(default=10, ge=1)
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class ServiceSettings(BaseSettings):
@@ -86,14 +94,6 @@ class OrderIngestSettings(ServiceSettings):
     webhook_replay_window_s: int = Field(default=600, ge=1)
     webhook_kafka_ack_timeout_s: float = Field(default=3.0, gt=0)
     shop_cache_ttl_s: float = Field(default=30.0, ge=0)
-    # Access tokens: refreshed this long before WeChat's expiry; shared by every process.
-    token_refresh_margin_s: int = Field(default=300, ge=0)
-    token_lock_lease_s: float = Field(default=10.0, gt=0)
-    # WeChat API resilience.
-    api_max_attempts: int = Field(default=4, ge=1)
-    api_backoff_initial_s: float = Field(default=0.2, gt=0)
-    breaker_failure_threshold: int = Field(default=10, ge=1)
-    breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
     # Worker: a push that keeps failing is retried this often, then dead-lettered (replayable).
     worker_batch_size: int = Field(default=200, ge=1)
     worker_max_attempts: int = Field(default=5, ge=1)
@@ -128,6 +128,24 @@ class LogisticsSettings(ServiceSettings):
 
     service_name: str = "logistics"
     http_port: int = 8003
+    # Deadlines (hours): ship-by warning before WeChat's delivery_deadline, carrier pickup after a
+    # waybill, no tracking update, delivered but not confirmed by the buyer.
+    ship_by_warning_hours: float = Field(default=6.0, ge=0)
+    pickup_within_hours: float = Field(default=24.0, gt=0)
+    stalled_after_hours: float = Field(default=48.0, gt=0)
+    unconfirmed_after_hours: float = Field(default=7 * 24.0, gt=0)
+    deadline_scan_interval_s: float = Field(default=30.0, gt=0)
+    # Carrier callbacks (Kuaidi100 salt, Kdniao AppKey) and the aggregator (Kuaidi100-style) account.
+    kuaidi100_salt: SecretStr = SecretStr("local-kuaidi100-salt")
+    kdniao_app_key: SecretStr = SecretStr("local-kdniao-app-key")
+    kdniao_business_id: str = "1000000"
+    aggregator_url: str = "http://127.0.0.1:9002"
+    aggregator_key: SecretStr = SecretStr("local-aggregator-key")
+    aggregator_secret: SecretStr = SecretStr("local-aggregator-secret")
+    aggregator_partner_id: str = "lvyue-local"  # the merchant's carrier account at the aggregator
+    # Where carriers push tracking: this service's public base URL.
+    public_url: str = "http://127.0.0.1:8003"
+    worker_batch_size: int = Field(default=200, ge=1)
 
 
 class AftersaleSettings(ServiceSettings):

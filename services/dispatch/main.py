@@ -74,6 +74,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             limiter=TokenBucket(settings.supplier_rate_per_s, settings.supplier_burst),
             idempotency=IdempotencyStore(runtime.db, settings.idempotency_cache_size),
             logistics=logistics,
+            catalog=catalog,
         )
         watcher = asyncio.create_task(dispatcher.watch_routes(settings.route_reload_interval_s))
 

@@ -31,6 +31,7 @@ from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.dispatch_order import DispatchError, DispatchOrder, ParcelShipment
 from services.dispatch.handlers import Dispatcher, DispatchNotFound
+from shared.api.logistics import INTERNAL_PREFIX, GoodsLine, ParcelToIssue, WaybillIssueRequest
 from shared.api.supplier import (
     API_PREFIX,
     AcceptRequest,
@@ -166,6 +167,7 @@ class SupplierApi:
     limiter: TokenBucket
     idempotency: IdempotencyStore
     logistics: httpx.AsyncClient
+    catalog: Catalog
 
 
 def _api(request: Request) -> SupplierApi:
@@ -434,36 +436,101 @@ async def request_waybills(
     async def run() -> tuple[int, bytes]:
         order = api.dispatcher.get_for_supplier(supplier, dispatch_id)
         dispatch.check_can_request_waybills(order, [p.lines for p in body.parcels])
+        profile = await api.catalog.get_supplier(supplier)
+        if profile is None or profile.return_address is None:
+            raise DispatchError(
+                SupplierErrorCode.SENDER_ADDRESS_MISSING,
+                "the supplier has no warehouse address for the label (lvyue supplier add --return-address)",
+            )
         # Our key per request makes logistics' issuing idempotent: a retry never mints new numbers.
         issue_key = hashlib.sha256(
             f"{supplier}:{idempotency_key or uuid.uuid4()}:{raw!r}".encode()
         ).hexdigest()
-        try:
-            answer = await api.logistics.post(
-                "/internal/v1/waybills",
-                json={
-                    "dispatch_order": order.model_dump(mode="json"),
-                    "request": body.model_dump(mode="json"),
-                    "issue_key": issue_key,
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                503,
-                SupplierErrorCode.LOGISTICS_UNAVAILABLE,
-                f"logistics did not answer: {exc}",
-                {"Retry-After": "5"},
-            ) from exc
-        if answer.status_code >= 500:
-            raise ApiError(
-                503,
-                SupplierErrorCode.LOGISTICS_UNAVAILABLE,
-                "logistics failed; retry later",
-                {"Retry-After": "5"},
-            )
+        by_line = {line.line_no: line for line in order.lines}
+        issue = WaybillIssueRequest(
+            issue_key=issue_key,
+            shop_id=order.shop_id,
+            order_id=order.order_id,
+            dispatch_id=order.dispatch_id,
+            supplier_id=supplier,
+            supplier_name=profile.name,
+            carrier_code=body.carrier_code,
+            sender=profile.return_address,
+            receiver=order.receiver,
+            parcels=[
+                ParcelToIssue(
+                    weight_grams=parcel.weight_grams,
+                    lines=[
+                        GoodsLine(
+                            line_no=item.line_no,
+                            product_id=by_line[item.line_no].product_id,
+                            sku_id=by_line[item.line_no].sku_id,
+                            title=by_line[item.line_no].title,
+                            sku_attrs="; ".join(f"{k}: {v}" for k, v in by_line[item.line_no].sku_attrs),
+                            quantity=item.quantity,
+                        )
+                        for item in parcel.lines
+                    ],
+                )
+                for parcel in body.parcels
+            ],
+        )
+        answer = await _logistics(
+            api, "POST", f"{INTERNAL_PREFIX}/waybills", json=issue.model_dump(mode="json")
+        )
+        if answer.status_code == 409:
+            raise DispatchError(SupplierErrorCode.CARRIER_REFUSED, answer.json().get("message", "refused"))
+        if answer.status_code == 422:
+            raise DispatchError(SupplierErrorCode.UNKNOWN_CARRIER, f"unknown carrier {body.carrier_code}")
         return answer.status_code, answer.content
 
     return await _idempotent(api, supplier, idempotency_key, _fingerprint(request, raw), run)
+
+
+async def _logistics(api: SupplierApi, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A call to logistics; its absence or failure is a 503 the supplier retries."""
+    try:
+        answer = await api.logistics.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ApiError(
+            503,
+            SupplierErrorCode.LOGISTICS_UNAVAILABLE,
+            f"logistics did not answer: {exc}",
+            {"Retry-After": "5"},
+        ) from exc
+    if answer.status_code >= 500:
+        raise ApiError(
+            503,
+            SupplierErrorCode.LOGISTICS_UNAVAILABLE,
+            "logistics failed; retry later",
+            {"Retry-After": "5"},
+        )
+    return answer
+
+
+@router.get(
+    "/dispatch-orders/{dispatch_id}/labels/{carrier_code}/{waybill_no}.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "100x150 mm label"}},
+    summary="A parcel's label (PDF) for a waybill issued through this API",
+)
+async def label(
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    carrier_code: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")],
+    waybill_no: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
+) -> Response:
+    api.dispatcher.get_for_supplier(supplier, dispatch_id)  # 404 for another supplier's order
+    answer = await _logistics(
+        api,
+        "GET",
+        f"{INTERNAL_PREFIX}/labels/{carrier_code}/{waybill_no}.pdf",
+        params={"dispatch_id": dispatch_id},
+    )
+    if answer.status_code != 200:
+        raise DispatchError(SupplierErrorCode.NOT_FOUND, f"no label for {carrier_code} {waybill_no}")
+    return Response(answer.content, media_type="application/pdf")
 
 
 def install(app: FastAPI) -> None:

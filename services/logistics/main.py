@@ -1,14 +1,160 @@
-"""Entry point of the logistics service: `uvicorn services.logistics.main:create_app --factory`."""
+"""Entry point of the logistics service: `uvicorn services.logistics.main:create_app --factory`.
+
+One process: consumers of the dispatch topic (shipments -> WeChat, ship-by watches, waybills of
+cancelled orders), WeChat e-waybill tracking pushes and order events; the carrier callbacks; the
+internal waybill and label API; and the deadline scanner. State is projected in memory from
+insert-only documents (shared/versioned.py), so the service runs as one process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
-from shared.service import create_service_app
+from services.logistics.aggregator import AggregatorClient, CarrierSubscriber
+from services.logistics.handlers import Logistics, deadline_policy
+from services.logistics.http import LogisticsApi, callbacks, internal
+from services.logistics.store import open_state
+from services.logistics.tracking_pushes import handle_ewaybill_push
+from services.logistics.waybills import EwaybillAccount, WaybillIssuer, WaybillRecord
+from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
+from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
+from shared.versioned import VersionedProjection
+from shared.wechat.client import AccessTokenManager, WeChatApiError, WeChatShopClient
+from shared.wechat.shops import INDEXES as SHOP_INDEXES
+from shared.wechat.shops import ShopCache, ShopRepository
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[InboundMessage], Awaitable[None]]
+
+
+class ShopWeChatApi:
+    """The WeChat API by our shop id (credentials and tokens shared with order_ingest)."""
+
+    def __init__(self, client: WeChatShopClient, shops: ShopCache) -> None:
+        self._client = client
+        self._shops = shops
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        shop = await self._shops.get(shop_id)
+        if shop is None:
+            raise WeChatApiError(path, 41001, f"shop {shop_id} is not registered (lvyue shop add)")
+        return await self._client.call(shop, path, body)
 
 
 def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
     settings = settings or LogisticsSettings()
-    # No faust agents yet, so no faust worker: they arrive with this service's own issue.
-    return create_service_app(settings, title="Lüyue logistics and tracking")
+    faust_app = create_faust_app(settings)
+    running: dict[str, tuple[Handler, MessageProcessor]] = {}
+
+    async def process_batch(name: str, messages: Sequence[InboundMessage]) -> None:
+        """Orders in parallel; each order's messages in their partition order."""
+        handler, processor = running[name]
+        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
+        for message in messages:
+            by_key[message.key].append(message)
+
+        async def one_order(queue: list[InboundMessage]) -> None:
+            for message in queue:
+                await processor.process(message, handler)
+
+        await asyncio.gather(*(one_order(q) for q in by_key.values()))
+
+    def consume(name: str, topic: Any) -> None:
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+                await process_batch(name, [InboundMessage.from_faust(e.message) for e in events])
+
+        agent.__name__ = f"logistics_{name}"
+        faust_app.agent(topic, name=f"logistics.{name}")(agent)
+
+    consume("dispatch", faust_topic(faust_app, DISPATCH, settings))
+    consume("ewaybill", faust_topic(faust_app, WECHAT_EWAYBILL_EVENTS, settings))
+    consume("orders", faust_topic(faust_app, ORDERS, settings))
+
+    async def start_logistics(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
+        http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+        stack.push_async_callback(http.aclose)
+        shops = ShopCache(ShopRepository(runtime.db), ttl_s=30.0)
+        wechat = ShopWeChatApi(
+            WeChatShopClient(http, AccessTokenManager(runtime.db, http, settings.wechat), settings.wechat),
+            shops,
+        )
+        state = open_state(runtime.db)
+        await state.load()
+        aggregator = AggregatorClient(http, settings)
+        logistics = Logistics(
+            **state.__dict__,
+            producer=runtime.producer,
+            wechat=wechat,
+            subscriber=CarrierSubscriber(http, settings),
+            policy=deadline_policy(settings),
+        )
+        logistics.index()
+        records: VersionedProjection[WaybillRecord] = VersionedProjection(
+            runtime.db, "logistics_waybills", WaybillRecord
+        )
+        accounts: VersionedProjection[EwaybillAccount] = VersionedProjection(
+            runtime.db, "logistics_ewaybill_accounts", EwaybillAccount
+        )
+        await records.load()
+        await accounts.load()
+        issuer = WaybillIssuer(
+            records=records,
+            accounts=accounts,
+            wechat=wechat,
+            aggregator=aggregator,
+            producer=runtime.producer,
+        )
+        issuer.index()
+        logistics.on_dispatch_closed = issuer.cancel_for_dispatch
+        api.state.logistics_api = LogisticsApi(settings=settings, logistics=logistics, issuer=issuer)
+
+        def processor() -> MessageProcessor:
+            return MessageProcessor(
+                name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
+            )
+
+        async def ewaybill(message: InboundMessage) -> None:
+            await handle_ewaybill_push(logistics, message)
+
+        running["dispatch"] = (logistics.handle_dispatch_event, processor())
+        running["ewaybill"] = (ewaybill, processor())
+        running["orders"] = (logistics.handle_order_event, processor())
+
+        async def scan_deadlines() -> None:
+            while True:
+                try:
+                    await logistics.raise_due_alerts()
+                except Exception:  # the next round retries; the service keeps serving
+                    log.exception("deadline scan failed")
+                await asyncio.sleep(settings.deadline_scan_interval_s)
+
+        scanner = asyncio.create_task(scan_deadlines())
+
+        async def stop_scanning() -> None:
+            scanner.cancel()
+            await asyncio.gather(scanner, return_exceptions=True)
+
+        stack.push_async_callback(stop_scanning)
+
+    api = create_service_app(
+        settings,
+        title="Lüyue logistics: waybills, labels, tracking, deadlines",
+        faust_app=faust_app,
+        indexes=[*SHOP_INDEXES],
+        routers=[callbacks, internal],
+        on_startup=[start_logistics],
+    )
+    return api

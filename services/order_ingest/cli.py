@@ -11,9 +11,9 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from services.order_ingest.shops import INDEXES, Shop, ShopExistsError, ShopNotFoundError, ShopRepository
 from shared.db import create_mongo_client, database, ensure_indexes
 from shared.settings import OrderIngestSettings
+from shared.wechat.shops import INDEXES, Shop, ShopExistsError, ShopNotFoundError, ShopRepository
 
 app = typer.Typer(help="WeChat shops: credentials for the webhook and the API client.")
 console = Console()

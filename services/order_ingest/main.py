@@ -6,23 +6,24 @@ One process: the WeChat webhook (FastAPI), the ingest worker (a faust agent) and
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from services.order_ingest import shops as shop_store
 from services.order_ingest import worker as ingest
 from services.order_ingest.reconcile import reconcile_forever
-from services.order_ingest.webhook import PUSH_ROUTE, WebhookDependencies
+from services.order_ingest.webhook import PushEndpoint, WebhookDependencies
 from services.order_ingest.webhook import router as webhook_router
-from services.order_ingest.wechat_client import AccessTokenManager, WeChatShopClient
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app, faust_topic
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import OrderIngestSettings
+from shared.wechat import shops as shop_store
+from shared.wechat.client import AccessTokenManager, WeChatShopClient
 
 
 def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
@@ -44,7 +45,9 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         stack.push_async_callback(http.aclose)
         repository = shop_store.ShopRepository(runtime.db)
         shops = shop_store.ShopCache(repository, settings.shop_cache_ttl_s)
-        client = WeChatShopClient(http, AccessTokenManager(runtime.db, http, settings), settings)
+        client = WeChatShopClient(
+            http, AccessTokenManager(runtime.db, http, settings.wechat), settings.wechat
+        )
         api.state.webhook = WebhookDependencies(settings, shops, runtime.producer)
         processor = MessageProcessor(
             name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
@@ -80,6 +83,9 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         routers=[webhook_router] if runs_webhook else [],
         on_startup=[start_ingest],
     )
+    # One line per WeChat API call at INFO is noise at this rate; lvyue_wechat_api_* metrics count them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if runs_webhook:
-        api.router.routes.append(PUSH_ROUTE)
+        # Outermost of the service's middleware: pushes skip the rest (it records RED metrics itself).
+        api.add_middleware(PushEndpoint, service=settings.service_name)
     return api

@@ -14,14 +14,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.order_ingest.shops import Shop, ShopRepository
-from services.order_ingest.wechat_client import WeChatShopClient
 from services.order_ingest.worker import ORDERS_COLLECTION
 from shared.db import Document
 from shared.events.shop_events import RECONCILE_EVENT, PushSource, WeChatPushReceived
 from shared.kafka.producer import publish
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.wechat.api import MAX_LIST_WINDOW_S
+from shared.wechat.client import WeChatShopClient
+from shared.wechat.shops import Shop, ShopRepository
 
 log = logging.getLogger(__name__)
 

@@ -11,19 +11,19 @@ import logging
 import time
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Histogram
-from starlette.requests import ClientDisconnect
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.order_ingest.shops import Shop, ShopCache
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.producer import publish
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
+from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from shared.settings import OrderIngestSettings
 from shared.wechat.crypto import WeChatCryptoError, decrypt_with_rotation, signature_matches
 from shared.wechat.push import (
@@ -33,6 +33,7 @@ from shared.wechat.push import (
     parse_document,
     parse_event,
 )
+from shared.wechat.shops import Shop, ShopCache
 
 log = logging.getLogger(__name__)
 
@@ -155,58 +156,125 @@ async def verify_url(
     return PlainTextResponse(echostr)
 
 
-async def receive_push(request: Request) -> Response:
-    """A WeChat push (plaintext or safe mode, JSON or XML): `success` once it is durable in Kafka.
+CALLBACK_PREFIX = "/wechat/callback/"
+PUSH_ROUTE_TEMPLATE = CALLBACK_PREFIX + "{shop_id}"
+_SUCCESS_HEADERS = ((b"content-length", b"7"), (b"content-type", b"text/plain; charset=utf-8"))
 
-    The hottest path we serve, so it is a plain Starlette route (`PUSH_ROUTE`): no dependency
-    solving or response validation per request. WeChat is its only caller; it is not in /docs.
+
+class PushEndpoint:
+    """`POST /wechat/callback/{shop_id}`, a WeChat push (plaintext or safe mode, JSON or XML):
+    `success` once it is durable in Kafka.
+
+    The hottest path we serve, so it is pure ASGI in front of the service's other middleware and
+    routes: no route matching, request objects, dependency solving or response validation per push.
+    It records the same RED metrics as every other route. WeChat is its only caller; not in /docs.
+    Everything else goes on to the app.
     """
-    started = time.perf_counter()
-    shop_id: str = request.path_params["shop_id"]
-    query = request.query_params
-    try:
-        deps: WebhookDependencies = request.app.state.webhook
-        push = await _verified_push(
-            shop_id,
-            request,
-            deps,
-            query.get("signature", ""),
-            query.get("timestamp", ""),
-            query.get("nonce", ""),
-            query.get("encrypt_type", ""),
-            query.get("msg_signature", ""),
-        )
-        await _store(deps, push)
-    except WebhookRejected as rejected:
-        return _rejection(shop_id, rejected)
-    finally:
-        ACK_SECONDS.observe(time.perf_counter() - started)
-    WEBHOOKS.labels(shop_id, push.event, WebhookOutcome.STORED.value).inc()
-    return PlainTextResponse("success")
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self._service = service
+        self._in_flight = HTTP_IN_FLIGHT.labels(service)
+        self._duration = HTTP_DURATION.labels(service, "POST", PUSH_ROUTE_TEMPLATE)
+        self._answered: dict[int, Counter] = {}  # metric children by label values: no lookup per push
+        self._stored: dict[tuple[str, str], Counter] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        shop_id = path[len(CALLBACK_PREFIX) :]
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not path.startswith(CALLBACK_PREFIX)
+            or not shop_id
+            or "/" in shop_id
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an unexpected error: the server error middleware outside answers 500
+        self._in_flight.inc()
+        try:
+            status = await self._answer(shop_id, scope, receive, send)
+        finally:
+            self._in_flight.dec()
+            answered = self._answered.get(status)
+            if answered is None:
+                answered = HTTP_REQUESTS.labels(self._service, "POST", PUSH_ROUTE_TEMPLATE, str(status))
+                self._answered[status] = answered
+            answered.inc()
+            elapsed = time.perf_counter() - started
+            self._duration.observe(elapsed)
+            ACK_SECONDS.observe(elapsed)
+
+    async def _answer(self, shop_id: str, scope: Scope, receive: Receive, send: Send) -> int:
+        query = _query_params(scope.get("query_string", b""))
+        content_type = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value.decode("latin-1")
+        try:
+            deps: WebhookDependencies = scope["app"].state.webhook
+            push = await _verified_push(
+                shop_id,
+                deps,
+                receive,
+                content_type,
+                content_length,
+                query.get("signature", ""),
+                query.get("timestamp", ""),
+                query.get("nonce", ""),
+                query.get("encrypt_type", ""),
+                query.get("msg_signature", ""),
+            )
+            await _store(deps, push)
+        except WebhookRejected as rejected:
+            response = _rejection(shop_id, rejected)
+            await response(scope, receive, send)
+            return response.status_code
+        stored = self._stored.get((shop_id, push.event))
+        if stored is None:
+            stored = self._stored[shop_id, push.event] = WEBHOOKS.labels(
+                shop_id, push.event, WebhookOutcome.STORED.value
+            )
+        stored.inc()
+        await send({"type": "http.response.start", "status": 200, "headers": list(_SUCCESS_HEADERS)})
+        await send({"type": "http.response.body", "body": b"success"})
+        return 200
 
 
-PUSH_ROUTE = Route("/wechat/callback/{shop_id}", receive_push, methods=["POST"])
+def _query_params(raw: bytes) -> dict[str, str]:
+    """The query string as a dict (the last value of a repeated name wins, as in Starlette)."""
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    # WeChat's parameters (digits, hex signatures, "aes") need no unquoting: split only.
+    return {name: value for name, _, value in (pair.partition("=") for pair in text.split("&") if pair)}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+async def _read_body(receive: Receive, declared_length: str | None, limit: int) -> bytes:
+    if declared_length and declared_length.isdigit() and int(declared_length) > limit:
         raise WebhookRejected(WebhookOutcome.BODY_TOO_LARGE, f"body over {limit} bytes")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise WebhookRejected(WebhookOutcome.BODY_TOO_LARGE, f"body over {limit} bytes")
-    except ClientDisconnect as exc:  # WeChat gave up waiting; it will push again
-        raise WebhookRejected(WebhookOutcome.CLIENT_GONE, "the sender closed the connection") from exc
-    return bytes(body)
+    body: bytes = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":  # WeChat gave up waiting; it will push again
+            raise WebhookRejected(WebhookOutcome.CLIENT_GONE, "the sender closed the connection")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise WebhookRejected(WebhookOutcome.BODY_TOO_LARGE, f"body over {limit} bytes")
+        if not message.get("more_body", False):
+            return body
 
 
 async def _verified_push(
     shop_id: str,
-    request: Request,
     deps: WebhookDependencies,
+    receive: Receive,
+    content_type: str | None,
+    content_length: str | None,
     signature: str,
     timestamp: str,
     nonce: str,
@@ -214,12 +282,12 @@ async def _verified_push(
     msg_signature: str,
 ) -> WeChatPushReceived:
     shop = await _known_shop(deps, shop_id)
-    body = await _read_body(request, deps.settings.webhook_max_body_bytes)
+    body = await _read_body(receive, content_length, deps.settings.webhook_max_body_bytes)
     if not (timestamp and nonce):
         raise WebhookRejected(WebhookOutcome.BAD_REQUEST, "timestamp and nonce are required")
     _check_timestamp(timestamp, deps.settings.webhook_replay_window_s)
     token = shop.token.get_secret_value()
-    fmt = detect_format(body, request.headers.get("content-type"))
+    fmt = detect_format(body, content_type)
     try:
         envelope = parse_document(body, fmt)
         if encrypt_type == "aes":

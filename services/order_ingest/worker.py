@@ -21,8 +21,6 @@ from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
-from services.order_ingest.shops import ShopCache
-from services.order_ingest.wechat_client import WeChatApiError, WeChatShopClient
 from shared.db import Document, IndexSpec, versioned_upsert
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
@@ -30,6 +28,8 @@ from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFai
 from shared.kafka.producer import publish
 from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
 from shared.wechat.api import ErrCode, Order
+from shared.wechat.client import WeChatApiError, WeChatShopClient
+from shared.wechat.shops import ShopCache
 
 log = logging.getLogger(__name__)
 

@@ -47,6 +47,9 @@ class SupplierErrorCode(StrEnum):
     WAYBILL_ALREADY_USED = "waybill_already_used"
     CONCURRENT_UPDATE = "concurrent_update"  # another call changed it first; read it and decide again
     LOGISTICS_UNAVAILABLE = "logistics_unavailable"
+    CARRIER_REFUSED = "carrier_refused"  # the carrier allocated no waybill number
+    UNKNOWN_CARRIER = "unknown_carrier"
+    SENDER_ADDRESS_MISSING = "sender_address_missing"  # the supplier has no warehouse address on file
 
 
 class FieldError(BaseModel):

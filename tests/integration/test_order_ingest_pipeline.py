@@ -18,8 +18,6 @@ from ops.dlq import read_dead_letters
 from ops.stack import LocalStack, free_port
 from services.order_ingest.main import create_app
 from services.order_ingest.reconcile import reconcile_shop
-from services.order_ingest.shops import Shop, ShopRepository
-from services.order_ingest.wechat_client import AccessTokenManager, WeChatShopClient
 from shared.db import Document
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.orders import ORDER_EVENTS, OrderPaid
@@ -27,6 +25,8 @@ from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.producer import create_producer
 from shared.kafka.topics import ORDERS, WECHAT_SHOP_EVENTS
 from shared.settings import KafkaSettings, MongoSettings, OrderIngestSettings, WeChatSettings
+from shared.wechat.client import AccessTokenManager, WeChatShopClient
+from shared.wechat.shops import Shop, ShopRepository
 from sim.wechat.app import create_app as create_wechat_stand_in
 from sim.wechat.settings import WeChatSimSettings
 from tests.integration.helpers import read_topic, serving
@@ -65,12 +65,11 @@ async def pipeline(stack: LocalStack) -> AsyncIterator[Pipeline]:
         http_port=ingest_port,
         kafka=KafkaSettings(bootstrap_servers=stack.kafka_bootstrap),
         mongo=MongoSettings(uri=stack.mongo_uri, database=database),
-        wechat=WeChatSettings(api_base=wechat_base),
+        wechat=WeChatSettings(api_base=wechat_base, api_backoff_initial_s=0.05),
         kafka_group=f"test-ingest-{uuid.uuid4().hex[:8]}",
         reconcile_interval_s=0,
         worker_max_attempts=3,
         worker_backoff_initial_s=0.05,
-        api_backoff_initial_s=0.05,
     )
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
     db = mongo[database]
@@ -252,7 +251,9 @@ async def test_reconciliation_ingests_an_order_whose_pushes_never_arrived(pipeli
     await producer.start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            client = WeChatShopClient(http, AccessTokenManager(pipeline.db, http, settings), settings)
+            client = WeChatShopClient(
+                http, AccessTokenManager(pipeline.db, http, settings.wechat), settings.wechat
+            )
             queued = await reconcile_shop(
                 shop, client=client, db=pipeline.db, producer=producer, window_s=3600
             )

@@ -19,13 +19,13 @@ from pymongo import AsyncMongoClient
 
 from ops.stack import LocalStack, free_port
 from services.order_ingest.main import create_app
-from services.order_ingest.shops import Shop, ShopRepository
 from shared.db import Document
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.settings import KafkaSettings, MongoSettings, OrderIngestSettings, WeChatSettings
 from shared.wechat.crypto import MessageCipher, sha1_signature
 from shared.wechat.push import PushFormat, build_push
+from shared.wechat.shops import Shop, ShopRepository
 from tests.integration.helpers import read_topic, serving
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ import pytest
 from purgatory.domain.model import OpenedState
 from pydantic import SecretStr
 
-from services.order_ingest.shops import Shop
-from services.order_ingest.wechat_client import WeChatApiError, WeChatShopClient
-from shared.settings import OrderIngestSettings, WeChatSettings
+from shared.settings import WeChatSettings
+from shared.wechat.client import WeChatApiError, WeChatShopClient
+from shared.wechat.shops import Shop
 
 SHOP = Shop(
     shop_id="s1",
@@ -41,8 +41,8 @@ def client(
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         return httpx.Response(200, content=json.dumps(answer).encode())
 
-    config = OrderIngestSettings(
-        wechat=WeChatSettings(api_base="http://wechat.test"),
+    config = WeChatSettings(
+        api_base="http://wechat.test",
         api_backoff_initial_s=0.001,
         **settings,  # type: ignore[arg-type]
     )

@@ -1,11 +1,13 @@
-"""The WeChat Shop open API, as order_ingest uses it: per-shop access tokens shared by every process
+"""The WeChat Shop open API, as every service uses it: per-shop access tokens shared by every process
 (cached in the database, refreshed before expiry), one refresh-and-retry on a rejected token, backoff
 on "busy" and minute-quota answers, and a circuit breaker per shop when WeChat keeps failing."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -16,9 +18,8 @@ from purgatory import AsyncCircuitBreakerFactory
 from pymongo.asynchronous.database import AsyncDatabase
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from services.order_ingest.shops import Shop
 from shared.db import Document, insert_once
-from shared.settings import OrderIngestSettings
+from shared.settings import WeChatSettings
 from shared.wechat.api import (
     RETRYABLE_ERRCODES,
     TOKEN_ERRCODES,
@@ -30,8 +31,16 @@ from shared.wechat.api import (
     TimeRange,
     TokenResponse,
 )
+from shared.wechat.shops import Shop
 
 log = logging.getLogger(__name__)
+
+# httpcore asks `import sniffio` each time it makes a lock (several per request). sniffio is not
+# installed (anyio 4 no longer needs it) and Python does not remember a failed import, so every ask
+# searched sys.path again: ~13% of the ingest worker's CPU. Recorded as absent, the ask fails at once
+# (httpcore, anyio and tenacity all treat a missing sniffio as "asyncio").
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 TOKENS = "wechat_tokens"
 TOKEN_LOCKS = "wechat_token_locks"
@@ -82,7 +91,7 @@ class AccessTokenManager:
         self,
         db: AsyncDatabase[Document],
         http: httpx.AsyncClient,
-        settings: OrderIngestSettings,
+        settings: WeChatSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._tokens = db[TOKENS]
@@ -152,8 +161,8 @@ class AccessTokenManager:
         return response
 
 
-def _base(shop: Shop, settings: OrderIngestSettings) -> str:
-    return (shop.api_base or settings.wechat.api_base).rstrip("/")
+def _base(shop: Shop, settings: WeChatSettings) -> str:
+    return (shop.api_base or settings.api_base).rstrip("/")
 
 
 async def _post(
@@ -185,7 +194,7 @@ class WeChatShopClient:
         self,
         http: httpx.AsyncClient,
         tokens: TokenSource,
-        settings: OrderIngestSettings,
+        settings: WeChatSettings,
     ) -> None:
         self._http = http
         self._tokens = tokens

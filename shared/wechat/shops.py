@@ -6,6 +6,8 @@ logged or listed: `PublicShop` is what leaves this module for display.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,8 @@ from pymongo.errors import DuplicateKeyError
 from shared.db import Document, IndexSpec
 from shared.events.base import utc_now
 from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
+
+log = logging.getLogger(__name__)
 
 SHOPS = "shops"
 INDEXES = [IndexSpec(SHOPS, [("appid", 1)], unique=True)]
@@ -136,19 +140,47 @@ class ShopRepository:
 
 
 class ShopCache:
-    """Per-process cache in front of the repository: the webhook must not hit the database per push."""
+    """Per-process cache in front of the repository: the webhook must not hit the database per push.
+
+    A known shop older than the TTL (but not twice as old) is answered from the cache while one
+    background read refreshes it, so no push waits on the database; concurrent misses share one read.
+    """
 
     def __init__(self, repository: ShopRepository, ttl_s: float) -> None:
         self._repository = repository
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Shop | None]] = {}
+        self._loading: dict[str, asyncio.Future[Shop | None]] = {}
 
     async def get(self, shop_id: str) -> Shop | None:
-        now = time.monotonic()
         cached = self._entries.get(shop_id)
-        # An unknown shop is re-checked soon: it may just have been added.
-        if cached is not None and now - cached[0] < (self._ttl_s if cached[1] else min(self._ttl_s, 2.0)):
-            return cached[1]
+        if cached is not None:
+            fetched_at, shop = cached
+            age = time.monotonic() - fetched_at
+            # An unknown shop is re-checked soon: it may just have been added.
+            ttl = self._ttl_s if shop is not None else min(self._ttl_s, 2.0)
+            if age < ttl:
+                return shop
+            if shop is not None and age < 2 * ttl:
+                self._load(shop_id).add_done_callback(_log_refresh_failure)
+                return shop
+        return await asyncio.shield(self._load(shop_id))
+
+    def _load(self, shop_id: str) -> asyncio.Future[Shop | None]:
+        """The read of `shop_id` under way, or a new one."""
+        loading = self._loading.get(shop_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._fetch(shop_id))
+            self._loading[shop_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(shop_id, None))
+        return loading
+
+    async def _fetch(self, shop_id: str) -> Shop | None:
         shop = await self._repository.get(shop_id)
-        self._entries[shop_id] = (now, shop)
+        self._entries[shop_id] = (time.monotonic(), shop)
         return shop
+
+
+def _log_refresh_failure(refresh: asyncio.Future[Shop | None]) -> None:
+    if not refresh.cancelled() and refresh.exception() is not None:
+        log.warning("shop refresh failed; the cached shop is used meanwhile", exc_info=refresh.exception())

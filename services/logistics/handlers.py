@@ -1,0 +1,454 @@
+"""Logistics handlers: shipments told to WeChat, parcel tracking from every source, deadline alerts.
+Each handler loads what it needs from the projections, asks the pure domain, commits, publishes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.logistics.domain import deadlines
+from services.logistics.domain.delivery import NextStep, delivery_request, judge
+from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
+from shared.events.base import Event, utc_now
+from shared.events.dead_letter import DeadLetterReason
+from shared.events.dispatch import (
+    DISPATCH_EVENTS,
+    DispatchCancelled,
+    DispatchChangeAnswered,
+    DispatchEvent,
+    DispatchOffered,
+    DispatchRejected,
+    DispatchShipped,
+    DispatchState,
+    Parcel,
+)
+from shared.events.logistics import (
+    DeadlineAlert,
+    DeliveryOutcome,
+    ParcelRef,
+    ShipmentReported,
+    TraceEntry,
+)
+from shared.events.orders import ORDER_EVENTS, OrderCompleted
+from shared.kafka.consumer import InboundMessage, PermanentFailure
+from shared.kafka.producer import publish
+from shared.kafka.topics import LOGISTICS
+from shared.settings import LogisticsSettings
+from shared.versioned import VersionedProjection
+from shared.wechat.client import WeChatApiError
+
+log = logging.getLogger(__name__)
+
+SHIPMENTS_TOLD = Counter(
+    "lvyue_logistics_shipments_total", "Parcels told to WeChat (delivery/send), by outcome.", ["outcome"]
+)
+DELIVERY_CALLS = Counter(
+    "lvyue_logistics_delivery_send_total", "delivery/send answers by errcode.", ["errcode"]
+)
+TRACKING_UPDATES = Counter(
+    "lvyue_logistics_tracking_updates_total",
+    "Tracking updates by source and result (changed, duplicate, unknown_parcel).",
+    ["source", "result"],
+)
+PARCELS_BY_STATE = Gauge("lvyue_logistics_parcels", "Parcels by tracking state.", ["state"])
+ALERTS = Counter("lvyue_logistics_deadline_alerts_total", "Deadline alerts raised, by kind.", ["kind"])
+ALERTS_OPEN = Gauge(
+    "lvyue_logistics_deadline_alerts_open", "Deadlines passed and not resolved, by kind.", ["kind"]
+)
+SHIP_TO_TOLD = Histogram(
+    "lvyue_logistics_shipped_to_wechat_seconds",
+    "From the supplier reporting a shipment to WeChat accepting it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 1800),
+)
+
+
+class RetryLater(Exception):
+    """WeChat asked us to come back later (100003, busy, quota): the consumer retries with backoff."""
+
+
+class WeChatApi(Protocol):
+    """A shop's WeChat Shop API (token handled inside); raises WeChatApiError for errcode != 0
+    after its own retries of transient codes, WeChatUnavailableError when it cannot be reached."""
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class TrackingSubscriber(Protocol):
+    """Asks the carrier aggregator to push tracking of a waybill to our callback."""
+
+    async def subscribe(self, carrier_code: str, waybill_no: str) -> None: ...
+
+
+DELIVERY_SEND = "/channels/ec/order/delivery/send"
+
+
+class DeliveryRecord(BaseModel):
+    """What WeChat was told about one parcel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shop_id: str
+    order_id: str
+    parcel: ParcelRef
+    outcome: DeliveryOutcome
+    errcode: int = 0
+    at: datetime
+    # Kept for a held shipment, so it can be sent again once the after-sale closes.
+    product_infos: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ShipByRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shop_id: str
+    order_id: str
+    dispatch_id: str
+    ship_by: datetime
+    shipped: bool = False
+    cancelled: bool = False
+    version: int = 0  # the dispatch order version last applied
+
+    def watch(self) -> deadlines.ShipByWatch:
+        return deadlines.ShipByWatch(
+            self.shop_id, self.order_id, self.dispatch_id, self.ship_by, self.shipped, self.cancelled
+        )
+
+
+class OrphanTrace(BaseModel):
+    """Tracking that arrived before we knew the parcel (a race with the shipment event)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    carrier_code: str
+    waybill_no: str
+    entries: list[TraceEntry]
+
+
+class RaisedAlert(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    kind: str
+    shop_id: str
+    order_id: str
+    subject: str
+    due_at: datetime
+    raised_at: datetime
+    resolved: bool = False
+
+
+def deadline_policy(settings: LogisticsSettings) -> deadlines.DeadlinePolicy:
+    return deadlines.DeadlinePolicy(
+        ship_by_warning_before=timedelta(hours=settings.ship_by_warning_hours),
+        pickup_within=timedelta(hours=settings.pickup_within_hours),
+        stalled_after=timedelta(hours=settings.stalled_after_hours),
+        unconfirmed_after=timedelta(hours=settings.unconfirmed_after_hours),
+    )
+
+
+class DispatchClosedHook(Protocol):
+    async def __call__(self, dispatch_id: str, *, shipped: set[tuple[str, str]], reason: str) -> int: ...
+
+
+class Logistics:
+    def __init__(
+        self,
+        *,
+        parcels: VersionedProjection[ParcelTracking],
+        deliveries: VersionedProjection[DeliveryRecord],
+        ship_by: VersionedProjection[ShipByRecord],
+        orphans: VersionedProjection[OrphanTrace],
+        alerts: VersionedProjection[RaisedAlert],
+        confirmed_orders: VersionedProjection[ConfirmedOrder],
+        producer: AIOKafkaProducer,
+        wechat: WeChatApi,
+        subscriber: TrackingSubscriber | None,
+        policy: deadlines.DeadlinePolicy,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.parcels = parcels
+        self.deliveries = deliveries
+        self.ship_by = ship_by
+        self.orphans = orphans
+        self.alerts = alerts
+        self.confirmed_orders = confirmed_orders
+        self._producer = producer
+        self._wechat = wechat
+        self._subscriber = subscriber
+        self.policy = policy
+        self.clock = clock
+        self._by_waybill: dict[str, str] = {}
+        # Set by the service: cancels the unused waybills of a dispatch order that ended unshipped.
+        self.on_dispatch_closed: DispatchClosedHook | None = None
+
+    def index(self) -> None:
+        """After loading the projections: waybill number -> parcel key (WeChat pushes carry no carrier)."""
+        for parcel in self.parcels:
+            self._by_waybill[parcel.parcel.waybill_no] = parcel.key
+
+    async def _publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await publish(self._producer, LOGISTICS, event)
+
+    # --- dispatch events ---
+    async def handle_dispatch_event(self, message: InboundMessage) -> None:
+        try:
+            event = DISPATCH_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if not isinstance(event, DispatchEvent):
+            return  # holds are not ours
+        if isinstance(event, DispatchOffered):
+            await self._watch_ship_by(event)
+        elif isinstance(event, DispatchShipped):
+            await self._on_shipped(event)
+        elif isinstance(event, DispatchCancelled | DispatchRejected) or (
+            isinstance(event, DispatchChangeAnswered) and event.state == DispatchState.CANCELLED
+        ):
+            await self._close_watch(event, cancelled=True)
+            if self.on_dispatch_closed is not None:
+                shipped = {
+                    (p.parcel.carrier_code, p.parcel.waybill_no)
+                    for p in self.parcels
+                    if p.parcel.dispatch_id == event.dispatch_id
+                }
+                await self.on_dispatch_closed(event.dispatch_id, shipped=shipped, reason=event.event_type)
+
+    async def _watch_ship_by(self, event: DispatchOffered) -> None:
+        if event.ship_by is None or self.ship_by.get(event.dispatch_id) is not None:
+            return
+        record = ShipByRecord(
+            shop_id=event.shop_id,
+            order_id=event.order_id,
+            dispatch_id=event.dispatch_id,
+            ship_by=event.ship_by,
+            version=event.version,
+        )
+        await self.ship_by.save(event.dispatch_id, record, cause=str(event.event_id))
+
+    async def _close_watch(self, event: DispatchEvent, *, cancelled: bool) -> None:
+        record = self.ship_by.get(event.dispatch_id)
+        if record is None or record.version >= event.version:
+            return
+        updated = record.model_copy(
+            update={"cancelled": cancelled, "shipped": not cancelled, "version": event.version}
+        )
+        await self.ship_by.save(event.dispatch_id, updated, cause=str(event.event_id))
+
+    async def _on_shipped(self, event: DispatchShipped) -> None:
+        for parcel in event.parcels:
+            await self._register_parcel(event, parcel)
+        untold = [p for p in event.parcels if self.deliveries.get(_delivery_key(event.order_id, p)) is None]
+        if untold:
+            await self._tell_wechat(event, untold)
+        if event.state == DispatchState.SHIPPED:
+            await self._close_watch(event, cancelled=False)
+
+    async def _register_parcel(self, event: DispatchShipped, parcel: Parcel) -> None:
+        key = parcel_key(parcel.carrier_code, parcel.waybill_no)
+        if self.parcels.get(key) is not None:
+            return
+        tracking = ParcelTracking(
+            shop_id=event.shop_id,
+            order_id=event.order_id,
+            parcel=_ref(event.dispatch_id, parcel),
+            registered_at=event.occurred_at,
+        )
+        orphan = self.orphans.get(key)
+        if orphan is not None:
+            tracking = apply_entries(tracking, orphan.entries, now=self.clock()).tracking
+        await self.parcels.save(key, tracking, cause=str(event.event_id))
+        self._by_waybill[parcel.waybill_no] = key
+        if self._subscriber is not None:
+            await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
+
+    async def _tell_wechat(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
+        body = delivery_request(event.order_id, parcels, event.lines)
+        try:
+            await self._wechat.call(event.shop_id, DELIVERY_SEND, body)
+            errcode, errmsg = 0, ""
+        except WeChatApiError as exc:
+            errcode, errmsg = exc.errcode, exc.errmsg
+        DELIVERY_CALLS.labels(str(errcode)).inc()
+        verdict = judge(errcode)
+        if verdict.step == NextStep.RETRY_LATER:
+            raise RetryLater(f"delivery/send errcode {errcode}: {errmsg}")
+        assert verdict.outcome is not None
+        now = self.clock()
+        refs = [_ref(event.dispatch_id, p) for p in parcels]
+        infos: list[Any] = body["delivery_list"]  # type: ignore[assignment]
+        for parcel, ref, info in zip(parcels, refs, infos, strict=True):
+            record = DeliveryRecord(
+                shop_id=event.shop_id,
+                order_id=event.order_id,
+                parcel=ref,
+                outcome=verdict.outcome,
+                errcode=errcode,
+                at=now,
+                product_infos=info["product_infos"],
+            )
+            if verdict.step == NextStep.DONE:
+                await self.deliveries.save(
+                    _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
+                )
+            SHIPMENTS_TOLD.labels(verdict.outcome).inc()
+        if verdict.step == NextStep.DONE:
+            SHIP_TO_TOLD.observe(max(0.0, (now - event.occurred_at).total_seconds()))
+        await self._publish(
+            [
+                ShipmentReported(
+                    order_id=event.order_id,
+                    shop_id=event.shop_id,
+                    parcels=refs,
+                    outcome=verdict.outcome,
+                    errcode=errcode,
+                    errmsg=errmsg,
+                )
+            ]
+        )
+        if verdict.step == NextStep.DEAD_LETTER:
+            raise PermanentFailure(
+                DeadLetterReason.PERMANENT_API_ERROR, f"delivery/send refused: errcode {errcode} {errmsg}"
+            )
+        if verdict.step == NextStep.HOLD_FOR_AFTERSALE:
+            # Not recorded as told: a replay of this dead letter, once the after-sale is closed, sends it.
+            raise PermanentFailure(
+                DeadLetterReason.PERMANENT_API_ERROR,
+                f"delivery/send held: open after-sale (errcode {errcode}); replay once it is closed",
+            )
+
+    # --- orders ---
+    async def handle_order_event(self, message: InboundMessage) -> None:
+        try:
+            event = ORDER_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if isinstance(event, OrderCompleted) and self.confirmed_orders.get(event.order_id) is None:
+            await self.confirmed_orders.save(
+                event.order_id,
+                ConfirmedOrder(order_id=event.order_id, at=event.occurred_at),
+                cause=str(event.event_id),
+            )
+
+    # --- tracking ---
+    async def track(
+        self, carrier_code: str | None, waybill_no: str, entries: list[TraceEntry], *, source: str, cause: str
+    ) -> bool:
+        """Apply tracking entries; False if the parcel is unknown (kept until it is)."""
+        key = parcel_key(carrier_code, waybill_no) if carrier_code else self._by_waybill.get(waybill_no)
+        if key is None or self.parcels.get(key) is None:
+            if carrier_code is None:
+                TRACKING_UPDATES.labels(source, "unknown_parcel").inc()
+                return False
+            orphan_key = parcel_key(carrier_code, waybill_no)
+            async with self.orphans.lock(orphan_key):
+                known = self.orphans.get(orphan_key)
+                merged = [*(known.entries if known else []), *entries]
+                await self.orphans.save(
+                    orphan_key,
+                    OrphanTrace(carrier_code=carrier_code, waybill_no=waybill_no, entries=merged),
+                    cause=cause,
+                )
+            TRACKING_UPDATES.labels(source, "unknown_parcel").inc()
+            return False
+        async with self.parcels.lock(key):
+            tracking = self.parcels.get(key)
+            assert tracking is not None
+            update = apply_entries(tracking, entries, now=self.clock())
+            if not update.changed:
+                TRACKING_UPDATES.labels(source, "duplicate").inc()
+                return True
+            await self.parcels.save(key, update.tracking, cause=cause)
+        await self._publish(update.events)
+        TRACKING_UPDATES.labels(source, "changed" if update.events else "trace_only").inc()
+        return True
+
+    # --- deadlines ---
+    async def raise_due_alerts(self) -> list[DeadlineAlert]:
+        now = self.clock()
+        due = self._due(now)
+        raised = {a.key for a in self.alerts}
+        events: list[DeadlineAlert] = []
+        for alert in deadlines.new_alerts(due, raised):
+            raised_alert = RaisedAlert(
+                key=alert.key,
+                kind=alert.kind,
+                shop_id=alert.shop_id,
+                order_id=alert.order_id,
+                subject=alert.subject,
+                due_at=alert.due_at,
+                raised_at=now,
+            )
+            await self.alerts.save(alert.key, raised_alert, cause=f"alert:{alert.key}")
+            ALERTS.labels(alert.kind).inc()
+            events.append(
+                DeadlineAlert(
+                    order_id=alert.order_id,
+                    occurred_at=now,
+                    shop_id=alert.shop_id,
+                    kind=alert.kind,
+                    subject=alert.subject,
+                    due_at=alert.due_at,
+                )
+            )
+        await self._publish(events)
+        self._update_gauges(due)
+        return events
+
+    def _update_gauges(self, due: list[deadlines.DueAlert]) -> None:
+        ALERTS_OPEN.clear()
+        for alert in due:
+            ALERTS_OPEN.labels(alert.kind).inc()
+        PARCELS_BY_STATE.clear()
+        for parcel in self.parcels:
+            PARCELS_BY_STATE.labels(parcel.state).inc()
+
+    def late(self) -> list[deadlines.DueAlert]:
+        """Every deadline passed now and not resolved (for `lvyue late`)."""
+        return sorted(self._due(self.clock()), key=lambda a: a.due_at)
+
+    def _due(self, now: datetime) -> list[deadlines.DueAlert]:
+        return due_alerts(self.ship_by, self.parcels, self.confirmed_orders, now, self.policy)
+
+
+def due_alerts(
+    ship_by: Iterable[ShipByRecord],
+    parcels: Iterable[ParcelTracking],
+    confirmed_orders: VersionedProjection[ConfirmedOrder],
+    now: datetime,
+    policy: deadlines.DeadlinePolicy,
+) -> list[deadlines.DueAlert]:
+    """Every deadline passed at `now` and not resolved."""
+    due: list[deadlines.DueAlert] = []
+    for record in ship_by:
+        due.extend(deadlines.ship_by_alerts(record.watch(), now, policy))
+    for parcel in parcels:
+        confirmed = confirmed_orders.get(parcel.order_id) is not None
+        due.extend(deadlines.parcel_alerts(parcel, now, policy, order_confirmed=confirmed))
+    return sorted(due, key=lambda a: a.due_at)
+
+
+class ConfirmedOrder(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    order_id: str
+    at: datetime
+
+
+def _ref(dispatch_id: str, parcel: Parcel) -> ParcelRef:
+    return ParcelRef(
+        dispatch_id=dispatch_id,
+        parcel_no=parcel.parcel_no,
+        carrier_code=parcel.carrier_code,
+        waybill_no=parcel.waybill_no,
+    )
+
+
+def _delivery_key(order_id: str, parcel: Parcel) -> str:
+    return f"{order_id}:{parcel_key(parcel.carrier_code, parcel.waybill_no)}"

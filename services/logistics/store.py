@@ -1,0 +1,44 @@
+"""The logistics service's state: insert-only versioned projections (see shared/versioned.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.logistics.domain.tracking import ParcelTracking
+from services.logistics.handlers import ConfirmedOrder, DeliveryRecord, OrphanTrace, RaisedAlert, ShipByRecord
+from shared.db import Document
+from shared.versioned import VersionedProjection
+
+
+@dataclass
+class LogisticsState:
+    parcels: VersionedProjection[ParcelTracking]
+    deliveries: VersionedProjection[DeliveryRecord]
+    ship_by: VersionedProjection[ShipByRecord]
+    orphans: VersionedProjection[OrphanTrace]
+    alerts: VersionedProjection[RaisedAlert]
+    confirmed_orders: VersionedProjection[ConfirmedOrder]
+
+    async def load(self) -> None:
+        for projection in (
+            self.parcels,
+            self.deliveries,
+            self.ship_by,
+            self.orphans,
+            self.alerts,
+            self.confirmed_orders,
+        ):
+            await projection.load()
+
+
+def open_state(db: AsyncDatabase[Document]) -> LogisticsState:
+    return LogisticsState(
+        parcels=VersionedProjection(db, "logistics_parcels", ParcelTracking),
+        deliveries=VersionedProjection(db, "logistics_wechat_deliveries", DeliveryRecord),
+        ship_by=VersionedProjection(db, "logistics_ship_by", ShipByRecord),
+        orphans=VersionedProjection(db, "logistics_orphan_tracking", OrphanTrace),
+        alerts=VersionedProjection(db, "logistics_alerts", RaisedAlert),
+        confirmed_orders=VersionedProjection(db, "logistics_confirmed_orders", ConfirmedOrder),
+    )

@@ -1,0 +1,85 @@
+"""Insert-only versioned documents with an in-memory projection of the newest version of each key.
+
+FerretDB 1.24 over SQLite answers inserts and `_id` lookups in about a millisecond but scans the
+whole collection for updates and secondary-index queries (`make bench-store`). So each change of an
+aggregate is a new document `<key>#<revision>`: a second writer of the same revision collides on the
+unique `_id` (a compare-and-set on MongoDB and FerretDB alike), and reads come from memory, built
+once at start-up. A service using it runs as one process per database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.db import Document
+from shared.events.base import utc_now
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class VersionConflict(Exception):
+    """Another writer saved this revision first; re-read and decide again."""
+
+
+class VersionedProjection(Generic[M]):
+    def __init__(self, db: AsyncDatabase[Document], collection: str, model: type[M]) -> None:
+        self._collection = db[collection]
+        self._model = model
+        self._current: dict[str, M] = {}
+        self._revisions: dict[str, int] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def load(self) -> list[Document]:
+        """Build the projection; returns every document (for callers that replay what they carry)."""
+        documents = [d async for d in self._collection.find({})]
+        for document in documents:
+            key = document["key"]
+            if document["revision"] > self._revisions.get(key, 0):
+                self._revisions[key] = document["revision"]
+                self._current[key] = self._model.model_validate(document["value"])
+        return documents
+
+    def get(self, key: str) -> M | None:
+        return self._current.get(key)
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(list(self._current.values()))
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self._locks[key]
+
+    async def save(self, key: str, value: M, *, cause: str, extra: dict[str, Any] | None = None) -> M:
+        """Write the next revision of `key`. The same cause written before (a redelivery after a
+        crash) is taken as done and the stored value returned; anything else raises VersionConflict."""
+        revision = self._revisions.get(key, 0) + 1
+        document_id = f"{key}#{revision:06d}"
+        try:
+            await self._collection.insert_one(
+                {
+                    "_id": document_id,
+                    "key": key,
+                    "revision": revision,
+                    "cause": cause,
+                    "value": value.model_dump(mode="json"),
+                    "written_at": utc_now(),
+                    **(extra or {}),
+                }
+            )
+        except DuplicateKeyError as exc:
+            stored = await self._collection.find_one({"_id": document_id})
+            if stored is None or stored.get("cause") != cause:
+                raise VersionConflict(f"{self._collection.name}/{key} changed meanwhile") from exc
+            value = self._model.model_validate(stored["value"])
+        self._revisions[key] = revision
+        self._current[key] = value
+        return value

@@ -1,0 +1,19 @@
+"""`python -m sim.carriers`: serve the stand-in on $CARRIER_SIM_HTTP_HOST:$CARRIER_SIM_HTTP_PORT (9002)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from sim.carriers.app import create_app
+from sim.carriers.settings import CarrierSimSettings
+
+
+def main() -> None:
+    settings = CarrierSimSettings()
+    uvicorn.run(
+        create_app(settings=settings), host=settings.http_host, port=settings.http_port, log_level="info"
+    )
+
+
+if __name__ == "__main__":
+    main()

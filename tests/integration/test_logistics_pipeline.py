@@ -1,0 +1,223 @@
+"""From "supplier ships" to "WeChat told" to "delivered", on the real stack with the WeChat and
+carrier stand-ins: waybills from the aggregator (never minted twice), labels, delivery/send with
+one delivery_list element per parcel, carrier tracking pushes to delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from ops.cli import app
+from ops.dlq import read_dead_letters
+from ops.stack import LocalStack
+from shared.events.logistics import (
+    LOGISTICS_EVENTS,
+    DeliveryOutcome,
+    ParcelTrackingChanged,
+    ShipmentReported,
+    TrackingState,
+)
+from shared.kafka.topics import DISPATCH, LOGISTICS
+from shared.settings import KafkaSettings
+from tests.integration.helpers import read_topic
+from tests.integration.pipeline import APPID, Line, fulfilment_line
+
+pytestmark = pytest.mark.integration
+
+DELIVERY_SEND = "/channels/ec/order/delivery/send"
+
+
+@pytest.fixture(scope="module")
+async def line(stack: LocalStack) -> AsyncIterator[Line]:
+    async with fulfilment_line(stack) as running:
+        await running.add_supplier("alpha")
+        yield running
+
+
+async def _offered(line: Line, order_id: str) -> dict[str, Any]:
+    async with line.supplier("alpha") as client:
+        after = 0
+
+        async def poll() -> dict[str, Any] | None:
+            nonlocal after
+            page = (await client.get("/feed", params={"after": after, "wait_s": 2})).json()
+            after = page["next_cursor"]
+            return next(
+                (c["dispatch_order"] for c in page["changes"] if c["dispatch_order"]["order_id"] == order_id),
+                None,
+            )
+
+        found: dict[str, Any] = await line.until(poll, timeout_s=90)
+        return found
+
+
+async def test_shipped_parcels_reach_wechat_once_and_are_tracked_to_delivered(line: Line) -> None:
+    order = await line.sim(
+        "POST",
+        "/orders",
+        appid=APPID,
+        paid=True,
+        products=[
+            {"product_id": "1000001", "sku_id": "2000001", "sku_cnt": 2, "title": "羊毛围巾"},
+            {"product_id": "1000002", "sku_id": "2000002", "sku_cnt": 1, "title": "手套"},
+        ],
+    )
+    order_id = str(order["order_id"])
+    dispatch_order = await _offered(line, order_id)
+    dispatch_id = dispatch_order["dispatch_id"]
+    base = f"/dispatch-orders/{dispatch_id}"
+    parcels: list[dict[str, Any]] = [
+        {"lines": [{"line_no": 0, "quantity": 2}], "weight_grams": 800},
+        {"lines": [{"line_no": 1, "quantity": 1}]},
+    ]
+    async with line.supplier("alpha") as client:
+        assert (await client.post(f"{base}/accept", json={})).status_code == 200
+        request = {"carrier_code": "ZTO", "parcels": parcels}
+        key = {"Idempotency-Key": f"waybills-{dispatch_id}"}
+        issued = await client.post(f"{base}/waybills", json=request, headers=key)
+        assert issued.status_code == 200, issued.text
+        again = await client.post(f"{base}/waybills", json=request, headers=key)
+        assert again.json() == issued.json()  # the retry gets the same numbers
+    waybills = issued.json()["waybills"]
+    assert [w["parcel_no"] for w in waybills] == [1, 2]
+    numbers = [w["waybill_no"] for w in waybills]
+    minted = (await line.carriers.get("/sim/waybills")).json()
+    assert sorted(w["number"] for w in minted if w["number"] in numbers) == sorted(numbers)
+    assert len(minted) == 2, "the carrier minted a number twice"
+
+    async with line.supplier("alpha") as client:
+        pdf = await client.get(waybills[0]["label_url"].removeprefix("/supplier/v1"))
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+        assert numbers[0] in text and order_id in text
+        shipped = await client.post(
+            f"{base}/shipments",
+            json={
+                "parcels": [
+                    {"carrier_code": "ZTO", "waybill_no": numbers[0], "lines": parcels[0]["lines"]},
+                    {"carrier_code": "ZTO", "waybill_no": numbers[1], "lines": parcels[1]["lines"]},
+                ]
+            },
+        )
+        assert shipped.status_code == 200 and shipped.json()["state"] == "shipped"
+
+    async def told() -> list[dict[str, Any]]:
+        return [
+            c for c in await line.wechat_calls(DELIVERY_SEND) if str(c["request"]["order_id"]) == order_id
+        ]
+
+    calls = await line.until(told)
+    assert len(calls) == 1 and calls[0]["errcode"] == 0
+    delivery_list = calls[0]["request"]["delivery_list"]
+    assert [(d["delivery_id"], d["waybill_id"]) for d in delivery_list] == [("ZTO", n) for n in numbers]
+    assert [d["product_infos"] for d in delivery_list] == [
+        [{"product_id": "1000001", "sku_id": "2000001", "product_cnt": 2}],
+        [{"product_id": "1000002", "sku_id": "2000002", "product_cnt": 1}],
+    ]
+    wechat_order = await line.sim("GET", f"/orders/{order_id}")
+    assert wechat_order["status"] == 30  # awaiting receipt: everything shipped
+
+    def delivered(records: list[Any]) -> bool:
+        events = [LOGISTICS_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode()]
+        states = {e.parcel.waybill_no: e.state for e in events if isinstance(e, ParcelTrackingChanged)}
+        return all(states.get(n) == TrackingState.DELIVERED for n in numbers)
+
+    await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=delivered, timeout_s=120)
+    assert len(await told()) == 1  # still told exactly once
+
+
+async def _shipped_by_supplier(
+    line: Line, *, before_shipping: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """A paid order, accepted and shipped in one parcel with the supplier's own waybill number;
+    `before_shipping` is a WeChat stand-in fault set just before the shipment is reported."""
+    order = await line.sim(
+        "POST",
+        "/orders",
+        appid=APPID,
+        paid=True,
+        products=[{"product_id": "1000003", "sku_id": "2000003", "sku_cnt": 1, "title": "帽子"}],
+    )
+    order_id = str(order["order_id"])
+    dispatch_order = await _offered(line, order_id)
+    waybill_no = f"ZT{order_id[-12:]}"
+    if before_shipping is not None:
+        await line.sim("POST", "/faults", **before_shipping)
+    async with line.supplier("alpha") as client:
+        base = f"/dispatch-orders/{dispatch_order['dispatch_id']}"
+        assert (await client.post(f"{base}/accept", json={})).status_code == 200
+        shipment = {"carrier_code": "ZTO", "waybill_no": waybill_no, "lines": [{"line_no": 0, "quantity": 1}]}
+        assert (await client.post(f"{base}/shipments", json={"parcels": [shipment]})).status_code == 200
+    return order_id, waybill_no
+
+
+async def _reports(line: Line, order_id: str, count: int) -> list[ShipmentReported]:
+    found: list[ShipmentReported] = []
+
+    def enough(records: list[Any]) -> bool:
+        found[:] = [
+            e
+            for r in records
+            if r.key == order_id.encode()
+            and isinstance(e := LOGISTICS_EVENTS.validate_json(r.value), ShipmentReported)
+        ]
+        return len(found) >= count
+
+    await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=enough, timeout_s=90)
+    return found
+
+
+async def _calls_for(line: Line, order_id: str) -> list[dict[str, Any]]:
+    return [c for c in await line.wechat_calls(DELIVERY_SEND) if str(c["request"]["order_id"]) == order_id]
+
+
+async def test_updated_too_often_is_retried_until_wechat_takes_it(line: Line) -> None:
+    fault = {"fault": "errcode", "errcode": 100003, "count": 2, "path": DELIVERY_SEND}
+    order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)
+    (report,) = await _reports(line, order_id, 1)
+    assert report.outcome == DeliveryOutcome.TOLD
+    calls = await line.until(lambda: _calls_for(line, order_id))
+    assert [c["errcode"] for c in calls] == [100003, 100003, 0]
+
+
+async def test_already_shipped_counts_as_told(line: Line) -> None:
+    fault = {"fault": "errcode", "errcode": 109001, "count": 1, "path": DELIVERY_SEND}
+    order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)
+    (report,) = await _reports(line, order_id, 1)
+    assert report.outcome == DeliveryOutcome.ALREADY_SHIPPED
+    assert [c["errcode"] for c in await _calls_for(line, order_id)] == [109001]
+
+
+@pytest.mark.parametrize(
+    ("errcode", "outcome"),
+    [(108009, DeliveryOutcome.HELD_FOR_AFTERSALE), (101100, DeliveryOutcome.REFUSED)],
+)
+async def test_refusals_are_dead_lettered_with_the_reason_and_replayable(
+    line: Line, errcode: int, outcome: DeliveryOutcome
+) -> None:
+    fault = {"fault": "errcode", "errcode": errcode, "count": 1, "path": DELIVERY_SEND}
+    order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)
+    (report,) = await _reports(line, order_id, 1)
+    assert report.outcome == outcome and report.errcode == errcode
+    kafka = KafkaSettings(bootstrap_servers=line.stack.kafka_bootstrap)
+
+    async def letter() -> str | None:
+        letters = await read_dead_letters(kafka, [DISPATCH.dead_letter_name])
+        return next(
+            (name for name, dl in letters if dl.order_id == order_id and str(errcode) in dl.detail), None
+        )
+
+    name = await line.until(letter, timeout_s=60)
+    # The cause is gone (the after-sale closed, the order fixed): the operator replays the letter.
+    env = {**line.stack.client_environment(), "MONGO_DATABASE": line.db.name}
+    replayed = await asyncio.to_thread(CliRunner().invoke, app, ["dlq", "replay", name], env=env)
+    assert replayed.exit_code == 0, replayed.output
+    reports = await _reports(line, order_id, 2)
+    assert reports[-1].outcome == DeliveryOutcome.TOLD
+    assert [c["errcode"] for c in await _calls_for(line, order_id)] == [errcode, 0]

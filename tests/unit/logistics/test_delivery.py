@@ -1,0 +1,228 @@
+"""delivery/send: one delivery_list element per parcel, the products in it, an exact order id, and
+what each errcode means."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.logistics.domain.delivery import (
+    COURIER,
+    DeliveryErrCode,
+    NextStep,
+    Verdict,
+    delivery_request,
+    judge,
+)
+from shared.events.dispatch import DispatchLine, Parcel, ParcelLine
+from shared.events.logistics import DeliveryOutcome
+from tests.unit.logistics.builders import ORDER_ID, T0
+
+BIG_ORDER_ID = 3705115058471208928
+
+
+def dline(line_no: int, quantity: int, *, shipped: int = 0) -> DispatchLine:
+    return DispatchLine(
+        line_no=line_no,
+        product_id=f"1000{line_no}",
+        sku_id=f"2000{line_no}",
+        quantity=quantity,
+        shipped_quantity=shipped,
+    )
+
+
+def parcel(no: int, *items: tuple[int, int], carrier: str = "ZTO", waybill: str | None = None) -> Parcel:
+    return Parcel(
+        parcel_no=no,
+        carrier_code=carrier,
+        waybill_no=waybill or f"7881234567890{no}",
+        lines=[ParcelLine(line_no=line_no, quantity=qty) for line_no, qty in items],
+        shipped_at=T0,
+    )
+
+
+def _list(request: dict[str, object]) -> list[dict[str, object]]:
+    delivery_list = request["delivery_list"]
+    assert isinstance(delivery_list, list)
+    return delivery_list
+
+
+# ---------------------------------------------------------------------------------------------------
+# delivery_request
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_whole_order_in_one_parcel() -> None:
+    lines = [dline(0, 2), dline(1, 1)]
+
+    request = delivery_request(ORDER_ID, [parcel(1, (0, 2), (1, 1), waybill="YT100")], lines)
+
+    assert request == {
+        "order_id": BIG_ORDER_ID,
+        "delivery_list": [
+            {
+                "delivery_id": "ZTO",
+                "waybill_id": "YT100",
+                "deliver_type": 1,
+                "product_infos": [
+                    {"product_id": "10000", "sku_id": "20000", "product_cnt": 2},
+                    {"product_id": "10001", "sku_id": "20001", "product_cnt": 1},
+                ],
+            }
+        ],
+    }
+
+
+def test_split_shipment_one_element_per_parcel_with_only_its_products() -> None:
+    lines = [dline(0, 3), dline(1, 1), dline(2, 2)]
+    parcels = [
+        parcel(1, (0, 2), carrier="SF", waybill="SF001"),
+        parcel(2, (0, 1), (2, 2), carrier="ZTO", waybill="ZT002"),
+        parcel(3, (1, 1), carrier="YUNDA", waybill="YD003"),
+    ]
+
+    delivery_list = _list(delivery_request(ORDER_ID, parcels, lines))
+
+    assert delivery_list == [
+        {
+            "delivery_id": "SF",
+            "waybill_id": "SF001",
+            "deliver_type": 1,
+            "product_infos": [{"product_id": "10000", "sku_id": "20000", "product_cnt": 2}],
+        },
+        {
+            "delivery_id": "ZTO",
+            "waybill_id": "ZT002",
+            "deliver_type": 1,
+            "product_infos": [
+                {"product_id": "10000", "sku_id": "20000", "product_cnt": 1},
+                {"product_id": "10002", "sku_id": "20002", "product_cnt": 2},
+            ],
+        },
+        {
+            "delivery_id": "YUNDA",
+            "waybill_id": "YD003",
+            "deliver_type": 1,
+            "product_infos": [{"product_id": "10001", "sku_id": "20001", "product_cnt": 1}],
+        },
+    ]
+
+
+def test_partial_shipment_counts_what_is_in_the_parcel_not_the_line() -> None:
+    lines = [dline(0, 5), dline(1, 4)]
+
+    delivery_list = _list(delivery_request(ORDER_ID, [parcel(1, (0, 2))], lines))
+
+    assert delivery_list == [
+        {
+            "delivery_id": "ZTO",
+            "waybill_id": "78812345678901",
+            "deliver_type": 1,
+            "product_infos": [{"product_id": "10000", "sku_id": "20000", "product_cnt": 2}],
+        }
+    ]
+
+
+def test_second_partial_shipment_after_an_earlier_one() -> None:
+    lines = [dline(0, 5, shipped=2), dline(1, 4, shipped=4)]
+
+    delivery_list = _list(delivery_request(ORDER_ID, [parcel(2, (0, 3))], lines))
+
+    assert delivery_list[0]["product_infos"] == [{"product_id": "10000", "sku_id": "20000", "product_cnt": 3}]
+
+
+def test_product_infos_follow_the_parcel_and_lines_are_looked_up_by_line_no() -> None:
+    lines = [dline(2, 1), dline(0, 1), dline(1, 1)]
+
+    delivery_list = _list(delivery_request(ORDER_ID, [parcel(1, (1, 1), (2, 1), (0, 1))], lines))
+
+    infos = delivery_list[0]["product_infos"]
+    assert isinstance(infos, list)
+    assert [(i["product_id"], i["sku_id"]) for i in infos] == [
+        ("10001", "20001"),
+        ("10002", "20002"),
+        ("10000", "20000"),
+    ]
+
+
+def test_every_element_is_a_courier_delivery() -> None:
+    lines = [dline(0, 3)]
+    parcels = [parcel(n, (0, 1)) for n in (1, 2, 3)]
+
+    delivery_list = _list(delivery_request(ORDER_ID, parcels, lines))
+
+    assert COURIER == 1
+    assert [e["deliver_type"] for e in delivery_list] == [1, 1, 1]
+    assert all(
+        set(e) == {"delivery_id", "waybill_id", "deliver_type", "product_infos"} for e in delivery_list
+    )
+    assert [e["waybill_id"] for e in delivery_list] == [p.waybill_no for p in parcels]
+
+
+def test_order_id_is_an_exact_integer_above_2_to_the_53() -> None:
+    request = delivery_request("3705115058471208928", [parcel(1, (0, 1))], [dline(0, 1)])
+
+    order_id = request["order_id"]
+    assert type(order_id) is int
+    assert order_id == 3705115058471208928
+    assert order_id > 2**53
+    assert float(order_id) != order_id  # a float could not carry it
+    body = json.dumps(request, ensure_ascii=False)
+    assert '"order_id": 3705115058471208928' in body
+    assert json.loads(body)["order_id"] == 3705115058471208928
+
+
+@pytest.mark.parametrize("order_id", ["9007199254740993", "18446744073709551615", "1"])
+def test_order_id_survives_the_round_trip_exactly(order_id: str) -> None:
+    request = delivery_request(order_id, [parcel(1, (0, 1))], [dline(0, 1)])
+    assert str(request["order_id"]) == order_id
+    assert set(request) == {"order_id", "delivery_list"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# judge
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("errcode", "step", "outcome"),
+    [
+        (0, NextStep.DONE, DeliveryOutcome.TOLD),
+        (109001, NextStep.DONE, DeliveryOutcome.ALREADY_SHIPPED),
+        (100003, NextStep.RETRY_LATER, None),
+        (-1, NextStep.RETRY_LATER, None),
+        (45011, NextStep.RETRY_LATER, None),
+        (108009, NextStep.HOLD_FOR_AFTERSALE, DeliveryOutcome.HELD_FOR_AFTERSALE),
+        (101100, NextStep.DEAD_LETTER, DeliveryOutcome.REFUSED),
+        (109000, NextStep.DEAD_LETTER, DeliveryOutcome.REFUSED),
+    ],
+)
+def test_documented_errcodes(errcode: int, step: NextStep, outcome: DeliveryOutcome | None) -> None:
+    assert judge(errcode) == Verdict(step, outcome)
+
+
+@pytest.mark.parametrize("errcode", [1, -2, 47001, 40097, 100002, 109002, 10025010, 999999])
+def test_unknown_errcodes_are_dead_lettered_as_refused(errcode: int) -> None:
+    verdict = judge(errcode)
+    assert verdict.step is NextStep.DEAD_LETTER
+    assert verdict.outcome is DeliveryOutcome.REFUSED
+
+
+def test_errcode_constants_match_the_reference() -> None:
+    assert DeliveryErrCode.OK == 0
+    assert DeliveryErrCode.BUSY == -1
+    assert DeliveryErrCode.MINUTE_QUOTA == 45011
+    assert DeliveryErrCode.UPDATED_TOO_OFTEN == 100003
+    assert DeliveryErrCode.STATUS_FORBIDS_SHIPPING == 101100
+    assert DeliveryErrCode.OPEN_AFTERSALE == 108009
+    assert DeliveryErrCode.SHIPPING_FAILED == 109000
+    assert DeliveryErrCode.ALREADY_FULLY_SHIPPED == 109001
+
+
+def test_only_retry_later_has_no_outcome_to_record() -> None:
+    documented = [0, -1, 40001, 42001, 41001, 45009, 45011, 47001, 40097, 48001, 45035, 61004]
+    documented += [100002, 100003, 101100, 108009, 109000, 109001, 10025005, 10025010]
+    for code in [*range(-5, 50), *documented]:
+        verdict = judge(code)
+        assert (verdict.outcome is None) == (verdict.step is NextStep.RETRY_LATER)

@@ -17,7 +17,9 @@ from rich.table import Table
 
 from ops import bench as bench_cli
 from ops import dlq as dlq_cli
+from ops.bench_dispatch import bench_dispatch
 from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
+from services.aftersale import cli as aftersale_cli
 from services.dispatch import cli as dispatch_cli
 from services.logistics import cli as logistics_cli
 from services.order_ingest import cli as shop_cli
@@ -35,10 +37,12 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(shop_cli.app, name="shop")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(bench_cli.app, name="bench")
+bench_cli.app.command("dispatch")(bench_dispatch)
 app.add_typer(dispatch_cli.supplier_app, name="supplier")
 app.add_typer(dispatch_cli.route_app, name="route")
 app.command("holds")(dispatch_cli.holds)
 app.command("late")(logistics_cli.late)
+app.add_typer(aftersale_cli.app, name="aftersale")
 
 console = Console()
 err_console = Console(stderr=True)

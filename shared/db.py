@@ -18,7 +18,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import AutoReconnect, DuplicateKeyError
+from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from shared.settings import MongoSettings
@@ -169,3 +169,53 @@ async def insert_once(collection: AsyncCollection[Document], document: Mapping[s
     except DuplicateKeyError:
         return False
     return True
+
+
+class InsertBatcher:
+    """Coalesces the concurrent single inserts into one collection into `insert_many` calls.
+
+    FerretDB over SQLite spends ~0.7 ms of CPU on a lone insert and ~0.12 ms per document in a batch
+    of ten or more (one SQLite transaction). No delay is added: documents that arrive while a batch
+    is being written form the next one. `insert` behaves like `insert_one` (DuplicateKeyError for a
+    taken `_id`), so callers keep their compare-and-set logic.
+    """
+
+    def __init__(self, collection: AsyncCollection[Document], *, max_batch: int = 500) -> None:
+        self._collection = collection
+        self._max_batch = max_batch
+        self._pending: list[tuple[Document, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, document: Document) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((document, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            try:
+                await self._collection.insert_many([document for document, _ in batch], ordered=False)
+            except BulkWriteError as exc:
+                errors = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+                for index, (_, done) in enumerate(batch):
+                    error = errors.get(index)
+                    if error is None:
+                        done.set_result(None)
+                    elif error.get("code") == 11000:
+                        done.set_exception(
+                            DuplicateKeyError(error.get("errmsg", "duplicate key"), 11000, error)
+                        )
+                    else:
+                        done.set_exception(
+                            OperationFailure(error.get("errmsg", "insert failed"), error.get("code"))
+                        )
+                continue
+            except Exception as exc:  # the whole batch failed (connection lost): each caller decides
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for _, done in batch:
+                done.set_result(None)

@@ -153,6 +153,13 @@ class AftersaleSettings(ServiceSettings):
 
     service_name: str = "aftersale"
     http_port: int = 8004
+    # The default policy of a shop without its own (`lvyue aftersale policy`).
+    auto_refund_before_shipment: bool = True
+    auto_approve_under_fen: int = Field(default=0, ge=0)
+    deadline_warning_hours: float = Field(default=12.0, ge=0)
+    # Deferred refunds, deadline warnings and supplier return addresses are revisited this often.
+    tick_interval_s: float = Field(default=5.0, gt=0)
+    worker_batch_size: int = Field(default=200, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

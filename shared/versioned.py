@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import Document
+from shared.db import Document, InsertBatcher
 from shared.events.base import utc_now
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,6 +31,7 @@ class VersionConflict(Exception):
 class VersionedProjection(Generic[M]):
     def __init__(self, db: AsyncDatabase[Document], collection: str, model: type[M]) -> None:
         self._collection = db[collection]
+        self._inserts = InsertBatcher(self._collection)
         self._model = model
         self._current: dict[str, M] = {}
         self._revisions: dict[str, int] = {}
@@ -64,7 +65,7 @@ class VersionedProjection(Generic[M]):
         revision = self._revisions.get(key, 0) + 1
         document_id = f"{key}#{revision:06d}"
         try:
-            await self._collection.insert_one(
+            await self._inserts.insert(
                 {
                     "_id": document_id,
                     "key": key,

@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.dispatch.domain.routing import Route
+from shared import suppliers as shared_suppliers
 from shared.db import Document, IndexSpec, insert_once
 from shared.events.base import utc_now
 from shared.events.dispatch import ShippingAddress
 
-SUPPLIERS = "suppliers"
+SUPPLIERS = shared_suppliers.SUPPLIERS
 SUPPLIER_KEYS = "supplier_keys"
 ROUTES = "supplier_routes"
 INDEXES = [IndexSpec(SUPPLIER_KEYS, [("supplier_id", 1)]), IndexSpec(ROUTES, [("shop_id", 1)])]

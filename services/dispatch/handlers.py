@@ -5,22 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from services.dispatch.catalog import Catalog
+from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain import plan as planning
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import PlanOutcome, RoutingContext
 from services.dispatch.domain.routing import Route
 from services.dispatch.store import DispatchStore
+from shared.events.aftersale import (
+    AFTERSALE_EVENTS,
+    CancelLinesRequested,
+    InterceptRequested,
+    ReshipRequested,
+    ReturnExpected,
+)
 from shared.events.base import utc_now
 from shared.events.dead_letter import DeadLetterReason
-from shared.events.dispatch import DispatchState, OrderHeld
+from shared.events.dispatch import (
+    AftersaleInstruction,
+    AftersaleInstructionKind,
+    DispatchState,
+    InstructionLine,
+    OrderHeld,
+    WaybillRef,
+)
 from shared.events.orders import (
     ORDER_EVENTS,
     OrderAddressChanged,
@@ -33,6 +52,8 @@ from shared.events.orders import (
 from shared.kafka.consumer import InboundMessage, PermanentFailure
 
 log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL_S = 15.0
 
 ORDER_EVENTS_HANDLED = Counter(
     "lvyue_dispatch_order_events_total",
@@ -62,12 +83,26 @@ class DispatchNotFound(Exception):
     pass
 
 
+class LineKeys(Protocol):
+    """What routing reads of a line (an order line or a dispatch line)."""
+
+    @property
+    def product_id(self) -> str: ...
+
+    @property
+    def sku_id(self) -> str: ...
+
+    @property
+    def sku_code(self) -> str: ...
+
+
 class RouteBook:
-    """The routes and active suppliers, reloaded from the catalog; a change retries the holds."""
+    """The routes and active suppliers, reloaded from the catalog; a change retries the holds.
+    Indexed by what a route matches, so routing a line looks at its candidates only."""
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._routes: dict[str, list[Route]] = {}
+        self._index: dict[tuple[str, ...], list[Route]] = {}
         self._active: set[str] = set()
         self._fingerprint: tuple[object, ...] = ()
 
@@ -78,20 +113,32 @@ class RouteBook:
         fingerprint = (tuple(routes), tuple(sorted((s.supplier_id, s.active) for s in suppliers)))
         if fingerprint == self._fingerprint:
             return False
-        by_shop: dict[str, list[Route]] = {}
+        index: dict[tuple[str, ...], list[Route]] = defaultdict(list)
         for route in routes:
-            by_shop.setdefault(route.shop_id, []).append(route)
-        self._routes = by_shop
+            if route.product_id:
+                index[(route.shop_id, "sku", route.product_id, route.sku_id)].append(route)
+            elif route.sku_code:
+                index[(route.shop_id, "code", route.sku_code)].append(route)
+            else:
+                index[(route.shop_id, "default")].append(route)
+        self._index = dict(index)
         self._active = {s.supplier_id for s in suppliers if s.active}
         self._fingerprint = fingerprint
         return True
 
-    def context(self, shop_id: str, allocated: dict[str, int]) -> RoutingContext:
+    def context(self, shop_id: str, lines: Iterable[LineKeys], allocated: dict[str, int]) -> RoutingContext:
+        """The routes that can match these lines, with their stock caps' current use."""
+        candidates: dict[str, Route] = {}
+        for line in lines:
+            keys = [(shop_id, "sku", line.product_id, line.sku_id), (shop_id, "default")]
+            if line.sku_code:
+                keys.append((shop_id, "code", line.sku_code))
+            for key in keys:
+                for route in self._index.get(key, ()):
+                    candidates[route.route_id] = route
         routes = [
-            Route(**{**r.__dict__, "allocated": allocated.get(r.route_id, 0)})
-            if r.stock_cap is not None
-            else r
-            for r in self._routes.get(shop_id, [])
+            replace(r, allocated=allocated.get(r.route_id, 0)) if r.stock_cap is not None else r
+            for r in candidates.values()
         ]
         return RoutingContext(routes=routes, active_suppliers=self._active)
 
@@ -117,13 +164,15 @@ class Dispatcher:
             outcome: PlanOutcome
             match event:
                 case OrderPaid():
-                    outcome = planning.on_paid(plan, event, self._context(event.shop_id), now)
+                    outcome = planning.on_paid(plan, event, self._context(event.shop_id, event.lines), now)
                 case OrderCancelled():
                     outcome = planning.on_cancelled(plan, orders, event, now)
                 case OrderAddressChanged():
                     outcome = planning.on_address_changed(plan, orders, event, now)
                 case OrderSkuChanged():
-                    outcome = planning.on_sku_changed(plan, orders, event, self._context(event.shop_id), now)
+                    outcome = planning.on_sku_changed(
+                        plan, orders, event, self._context(event.shop_id, event.lines), now
+                    )
                 case OrderShippingUrged() | OrderCompleted():
                     ORDER_EVENTS_HANDLED.labels(event.event_type, "not_for_dispatch").inc()
                     return
@@ -134,8 +183,8 @@ class Dispatcher:
             )
         ORDER_EVENTS_HANDLED.labels(event.event_type, "applied" if outcome.plan else "no_change").inc()
 
-    def _context(self, shop_id: str) -> RoutingContext:
-        return self.routes.context(shop_id, self.store.allocated())
+    def _context(self, shop_id: str, lines: Iterable[LineKeys]) -> RoutingContext:
+        return self.routes.context(shop_id, lines, self.store.allocated())
 
     async def _commit(self, outcome: PlanOutcome, *, cause: str) -> None:
         # Dispatch orders first, the plan last: the plan's version is the commit point a redelivered
@@ -150,6 +199,53 @@ class Dispatcher:
                 if isinstance(held, OrderHeld):
                     HOLDS_PLACED.labels(held.reason).inc()
 
+    # --- after-sale instructions (Kafka) ---
+    async def handle_aftersale_event(self, message: InboundMessage) -> None:
+        try:
+            event = AFTERSALE_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        now = self._clock()
+        cause = str(event.event_id)
+        async with self.store.lock(event.order_id):
+            orders = self.store.orders_of(event.order_id)
+            transitions: list[Transition] = []
+            outcome = PlanOutcome(None)
+            match event:
+                case CancelLinesRequested():
+                    budget = {(line.product_id, line.sku_id): line.count for line in event.lines}
+                    for order in orders:
+                        if order.is_final or order.aftersale_case_id is not None:
+                            continue
+                        units = {k: v for k, v in budget.items() if v > 0}
+                        if not any((line.product_id, line.sku_id) in units for line in order.lines):
+                            continue
+                        transitions.append(dispatch.reduce_lines(order, units=units, now=now))
+                        for line in order.lines:
+                            key = (line.product_id, line.sku_id)
+                            if key in budget:
+                                budget[key] -= min(budget[key], line.remaining)
+                case InterceptRequested() | ReturnExpected():
+                    target = self.store.orders.get(event.dispatch_id)
+                    if target is not None and target.order_id == event.order_id:
+                        transitions.append(dispatch.instruct(target, _instruction(event, now), now=now))
+                case ReshipRequested():
+                    outcome = planning.on_reship(
+                        self.store.plans.get(event.order_id),
+                        orders,
+                        case_id=event.case_id,
+                        replaces=event.dispatch_id,
+                        units=[(line.product_id, line.sku_id, line.count) for line in event.lines],
+                        replacement_sku_id=event.replacement_sku_id,
+                        now=now,
+                    )
+                case _:
+                    return  # the case's own record: not an instruction
+            outcome = PlanOutcome(
+                outcome.plan, [*outcome.transitions, *(t for t in transitions if t.changed)]
+            )
+            await self._commit(outcome, cause=cause)
+
     # --- holds ---
     async def retry_holds(self) -> int:
         """Route held orders again (after routes or suppliers changed); returns how many were released."""
@@ -157,19 +253,22 @@ class Dispatcher:
         for held in self.store.held_plans():
             async with self.store.lock(held.order_id):
                 plan = self.store.plans[held.order_id]
-                outcome = planning.retry_hold(plan, self._context(plan.shop_id), self._clock())
+                outcome = planning.retry_hold(plan, self._context(plan.shop_id, plan.lines), self._clock())
                 await self._commit(outcome, cause=f"retry:{uuid.uuid4()}")
                 released += bool(outcome.transitions)
         return released
 
     async def watch_routes(self, interval_s: float) -> None:
+        next_gauges = 0.0
         while True:
             try:
                 if await self.routes.reload():
                     released = await self.retry_holds()
                     if released:
                         log.info("routes changed: %d held orders released", released)
-                self.update_gauges()
+                if time.monotonic() >= next_gauges:  # a scan of every order: not at every reload
+                    self.update_gauges()
+                    next_gauges = time.monotonic() + GAUGE_INTERVAL_S
             except Exception:  # the next round retries; the service keeps serving
                 log.exception("reloading routes failed")
             await asyncio.sleep(interval_s)
@@ -219,7 +318,9 @@ class Dispatcher:
             if new.state == DispatchState.REJECTED and order.state != DispatchState.REJECTED:
                 plan = self.store.plans.get(new.order_id)
                 if plan is not None:
-                    outcome = planning.on_dispatch_rejected(plan, new, self._context(new.shop_id), now)
+                    outcome = planning.on_dispatch_rejected(
+                        plan, new, self._context(new.shop_id, plan.lines), now
+                    )
                     await self._commit(outcome, cause=cause)
         self._observe_stage(order, new, now)
         return new
@@ -233,3 +334,21 @@ class Dispatcher:
             and after.accepted_at
         ):
             STAGE_SECONDS.labels("accepted_to_shipped").observe((now - after.accepted_at).total_seconds())
+
+
+def _instruction(event: InterceptRequested | ReturnExpected, now: datetime) -> AftersaleInstruction:
+    if isinstance(event, InterceptRequested):
+        return AftersaleInstruction(
+            case_id=event.case_id,
+            kind=AftersaleInstructionKind.INTERCEPT,
+            waybills=[WaybillRef(carrier_code=c, waybill_no=w) for c, w in event.waybills],
+            given_at=now,
+        )
+    return AftersaleInstruction(
+        case_id=event.case_id,
+        kind=AftersaleInstructionKind.RETURN_EXPECTED,
+        lines=[InstructionLine(product_id=x.product_id, sku_id=x.sku_id, count=x.count) for x in event.lines],
+        return_address=event.return_address,
+        return_waybill=event.return_waybill,
+        given_at=now,
+    )

@@ -22,7 +22,7 @@ from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
 from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app, faust_topic
-from shared.kafka.topics import ORDERS
+from shared.kafka.topics import AFTERSALE, ORDERS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
 
@@ -34,16 +34,17 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     running: list[tuple[Dispatcher, MessageProcessor]] = []
     started = asyncio.Event()
 
-    async def process_batch(messages: Sequence[InboundMessage]) -> None:
+    async def process_batch(messages: Sequence[InboundMessage], *, aftersale: bool = False) -> None:
         """Orders in parallel; each order's events in their partition order."""
         dispatcher, processor = running[0]
+        handler = dispatcher.handle_aftersale_event if aftersale else dispatcher.handle_order_event
         by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
         for message in messages:
             by_key[message.key].append(message)
 
         async def one_order(queue: list[InboundMessage]) -> None:
             for message in queue:
-                await processor.process(message, dispatcher.handle_order_event)
+                await processor.process(message, handler)
 
         await asyncio.gather(*(one_order(q) for q in by_key.values()))
 
@@ -53,10 +54,17 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         async for events in stream.take_events(settings.worker_batch_size, within=0.02):
             await process_batch([InboundMessage.from_faust(e.message) for e in events])
 
+    @faust_app.agent(faust_topic(faust_app, AFTERSALE, settings))
+    async def follow_aftersale_instructions(stream: Any) -> None:
+        await started.wait()
+        async for events in stream.take_events(settings.worker_batch_size, within=0.02):
+            await process_batch([InboundMessage.from_faust(e.message) for e in events], aftersale=True)
+
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
         store = dispatch_store.DispatchStore(runtime.db, runtime.producer)
         await store.load()
+        stack.callback(store.feed.close)
         routes = RouteBook(catalog)
         await routes.reload()
         dispatcher = Dispatcher(store, routes)

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
 from shared.api.supplier import FeedChange
-from shared.db import Document, IndexSpec
+from shared.db import Document, IndexSpec, InsertBatcher
 from shared.events.base import Event, utc_now
-from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered
+from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
 from shared.kafka.producer import publish
 from shared.kafka.topics import DISPATCH
 
@@ -74,11 +74,15 @@ class SupplierFeed:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._collection = db[FEED]
+        self._inserts = InsertBatcher(self._collection)
         self._entries: dict[str, list[FeedEntry]] = defaultdict(list)
         self._next_seq: dict[str, int] = defaultdict(lambda: 1)
+        self._committed_seq: dict[str, int] = defaultdict(int)
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._relayed: set[str] = set()
-        self._lock = asyncio.Lock()
+        # Per audience: seq order = write order = read order within one supplier's feed.
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._closing = False
 
     def relayed(self, version_id: str) -> bool:
         return version_id in self._relayed
@@ -91,11 +95,12 @@ class SupplierFeed:
                 FeedEntry(document["seq"], document["version_id"], document["change"])
             )
             self._next_seq[audience] = document["seq"] + 1
+            self._committed_seq[audience] = document["seq"]
             self._relayed.add(document["version_id"])
 
     async def append(self, audience: str, version_id: str, changes: Sequence[FeedChange | None]) -> None:
         """One entry per change (None: an event with no supplier-facing snapshot, still recorded)."""
-        async with self._lock:  # seq order = write order = read order
+        async with self._locks[audience]:
             documents, entries = [], []
             for change in changes:
                 seq = self._next_seq[audience]
@@ -115,12 +120,15 @@ class SupplierFeed:
                     }
                 )
                 entries.append(FeedEntry(seq, version_id, body))
-            try:
-                await self._collection.insert_many(documents, ordered=True)
-            except BulkWriteError as exc:  # another process wrote these seqs: take the next ones
+            written = await asyncio.gather(
+                *(self._inserts.insert(document) for document in documents), return_exceptions=True
+            )
+            failures = [w for w in written if isinstance(w, BaseException)]
+            if failures:  # another process wrote these seqs: the next append takes later ones
                 self._next_seq[audience] += len(documents)
-                raise VersionConflict(f"feed {audience}: {exc}") from exc
+                raise VersionConflict(f"feed {audience}: {failures[0]}") from failures[0]
             self._entries[audience].extend(entries)
+            self._committed_seq[audience] = entries[-1].seq if entries else self._committed_seq[audience]
             self._relayed.add(version_id)
         self._changed[audience].set()
         self._changed[audience] = asyncio.Event()
@@ -130,12 +138,9 @@ class SupplierFeed:
         start = bisect.bisect_right(entries, cursor, key=lambda e: e.seq)
         return [e for e in entries[start : start + limit] if e.json != b"{}"]
 
-    def last_seq(self, audience: str) -> int:
-        return self._next_seq[audience] - 1
-
     async def wait(self, audience: str, cursor: int, timeout_s: float) -> None:
-        """Return when the audience has an entry after `cursor`, or after the timeout."""
-        if self.last_seq(audience) > cursor or timeout_s <= 0:
+        """Return when the audience has a committed entry after `cursor`, at the timeout, or at shutdown."""
+        if self._committed_seq[audience] > cursor or timeout_s <= 0 or self._closing:
             return
         changed = self._changed[audience]
         try:
@@ -144,11 +149,19 @@ class SupplierFeed:
         except TimeoutError:
             return
 
+    def close(self) -> None:
+        """Answer every parked long poll now (shutdown must not wait out their timeouts)."""
+        self._closing = True
+        for event in self._changed.values():
+            event.set()
+
 
 class DispatchStore:
     def __init__(self, db: AsyncDatabase[Document], producer: AIOKafkaProducer) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
+        self._plan_inserts = InsertBatcher(self._plans_collection)
+        self._order_inserts = InsertBatcher(self._orders_collection)
         self.feed = SupplierFeed(db)
         self._producer = producer
         self.plans: dict[str, OrderPlan] = {}
@@ -158,6 +171,7 @@ class DispatchStore:
         self.by_supplier: dict[str, list[str]] = defaultdict(list)
         self.by_order: dict[str, list[str]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._allocated: dict[str, int] = {}
 
     def lock(self, order_id: str) -> asyncio.Lock:
         """Serializes the changes of one WeChat order (its plan and dispatch orders) in this process."""
@@ -189,9 +203,13 @@ class DispatchStore:
         return len(pending)
 
     def _remember_order(self, order: DispatchOrder, revision: int) -> None:
-        if order.dispatch_id not in self.orders:
+        previous = self.orders.get(order.dispatch_id)
+        if previous is None:
             self.by_supplier[order.supplier_id].append(order.dispatch_id)
             self.by_order[order.order_id].append(order.dispatch_id)
+        else:
+            self._count_allocations(previous, -1)
+        self._count_allocations(order, +1)
         self.orders[order.dispatch_id] = order
         self._order_revisions[order.dispatch_id] = revision
 
@@ -206,13 +224,15 @@ class DispatchStore:
         return [p for p in self.plans.values() if p.status == PlanStatus.HELD]
 
     def allocated(self) -> dict[str, int]:
-        """Units each capped route has given to dispatch orders still live or shipped."""
-        taken: dict[str, int] = defaultdict(int)
-        for order in self.orders.values():
-            if order.state.value not in ("cancelled", "rejected"):
-                for route_id, units in order.allocations.items():
-                    taken[route_id] += units
-        return taken
+        """Units each capped route has given to dispatch orders still live or shipped (kept as orders
+        change, so routing a paid order does not scan every order)."""
+        return self._allocated
+
+    def _count_allocations(self, order: DispatchOrder, sign: int) -> None:
+        if order.state in (DispatchState.CANCELLED, DispatchState.REJECTED):
+            return
+        for route_id, units in order.allocations.items():
+            self._allocated[route_id] = self._allocated.get(route_id, 0) + sign * units
 
     # --- writes ---
     async def save_transition(self, transition: Transition, *, cause: str) -> None:
@@ -234,7 +254,7 @@ class DispatchStore:
             "written_at": utc_now(),
         }
         try:
-            await self._orders_collection.insert_one(document)
+            await self._order_inserts.insert(document)
         except DuplicateKeyError as exc:
             stored = await self._orders_collection.find_one({"_id": version_id})
             if stored is None or stored.get("cause") != cause:
@@ -258,7 +278,7 @@ class DispatchStore:
             "written_at": utc_now(),
         }
         try:
-            await self._plans_collection.insert_one(document)
+            await self._plan_inserts.insert(document)
         except DuplicateKeyError as exc:
             stored = await self._plans_collection.find_one({"_id": version_id})
             if stored is None or stored.get("cause") != cause:

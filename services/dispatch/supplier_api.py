@@ -13,10 +13,11 @@ import hashlib
 import math
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -42,6 +43,7 @@ from shared.api.supplier import (
     FeedPage,
     FieldError,
     RejectRequest,
+    ReturnReceipt,
     ShipRequest,
     SupplierErrorCode,
     WaybillRequest,
@@ -53,6 +55,7 @@ from shared.events.dispatch import DispatchState
 from shared.settings import DispatchSettings
 
 IDEMPOTENCY = "supplier_idempotency"
+ACCEPT_CLOCK_SKEW = timedelta(minutes=5)  # a supplier's clock may lag ours a little
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, malformed or revoked API key"},
     404: {"model": ErrorBody, "description": "no such dispatch order for this supplier"},
@@ -123,10 +126,15 @@ class IdempotencyStore:
         self._collection = db[IDEMPOTENCY]
         self._cache: OrderedDict[str, StoredAnswer] = OrderedDict()
         self._cache_size = cache_size
-        self._in_flight: dict[str, asyncio.Lock] = {}
+        # Only while a request with the key runs: a lock nobody holds is collected.
+        self._in_flight: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def lock(self, key: str) -> asyncio.Lock:
-        return self._in_flight.setdefault(key, asyncio.Lock())
+        lock = self._in_flight.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._in_flight[key] = lock
+        return lock
 
     async def get(self, key: str) -> StoredAnswer | None:
         if key in self._cache:
@@ -170,7 +178,7 @@ class SupplierApi:
     catalog: Catalog
 
 
-def _api(request: Request) -> SupplierApi:
+async def _api(request: Request) -> SupplierApi:  # async: no thread-pool hop per request
     api: SupplierApi = request.app.state.supplier_api
     return api
 
@@ -180,7 +188,7 @@ async def authenticated_supplier(
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
     x_api_key: Annotated[str | None, Header(description="or the API key alone")] = None,
 ) -> str:
-    api = _api(request)
+    api = await _api(request)
     token = x_api_key or (
         authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
     )
@@ -349,6 +357,11 @@ async def accept(
     body: AcceptRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    if body.estimated_ship_at is not None and body.estimated_ship_at < utc_now() - ACCEPT_CLOCK_SKEW:
+        raise RequestValidationError(
+            [{"loc": ("body", "estimated_ship_at"), "msg": "must not be in the past", "type": "value_error"}]
+        )
+
     def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
         return dispatch.accept(order, estimated_ship_at=body.estimated_ship_at, now=now)
 
@@ -419,6 +432,28 @@ async def answer_change_request(
 
 
 @router.post(
+    "/dispatch-orders/{dispatch_id}/aftersale/{case_id}/receipt",
+    response_model=DispatchOrderPublic,
+    summary="Confirm that goods an after-sale case sent back have arrived",
+)
+async def confirm_return_receipt(
+    request: Request,
+    supplier: SupplierId,
+    api: Api,
+    dispatch_id: DispatchIdPath,
+    case_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")],
+    body: ReturnReceipt,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    condition = body.condition if not body.note else f"{body.condition}: {body.note}"
+
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.confirm_return(order, case_id=case_id, condition=condition, now=now)
+
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+
+
+@router.post(
     "/dispatch-orders/{dispatch_id}/waybills",
     response_model=WaybillResponse,
     summary="Request waybill numbers and labels for parcels (issued by logistics)",
@@ -466,7 +501,7 @@ async def request_waybills(
                             product_id=by_line[item.line_no].product_id,
                             sku_id=by_line[item.line_no].sku_id,
                             title=by_line[item.line_no].title,
-                            sku_attrs="; ".join(f"{k}: {v}" for k, v in by_line[item.line_no].sku_attrs),
+                            sku_attrs=by_line[item.line_no].sku_attrs,
                             quantity=item.quantity,
                         )
                         for item in parcel.lines

@@ -30,27 +30,13 @@ from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection
-from shared.wechat.client import AccessTokenManager, WeChatApiError, WeChatShopClient
+from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopCache, ShopRepository
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[InboundMessage], Awaitable[None]]
-
-
-class ShopWeChatApi:
-    """The WeChat API by our shop id (credentials and tokens shared with order_ingest)."""
-
-    def __init__(self, client: WeChatShopClient, shops: ShopCache) -> None:
-        self._client = client
-        self._shops = shops
-
-    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        shop = await self._shops.get(shop_id)
-        if shop is None:
-            raise WeChatApiError(path, 41001, f"shop {shop_id} is not registered (lvyue shop add)")
-        return await self._client.call(shop, path, body)
 
 
 def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
@@ -87,7 +73,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
         http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
         stack.push_async_callback(http.aclose)
         shops = ShopCache(ShopRepository(runtime.db), ttl_s=30.0)
-        wechat = ShopWeChatApi(
+        wechat = ShopApi(
             WeChatShopClient(http, AccessTokenManager(runtime.db, http, settings.wechat), settings.wechat),
             shops,
         )

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events.dispatch import (
+    AftersaleInstruction,
     ChangeKind,
     ChangeRefusal,
     ChangeRequest,
@@ -34,13 +35,11 @@ class SupplierErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     VALIDATION_FAILED = "validation_failed"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # same key, different request
-    IDEMPOTENCY_KEY_IN_FLIGHT = "idempotency_key_in_flight"
     # Illegal transitions (409).
     NOT_OFFERED = "not_offered"  # accept/reject: the dispatch order is no longer waiting for an answer
     NOT_ACCEPTED = "not_accepted"  # ship/waybills: accept it first
     DISPATCH_CANCELLED = "dispatch_cancelled"
     ALREADY_SHIPPED = "already_shipped"
-    CHANGE_REQUEST_OPEN = "change_request_open"  # answer the open cancellation/change first
     CHANGE_REQUEST_NOT_OPEN = "change_request_not_open"
     UNKNOWN_LINE = "unknown_line"
     QUANTITY_EXCEEDS_REMAINING = "quantity_exceeds_remaining"
@@ -50,6 +49,7 @@ class SupplierErrorCode(StrEnum):
     CARRIER_REFUSED = "carrier_refused"  # the carrier allocated no waybill number
     UNKNOWN_CARRIER = "unknown_carrier"
     SENDER_ADDRESS_MISSING = "sender_address_missing"  # the supplier has no warehouse address on file
+    RETURN_ALREADY_CONFIRMED = "return_already_confirmed"
 
 
 class FieldError(BaseModel):
@@ -86,6 +86,14 @@ class DispatchOrderPublic(BaseModel):
     buyer_urged: bool = False
     replaces_dispatch_id: str | None = None
     aftersale_case_id: str | None = None
+    aftersale_instructions: list[AftersaleInstruction] = Field(default_factory=list)
+
+
+class ReturnReceipt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    condition: Literal["intact", "damaged", "incomplete"] = "intact"
+    note: str = Field(default="", max_length=500)
 
 
 class FeedChange(BaseModel):

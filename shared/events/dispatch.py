@@ -67,7 +67,7 @@ class DispatchLine(BaseModel):
     sku_id: str
     sku_code: str = ""
     title: str = ""
-    sku_attrs: list[tuple[str, str]] = Field(default_factory=list)
+    sku_attrs: str = Field(default="", description='as text, e.g. "颜色: 红; 尺码: XL"')
     quantity: int = Field(ge=1)
     shipped_quantity: int = Field(default=0, ge=0)
 
@@ -201,6 +201,56 @@ class InterceptionRequired(DispatchEvent):
     parcels: list[Parcel]
 
 
+class AftersaleInstructionKind(StrEnum):
+    INTERCEPT = "intercept"  # ask the carrier to bring the parcel back
+    RETURN_EXPECTED = "return_expected"  # the buyer sends goods back: confirm when they arrive
+
+
+class InstructionLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_id: str
+    sku_id: str
+    count: int = Field(ge=1)
+
+
+class WaybillRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    carrier_code: str
+    waybill_no: str
+
+
+class AftersaleInstruction(BaseModel):
+    """What an after-sale case asks of the supplier, shown on the dispatch order in its feed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: str
+    kind: AftersaleInstructionKind
+    lines: list[InstructionLine] = Field(default_factory=list)
+    waybills: list[WaybillRef] = Field(default_factory=list)
+    return_address: ShippingAddress | None = None
+    return_waybill: tuple[str, str] | None = None
+    given_at: datetime
+    done_at: datetime | None = None
+    condition: str = ""
+
+
+class DispatchAftersaleInstructed(DispatchEvent):
+    event_type: Literal["dispatch_aftersale_instructed"] = "dispatch_aftersale_instructed"
+    schema_version: int = 1
+    instruction: AftersaleInstruction
+
+
+class SupplierReturnReceived(DispatchEvent):
+    """The supplier confirms the returned goods arrived (for the after-sale case)."""
+
+    event_type: Literal["supplier_return_received"] = "supplier_return_received"
+    schema_version: int = 1
+    instruction: AftersaleInstruction
+
+
 class OrderHeld(Event):
     """Lines of a paid order could not be routed: nothing of it is dispatched until they can be."""
 
@@ -228,6 +278,8 @@ AnyDispatchEvent = Annotated[
     | DispatchChangeAnswered
     | DispatchUpdated
     | InterceptionRequired
+    | DispatchAftersaleInstructed
+    | SupplierReturnReceived
     | OrderHeld
     | OrderHoldReleased,
     Field(discriminator="event_type"),

@@ -31,7 +31,7 @@ from shared.wechat.api import (
     TimeRange,
     TokenResponse,
 )
-from shared.wechat.shops import Shop
+from shared.wechat.shops import Shop, ShopCache
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +257,17 @@ class WeChatShopClient:
 
 class _TransientApiError(WeChatApiError):
     """-1 busy or 45011 minute quota: retried with backoff."""
+
+
+class ShopApi:
+    """The WeChat API by our shop id: the shop's credentials and its token shared by every service."""
+
+    def __init__(self, client: WeChatShopClient, shops: ShopCache) -> None:
+        self._client = client
+        self._shops = shops
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        shop = await self._shops.get(shop_id)
+        if shop is None:
+            raise WeChatApiError(path, 41001, f"shop {shop_id} is not registered (lvyue shop add)")
+        return await self._client.call(shop, path, body)

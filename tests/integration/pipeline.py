@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ops.stack import LocalStack, free_port
+from services.aftersale.main import create_app as create_aftersale
 from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain.routing import Route
 from services.dispatch.main import create_app as create_dispatch
@@ -29,6 +30,7 @@ from shared.events.dispatch import ShippingAddress
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import ALL_TOPICS
 from shared.settings import (
+    AftersaleSettings,
     DispatchSettings,
     KafkaSettings,
     LogisticsSettings,
@@ -67,6 +69,7 @@ class Line:
     carriers: httpx.AsyncClient  # the carrier stand-in
     dispatch_url: str
     logistics_url: str
+    aftersale_url: str
     catalog: Catalog
     keys: dict[str, str]
 
@@ -108,14 +111,20 @@ class Line:
 
 @asynccontextmanager
 async def fulfilment_line(
-    stack: LocalStack, *, carrier_time_scale: float = 20_000, dispatch_overrides: dict[str, Any] | None = None
+    stack: LocalStack,
+    *,
+    carrier_time_scale: float = 20_000,
+    dispatch_overrides: dict[str, Any] | None = None,
+    aftersale_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[Line]:
     database = f"t_line_{uuid.uuid4().hex[:8]}"
     group = uuid.uuid4().hex[:8]
     shop_id = f"shop-{group}"
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, default_partitions=3)
     mongo_settings = MongoSettings(uri=stack.mongo_uri, database=database)
-    ports = {name: free_port() for name in ("wechat", "carriers", "ingest", "dispatch", "logistics")}
+    ports = {
+        name: free_port() for name in ("wechat", "carriers", "ingest", "dispatch", "logistics", "aftersale")
+    }
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     wechat = WeChatSettings(api_base=url["wechat"], api_backoff_initial_s=0.05)
     await ensure_topics(kafka, ALL_TOPICS)
@@ -153,6 +162,13 @@ async def fulfilment_line(
         deadline_scan_interval_s=1,
         **common,
     )
+    aftersale = AftersaleSettings(
+        http_port=ports["aftersale"],
+        kafka_group=f"test-aftersale-{group}",
+        tick_interval_s=0.5,
+        **common,
+        **(aftersale_overrides or {}),
+    )
     carrier_settings = CarrierSimSettings(
         http_port=ports["carriers"],
         time_scale=carrier_time_scale,
@@ -181,6 +197,7 @@ async def fulfilment_line(
             ingest_url = await enter(serving(create_ingest(ingest), ports["ingest"]))
             logistics_url = await enter(serving(create_logistics(logistics), ports["logistics"]))
             dispatch_url = await enter(serving(create_dispatch(dispatch), ports["dispatch"]))
+            aftersale_url = await enter(serving(create_aftersale(aftersale), ports["aftersale"]))
             wechat_client = await enter(httpx.AsyncClient(base_url=url["wechat"], timeout=10))
             carrier_client = await enter(httpx.AsyncClient(base_url=url["carriers"], timeout=10))
             line = Line(
@@ -191,6 +208,7 @@ async def fulfilment_line(
                 carriers=carrier_client,
                 dispatch_url=dispatch_url,
                 logistics_url=logistics_url,
+                aftersale_url=aftersale_url,
                 catalog=Catalog(db),
                 keys={},
             )

@@ -23,11 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.supplier import DispatchOrderPublic, SupplierErrorCode
 from shared.events.dispatch import (
+    AftersaleInstruction,
+    AftersaleInstructionKind,
     ChangeKind,
     ChangeRefusal,
     ChangeRequest,
     ChangeStatus,
     DispatchAccepted,
+    DispatchAftersaleInstructed,
     DispatchCancelled,
     DispatchChangeAnswered,
     DispatchChangeRequested,
@@ -43,6 +46,7 @@ from shared.events.dispatch import (
     ParcelLine,
     RejectReason,
     ShippingAddress,
+    SupplierReturnReceived,
 )
 
 FINAL_STATES = frozenset({DispatchState.REJECTED, DispatchState.CANCELLED, DispatchState.SHIPPED})
@@ -91,6 +95,7 @@ class DispatchOrder(BaseModel):
     buyer_urged: bool = False
     replaces_dispatch_id: str | None = None
     aftersale_case_id: str | None = None
+    aftersale_instructions: list[AftersaleInstruction] = Field(default_factory=list)
     # route id -> units this dispatch order took from the route's stock cap (given back if it ends unshipped)
     allocations: dict[str, int] = Field(default_factory=dict)
 
@@ -128,6 +133,7 @@ class DispatchOrder(BaseModel):
             buyer_urged=self.buyer_urged,
             replaces_dispatch_id=self.replaces_dispatch_id,
             aftersale_case_id=self.aftersale_case_id,
+            aftersale_instructions=self.aftersale_instructions,
         )
 
 
@@ -496,3 +502,70 @@ def change_lines(order: DispatchOrder, *, lines: list[DispatchLine], now: dateti
     if order.state in SHIPPING_STATES:
         _request_change(recorder, ChangeKind.SKU, new_lines=lines)
     return recorder.done()
+
+
+# --- After-sale instructions ----------------------------------------------------------------------
+
+
+def instruct(order: DispatchOrder, instruction: AftersaleInstruction, *, now: datetime) -> Transition:
+    """Put an after-sale instruction in front of the supplier (once per case and kind; a newer one of
+    the same case and kind, e.g. with the buyer's return waybill, replaces it)."""
+    recorder = _Recorder(order, now)
+    current = next(
+        (
+            i
+            for i in order.aftersale_instructions
+            if (i.case_id, i.kind) == (instruction.case_id, instruction.kind)
+        ),
+        None,
+    )
+    if current is not None and (current.done_at is not None or _same_instruction(current, instruction)):
+        return recorder.done()
+    kept = [i for i in order.aftersale_instructions if i is not current]
+    recorder.record(
+        DispatchAftersaleInstructed, {"aftersale_instructions": [*kept, instruction]}, instruction=instruction
+    )
+    return recorder.done()
+
+
+def _same_instruction(a: AftersaleInstruction, b: AftersaleInstruction) -> bool:
+    return (a.lines, a.waybills, a.return_address, a.return_waybill) == (
+        b.lines,
+        b.waybills,
+        b.return_address,
+        b.return_waybill,
+    )
+
+
+def confirm_return(order: DispatchOrder, *, case_id: str, condition: str, now: datetime) -> Transition:
+    """The supplier received the goods of an after-sale case back."""
+    instruction = next(
+        (
+            i
+            for i in order.aftersale_instructions
+            if i.case_id == case_id and i.kind == AftersaleInstructionKind.RETURN_EXPECTED
+        ),
+        None,
+    )
+    if instruction is None:
+        raise DispatchError(SupplierErrorCode.NOT_FOUND, f"no return expected for case {case_id}")
+    if instruction.done_at is not None:
+        raise DispatchError(SupplierErrorCode.RETURN_ALREADY_CONFIRMED, "this return was already confirmed")
+    done = instruction.model_copy(update={"done_at": now, "condition": condition})
+    instructions = [done if i is instruction else i for i in order.aftersale_instructions]
+    recorder = _Recorder(order, now)
+    recorder.record(SupplierReturnReceived, {"aftersale_instructions": instructions}, instruction=done)
+    return recorder.done()
+
+
+def reduce_lines(order: DispatchOrder, *, units: dict[tuple[str, str], int], now: datetime) -> Transition:
+    """After-sale refund before shipping: these units are not to be sent. The whole dispatch order is
+    cancelled (or a cancellation asked) when nothing of it is left to send; otherwise its lines shrink."""
+    remaining: list[DispatchLine] = []
+    for line in order.lines:
+        drop = min(units.get((line.product_id, line.sku_id), 0), line.remaining)
+        if line.quantity - drop > 0:
+            remaining.append(line.model_copy(update={"quantity": line.quantity - drop}))
+    if not remaining:
+        return cancel_for_order(order, now=now)
+    return change_lines(order, lines=remaining, now=now)

@@ -123,7 +123,7 @@ def dispatch_lines(lines: Sequence[OrderLine]) -> list[DispatchLine]:
             sku_id=line.sku_id,
             sku_code=line.sku_code,
             title=line.title,
-            sku_attrs=line.sku_attrs,
+            sku_attrs="; ".join(f"{key}: {value}" for key, value in line.sku_attrs),
             quantity=line.quantity,
         )
         for number, line in enumerate(lines)
@@ -149,7 +149,12 @@ def _allocations_for(supplier: str, routes: Sequence[Route], taken: Mapping[str,
 
 
 def _dispatch_lines_to_routes(
-    plan: OrderPlan, line_nos: Sequence[int], context: RoutingContext, now: datetime
+    plan: OrderPlan,
+    line_nos: Sequence[int],
+    context: RoutingContext,
+    now: datetime,
+    *,
+    replaces: str | None = None,
 ) -> tuple[OrderPlan, list[Transition], list[Event]]:
     """Route these lines: new dispatch orders, or the plan held (nothing of these lines dispatched)."""
     chosen = [line for line in plan.lines if line.line_no in set(line_nos)]
@@ -159,7 +164,7 @@ def _dispatch_lines_to_routes(
     if isinstance(decision, Held):
         held, events = _hold(plan, decision, line_nos, now)
         return held, [], events
-    return _offer_routed(plan, decision, decision.lines_by_supplier, context, now)
+    return _offer_routed(plan, decision, decision.lines_by_supplier, context, now, replaces=replaces)
 
 
 def _hold(
@@ -197,8 +202,11 @@ def _offer_routed(
     lines_by_supplier: Mapping[str, Sequence[int]],
     context: RoutingContext,
     now: datetime,
+    *,
+    replaces: str | None = None,
 ) -> tuple[OrderPlan, list[Transition], list[Event]]:
-    """New dispatch orders for these suppliers' lines (of a routing decision); any hold is released."""
+    """New dispatch orders for these suppliers' lines (of a routing decision); any hold is released.
+    `replaces`: the rejected dispatch order these take over (shown to the fallback supplier)."""
     assert plan.receiver is not None and plan.paid_at is not None  # a plan with lines was paid
     by_line = {line.line_no: line for line in plan.lines}
     transitions: list[Transition] = []
@@ -216,6 +224,7 @@ def _offer_routed(
                 paid_at=plan.paid_at,
                 now=now,
                 allocations=_allocations_for(supplier_id, context.routes, decision.allocations),
+                replaces_dispatch_id=replaces,
             )
         )
         plan = plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]})
@@ -362,7 +371,9 @@ def on_dispatch_rejected(
         rejected_by[key] = sorted({*rejected_by.get(key, []), rejected.supplier_id})
     updated = plan.model_copy(update={"rejected_by": rejected_by})
     line_nos = sorted({line.line_no for line in rejected.lines} | set(plan.held_line_nos))
-    updated, transitions, events = _dispatch_lines_to_routes(updated, line_nos, context, now)
+    updated, transitions, events = _dispatch_lines_to_routes(
+        updated, line_nos, context, now, replaces=rejected.dispatch_id
+    )
     return PlanOutcome(updated, transitions, events)
 
 
@@ -374,3 +385,45 @@ def retry_hold(plan: OrderPlan, context: RoutingContext, now: datetime) -> PlanO
     if not transitions:
         return PlanOutcome(None if updated == plan else updated, [], events)
     return PlanOutcome(updated, transitions, events)
+
+
+def on_reship(
+    plan: OrderPlan | None,
+    orders: Sequence[DispatchOrder],
+    *,
+    case_id: str,
+    replaces: str,
+    units: Sequence[tuple[str, str, int]],
+    replacement_sku_id: str | None,
+    now: datetime,
+) -> PlanOutcome:
+    """An exchange or a re-ship: a replacement dispatch order for the supplier that shipped the
+    original, linked to the after-sale case. Once per case."""
+    original = next((o for o in orders if o.dispatch_id == replaces), None)
+    if plan is None or original is None or any(o.aftersale_case_id == case_id for o in orders):
+        return PlanOutcome(None)
+    by_product = {(line.product_id, line.sku_id): line for line in original.lines}
+    lines = [
+        by_product[(product_id, sku_id)].model_copy(
+            update={"quantity": count, "shipped_quantity": 0, "sku_id": replacement_sku_id or sku_id}
+        )
+        for product_id, sku_id, count in units
+        if (product_id, sku_id) in by_product
+    ]
+    if not lines:
+        return PlanOutcome(None)
+    dispatch_id = plan.next_dispatch_id()
+    offered = dispatch.offer(
+        dispatch_id=dispatch_id,
+        order_id=plan.order_id,
+        shop_id=plan.shop_id,
+        supplier_id=original.supplier_id,
+        lines=lines,
+        receiver=original.receiver,
+        ship_by=None,
+        paid_at=original.paid_at,
+        now=now,
+        replaces_dispatch_id=replaces,
+        aftersale_case_id=case_id,
+    )
+    return PlanOutcome(plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]}), [offered])

@@ -1,0 +1,174 @@
+"""What aftersale knows of an order's fulfilment, projected from the dispatch and logistics topics:
+each dispatch order's state, lines and parcels, and each parcel's tracking state. Pure functions
+apply events (idempotent by version) and say where a case's units are."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.aftersale.domain.case import Fulfilment, Stage
+from shared.events.aftersale import AffectedLine
+from shared.events.dispatch import DispatchEvent, DispatchState, ShippingAddress
+from shared.events.logistics import ParcelTrackingChanged, TrackingState
+
+
+class Unit(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_id: str
+    sku_id: str
+    quantity: int = 0
+    shipped: int = 0
+
+
+class ParcelView(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    carrier_code: str
+    waybill_no: str
+    units: list[Unit]
+
+
+class DispatchView(BaseModel):
+    """A dispatch order as aftersale needs it (objects only: FerretDB stores no nested arrays)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dispatch_id: str
+    supplier_id: str
+    state: DispatchState
+    version: int
+    lines: list[Unit]
+    original: list[Unit] = Field(description="the lines when offered")
+    parcels: list[ParcelView] = Field(default_factory=list)
+    aftersale_case_id: str | None = None
+    replacement_waybill: tuple[str, str] | None = None
+
+
+class OrderFulfilment(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    order_id: str
+    shop_id: str
+    dispatch: dict[str, DispatchView] = Field(default_factory=dict)
+    parcels: dict[str, TrackingState] = Field(default_factory=dict, description="carrier:waybill -> state")
+    parcel_versions: dict[str, int] = Field(default_factory=dict)
+    receiver: ShippingAddress | None = None
+
+
+def apply_dispatch_event(fulfilment: OrderFulfilment, event: DispatchEvent) -> OrderFulfilment:
+    """The dispatch order as the event describes it (an older version than known changes nothing)."""
+    current = fulfilment.dispatch.get(event.dispatch_id)
+    if current is not None and current.version >= event.version:
+        return fulfilment
+    lines_now = getattr(event, "lines", None)
+    request = getattr(event, "request", None)
+    if lines_now is None and request is not None and request.status == "confirmed" and request.new_lines:
+        lines_now = request.new_lines  # a confirmed change of lines
+    lines = (
+        [
+            Unit(product_id=x.product_id, sku_id=x.sku_id, quantity=x.quantity, shipped=x.shipped_quantity)
+            for x in lines_now
+        ]
+        if lines_now is not None
+        else (current.lines if current else [])
+    )
+    original = current.original if current else lines
+    parcels = list(current.parcels) if current else []
+    shipped_parcels = getattr(event, "parcels", None)
+    if event.event_type == "dispatch_shipped" and shipped_parcels is not None and lines_now is not None:
+        by_line = {x.line_no: x for x in lines_now}
+        known = {(p.carrier_code, p.waybill_no) for p in parcels}
+        for parcel in shipped_parcels:
+            if (parcel.carrier_code, parcel.waybill_no) not in known:
+                units = [
+                    Unit(
+                        product_id=by_line[i.line_no].product_id,
+                        sku_id=by_line[i.line_no].sku_id,
+                        quantity=i.quantity,
+                    )
+                    for i in parcel.lines
+                    if i.line_no in by_line
+                ]
+                parcels.append(
+                    ParcelView(carrier_code=parcel.carrier_code, waybill_no=parcel.waybill_no, units=units)
+                )
+    case_id = getattr(event, "aftersale_case_id", None) or (current.aftersale_case_id if current else None)
+    replacement = current.replacement_waybill if current else None
+    if case_id and parcels and replacement is None:
+        replacement = (parcels[0].carrier_code, parcels[0].waybill_no)
+    view = DispatchView(
+        dispatch_id=event.dispatch_id,
+        supplier_id=event.supplier_id,
+        state=event.state,
+        version=event.version,
+        lines=lines,
+        original=original,
+        parcels=parcels,
+        aftersale_case_id=case_id,
+        replacement_waybill=replacement,
+    )
+    receiver = getattr(event, "receiver", None) or fulfilment.receiver
+    return fulfilment.model_copy(
+        update={"dispatch": {**fulfilment.dispatch, event.dispatch_id: view}, "receiver": receiver}
+    )
+
+
+def apply_tracking(fulfilment: OrderFulfilment, event: ParcelTrackingChanged) -> OrderFulfilment:
+    key = f"{event.parcel.carrier_code}:{event.parcel.waybill_no}"
+    if fulfilment.parcel_versions.get(key, 0) >= event.version:
+        return fulfilment
+    return fulfilment.model_copy(
+        update={
+            "parcels": {**fulfilment.parcels, key: event.state},
+            "parcel_versions": {**fulfilment.parcel_versions, key: event.version},
+        }
+    )
+
+
+def stage_for(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine]) -> Fulfilment:
+    """Where the case's units are. The first dispatch order that carries them and shipped decides."""
+    if fulfilment is None:
+        return Fulfilment(Stage.NOT_DISPATCHED)
+    wanted = {(line.product_id, line.sku_id) for line in lines}
+    carrying = [
+        view
+        for view in fulfilment.dispatch.values()
+        if view.aftersale_case_id is None and any((u.product_id, u.sku_id) in wanted for u in view.original)
+    ]
+    if not carrying:
+        return Fulfilment(Stage.NOT_DISPATCHED)
+    for view in carrying:
+        shipped = [
+            (p.carrier_code, p.waybill_no)
+            for p in view.parcels
+            if any((u.product_id, u.sku_id) in wanted for u in p.units)
+        ]
+        if shipped:
+            states = [fulfilment.parcels.get(f"{c}:{w}", TrackingState.AWAITING_PICKUP) for c, w in shipped]
+            if any(s == TrackingState.RETURNED for s in states):
+                stage = Stage.RETURNED
+            elif all(s == TrackingState.DELIVERED for s in states):
+                stage = Stage.DELIVERED
+            else:
+                stage = Stage.IN_TRANSIT
+            return Fulfilment(stage, view.dispatch_id, view.supplier_id, tuple(shipped))
+    live = [v for v in carrying if v.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)]
+    if not live:
+        return Fulfilment(Stage.CANCELLED, carrying[-1].dispatch_id, carrying[-1].supplier_id)
+    view = live[-1]
+    if _units_dropped(view, lines):
+        return Fulfilment(Stage.CANCELLED, view.dispatch_id, view.supplier_id)
+    return Fulfilment(Stage.NOT_SHIPPED, view.dispatch_id, view.supplier_id)
+
+
+def _units_dropped(view: DispatchView, lines: Sequence[AffectedLine]) -> bool:
+    """The dispatch order's lines shrank by at least the case's units (a confirmed partial stop)."""
+    now = {(u.product_id, u.sku_id): u.quantity for u in view.lines}
+    before = {(u.product_id, u.sku_id): u.quantity for u in view.original}
+    return all(
+        before.get((x.product_id, x.sku_id), 0) - now.get((x.product_id, x.sku_id), 0) >= x.count
+        for x in lines
+    )

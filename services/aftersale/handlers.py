@@ -1,0 +1,444 @@
+"""Aftersale handlers: a WeChat after-sale push, a dispatch or logistics event about the order, an
+operator's decision, or the clock each load the case and the order's fulfilment, ask the pure state
+machine what follows, carry out its actions (WeChat calls, instructions on the `aftersale` topic)
+and store the case."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.aftersale.domain.case import (
+    Action,
+    ActionKind,
+    Case,
+    Policy,
+    decide,
+    refund_refused_for_now,
+)
+from services.aftersale.fulfilment import OrderFulfilment, apply_dispatch_event, apply_tracking, stage_for
+from shared.events.aftersale import (
+    AffectedLine,
+    CancelLinesRequested,
+    CaseType,
+    CaseUpdated,
+    InterceptRequested,
+    ReshipRequested,
+    ReturnExpected,
+)
+from shared.events.base import Event, utc_now
+from shared.events.dead_letter import DeadLetterReason
+from shared.events.dispatch import DISPATCH_EVENTS, DispatchEvent, ShippingAddress, SupplierReturnReceived
+from shared.events.logistics import LOGISTICS_EVENTS, ParcelTrackingChanged
+from shared.events.shop_events import WeChatPushReceived
+from shared.kafka.consumer import InboundMessage, PermanentFailure
+from shared.kafka.producer import publish
+from shared.kafka.topics import AFTERSALE
+from shared.versioned import VersionedProjection
+from shared.wechat.client import WeChatApiError
+
+log = logging.getLogger(__name__)
+
+GET_CASE = "/channels/ec/aftersale/getaftersaleorder"
+ACCEPT = "/channels/ec/aftersale/acceptapply"
+REJECT = "/channels/ec/aftersale/rejectapply"
+ACCEPT_EXCHANGE_RESHIP = "/channels/ec/aftersale/acceptexchangereship"
+REFUND_TOO_SOON = 10021059
+
+CASES = Counter("lvyue_aftersale_cases_total", "After-sale cases seen, by type.", ["type"])
+OUTCOMES = Counter(
+    "lvyue_aftersale_outcomes_total", "Cases ended, by type and resolution.", ["type", "resolution"]
+)
+ACTIONS = Counter(
+    "lvyue_aftersale_actions_total", "Actions carried out, by kind and result.", ["kind", "result"]
+)
+OPEN_CASES = Gauge("lvyue_aftersale_open_cases", "Open cases, by our state.", ["state"])
+NEAR_DEADLINE = Gauge(
+    "lvyue_aftersale_cases_near_deadline", "Open cases within the warning window of WeChat's deadline."
+)
+RESOLUTION_SECONDS = Histogram(
+    "lvyue_aftersale_resolution_seconds",
+    "From the case's creation at WeChat to its end, by type.",
+    ["type"],
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600, 7 * 24 * 3600),
+)
+
+
+class ShopPolicies:
+    """The policy of each shop (set with `lvyue aftersale policy`), the default otherwise."""
+
+    def __init__(self, stored: VersionedProjection[ShopPolicy], default: Policy) -> None:
+        self._stored = stored
+        self._default = default
+
+    async def save(self, policy: ShopPolicy) -> ShopPolicy:
+        return await self._stored.save(policy.shop_id, policy, cause=f"policy:{policy.model_dump_json()}")
+
+    def of(self, shop_id: str) -> Policy:
+        record = self._stored.get(shop_id)
+        if record is None:
+            return self._default
+        return Policy(
+            auto_refund_before_shipment=record.auto_refund_before_shipment,
+            auto_approve_under_fen=record.auto_approve_under_fen,
+            deadline_warning=self._default.deadline_warning,
+        )
+
+
+class Aftersale:
+    def __init__(
+        self,
+        *,
+        cases: VersionedProjection[Case],
+        orders: VersionedProjection[OrderFulfilment],
+        created: dict[str, datetime],
+        policies: ShopPolicies,
+        wechat: Any,
+        producer: AIOKafkaProducer,
+        return_addresses: Callable[[str], ShippingAddress | None],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.cases = cases
+        self.orders = orders
+        self._created = created
+        self.policies = policies
+        self._wechat = wechat
+        self._producer = producer
+        self._return_addresses = return_addresses
+        self.clock = clock
+
+    # --- inputs ---
+    async def handle_aftersale_push(self, message: InboundMessage) -> None:
+        try:
+            push = WeChatPushReceived.model_validate_json(message.value)
+            info = push.payload["finder_shop_aftersale_status_update"]
+            case_id = str(info["after_sale_order_id"])
+        except (ValidationError, KeyError, TypeError) as exc:
+            raise PermanentFailure(
+                DeadLetterReason.UNDECODABLE, f"not an after-sale push: {exc}"[:1000]
+            ) from exc
+        await self.refresh_from_wechat(push.shop_id, case_id, cause=f"push:{push.dedupe_key}")
+
+    async def refresh_from_wechat(self, shop_id: str, case_id: str, *, cause: str) -> Case:
+        """Read the case as WeChat has it now (a duplicate or late push reads the same) and decide."""
+        try:
+            answer = await self._wechat.call(shop_id, GET_CASE, {"after_sale_order_id": case_id})
+        except WeChatApiError as exc:
+            if exc.transient:
+                raise
+            raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
+        document = answer["after_sale_order"]
+        async with self.cases.lock(case_id):
+            case = self.cases.get(case_id)
+            facts = _facts_from_wechat(document)
+            if case is None:
+                product = document.get("product_info", {})
+                case = Case(
+                    case_id=case_id,
+                    order_id=str(document["order_id"]),
+                    shop_id=shop_id,
+                    case_type=CaseType(document["type"]),
+                    lines=[
+                        AffectedLine(
+                            product_id=str(product["product_id"]),
+                            sku_id=str(product["sku_id"]),
+                            count=int(product.get("count", 1)),
+                        )
+                    ],
+                    **facts,
+                )
+                CASES.labels(case.case_type).inc()
+                self._created[case_id] = datetime.fromtimestamp(int(document.get("create_time", 0)), UTC)
+            else:
+                case = case.model_copy(update=facts)
+            return await self._decide_and_act(case, cause=cause)
+
+    async def handle_dispatch_event(self, message: InboundMessage) -> None:
+        try:
+            event = DISPATCH_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if not isinstance(event, DispatchEvent):
+            return
+        await self._update_order(
+            event.order_id, event.shop_id, cause=str(event.event_id), dispatch_event=event
+        )
+        if isinstance(event, SupplierReturnReceived):
+            await self._case_fact(
+                event.instruction.case_id, supplier_received=True, cause=str(event.event_id)
+            )
+        aftersale_case_id = getattr(event, "aftersale_case_id", None)
+        if event.event_type == "dispatch_shipped":
+            view = self.orders.get(event.order_id)
+            replacement = view.dispatch.get(event.dispatch_id) if view else None
+            if replacement is not None and replacement.aftersale_case_id and replacement.replacement_waybill:
+                aftersale_case_id = replacement.aftersale_case_id
+                await self._case_fact(
+                    aftersale_case_id,
+                    replacement_shipped=replacement.replacement_waybill,
+                    cause=str(event.event_id),
+                )
+        await self.reconsider_order(event.order_id, cause=str(event.event_id))
+
+    async def handle_logistics_event(self, message: InboundMessage) -> None:
+        try:
+            event = LOGISTICS_EVENTS.validate_json(message.value)
+        except ValidationError as exc:
+            raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if isinstance(event, ParcelTrackingChanged):
+            await self._update_order(event.order_id, event.shop_id, cause=str(event.event_id), tracking=event)
+            await self.reconsider_order(event.order_id, cause=str(event.event_id))
+
+    async def _update_order(
+        self,
+        order_id: str,
+        shop_id: str,
+        *,
+        cause: str,
+        dispatch_event: DispatchEvent | None = None,
+        tracking: ParcelTrackingChanged | None = None,
+    ) -> None:
+        async with self.orders.lock(order_id):
+            current = self.orders.get(order_id) or OrderFulfilment(order_id=order_id, shop_id=shop_id)
+            updated = current
+            if dispatch_event is not None:
+                updated = apply_dispatch_event(updated, dispatch_event)
+            if tracking is not None:
+                updated = apply_tracking(updated, tracking)
+            if updated != current:
+                await self.orders.save(order_id, updated, cause=cause)
+
+    async def _case_fact(self, case_id: str, *, cause: str, **facts: Any) -> None:
+        async with self.cases.lock(case_id):
+            case = self.cases.get(case_id)
+            if case is None or all(getattr(case, k) == v for k, v in facts.items()):
+                return
+            await self.cases.save(case_id, case.model_copy(update=facts), cause=f"{cause}:fact")
+
+    async def reconsider_order(self, order_id: str, *, cause: str) -> None:
+        for case in [c for c in self.cases if c.order_id == order_id and not c.final]:
+            async with self.cases.lock(case.case_id):
+                current = self.cases.get(case.case_id)
+                if current is not None:
+                    await self._decide_and_act(current, cause=cause)
+
+    async def operator_decides(self, case_id: str, decision: str, reason: str) -> Case:
+        async with self.cases.lock(case_id):
+            case = self.cases.get(case_id)
+            if case is None:
+                raise KeyError(case_id)
+            case = case.model_copy(update={"operator_decision": decision, "operator_reason": reason})
+            return await self._decide_and_act(case, cause=f"operator:{decision}:{self.clock().isoformat()}")
+
+    async def open_reship(self, case: Case) -> Case:
+        """An operator's re-ship (补发): a case of our own, decided like the others."""
+        async with self.cases.lock(case.case_id):
+            CASES.labels(case.case_type).inc()
+            self._created[case.case_id] = self.clock()
+            return await self._decide_and_act(case, cause=f"reship:{case.case_id}")
+
+    async def tick(self) -> None:
+        """Deferred refunds whose minute has passed, deadline warnings, gauges."""
+        now = self.clock()
+        for case in [c for c in self.cases if not c.final]:
+            async with self.cases.lock(case.case_id):
+                current = self.cases.get(case.case_id)
+                if current is not None:
+                    await self._decide_and_act(current, cause=f"tick:{now.isoformat()}")
+        OPEN_CASES.clear()
+        near = 0
+        for case in self.cases:
+            if not case.final and case.state is not None:
+                OPEN_CASES.labels(case.state).inc()
+                near += bool(case.deadline_warned)
+        NEAR_DEADLINE.set(near)
+
+    # --- the state machine and its actions ---
+    async def _decide_and_act(self, case: Case, *, cause: str) -> Case:
+        now = self.clock()
+        fulfilment = stage_for(self.orders.get(case.order_id), case.lines)
+        decision = decide(case, fulfilment, self.policies.of(case.shop_id), now)
+        case = decision.case
+        events: list[Event] = []
+        for action in decision.actions:
+            case, produced = await self._carry_out(
+                case,
+                action,
+                fulfilment_dispatch_id=fulfilment.dispatch_id,
+                waybills=list(fulfilment.waybills),
+            )
+            events.extend(produced)
+            if (
+                action.kind == ActionKind.ACCEPT
+                and case.refund_not_before is not None
+                and case.refund_not_before > now
+            ):
+                break  # refund deferred: the rest waits for the next minute
+        stored = self.cases.get(case.case_id)
+        if stored is None or stored != case:
+            case = await self.cases.save(case.case_id, case, cause=f"{cause}:{case.version}")
+        if stored is None or stored.state != case.state:
+            events.append(
+                CaseUpdated(
+                    order_id=case.order_id,
+                    shop_id=case.shop_id,
+                    case_id=case.case_id,
+                    case_type=case.case_type,
+                    state=case.state or "awaiting_operator",
+                    wechat_status=case.wechat_status,
+                    resolution=case.resolution,
+                    reason=case.timeline[-1].reason if case.timeline else "",
+                    version=case.version,
+                )
+            )
+            if case.final and case.resolution is not None:
+                OUTCOMES.labels(case.case_type, case.resolution).inc()
+                created = self._created.get(case.case_id)
+                if created is not None and created.timestamp() > 0:
+                    RESOLUTION_SECONDS.labels(case.case_type).observe(
+                        max(0.0, (now - created).total_seconds())
+                    )
+        for event in events:
+            await publish(self._producer, AFTERSALE, event)
+        return case
+
+    async def _carry_out(
+        self,
+        case: Case,
+        action: Action,
+        *,
+        fulfilment_dispatch_id: str | None,
+        waybills: list[tuple[str, str]],
+    ) -> tuple[Case, list[Event]]:
+        base = {"order_id": case.order_id, "shop_id": case.shop_id, "case_id": case.case_id}
+        match action.kind:
+            case ActionKind.ACCEPT:
+                try:
+                    await self._wechat.call(case.shop_id, ACCEPT, {"after_sale_order_id": case.case_id})
+                except WeChatApiError as exc:
+                    if exc.errcode == REFUND_TOO_SOON:
+                        ACTIONS.labels(action.kind, "deferred").inc()
+                        return refund_refused_for_now(case, self.clock()), []
+                    ACTIONS.labels(action.kind, f"errcode_{exc.errcode}").inc()
+                    raise
+                ACTIONS.labels(action.kind, "ok").inc()
+                return await self._reread(case), []
+            case ActionKind.REJECT:
+                await self._wechat.call(
+                    case.shop_id,
+                    REJECT,
+                    {
+                        "after_sale_order_id": case.case_id,
+                        "reject_reason_type": 1,
+                        "reject_reason": case.operator_reason or "rejected by the merchant",
+                    },
+                )
+                ACTIONS.labels(action.kind, "ok").inc()
+                return await self._reread(case), []
+            case ActionKind.ACCEPT_EXCHANGE_RESHIP:
+                assert case.replacement_shipped is not None
+                delivery_id, waybill_id = case.replacement_shipped
+                await self._wechat.call(
+                    case.shop_id,
+                    ACCEPT_EXCHANGE_RESHIP,
+                    {
+                        "after_sale_order_id": case.case_id,
+                        "waybill_id": waybill_id,
+                        "delivery_id": delivery_id,
+                    },
+                )
+                ACTIONS.labels(action.kind, "ok").inc()
+                return await self._reread(case), []
+            case ActionKind.CANCEL_LINES:
+                ACTIONS.labels(action.kind, "ok").inc()
+                return case, [CancelLinesRequested(**base, lines=case.lines)]
+            case ActionKind.INTERCEPT:
+                ACTIONS.labels(action.kind, "ok").inc()
+                return case, [
+                    InterceptRequested(**base, dispatch_id=fulfilment_dispatch_id or "", waybills=waybills)
+                ]
+            case ActionKind.EXPECT_RETURN:
+                address = self._return_addresses(self._supplier_of(case, fulfilment_dispatch_id))
+                if address is None or fulfilment_dispatch_id is None:
+                    ACTIONS.labels(action.kind, "no_return_address").inc()
+                    log.warning(
+                        "case %s: no supplier return address; the return instruction waits", case.case_id
+                    )
+                    return case.model_copy(
+                        update={"sent": [k for k in case.sent if not k.startswith("expect_return")]}
+                    ), []
+                ACTIONS.labels(action.kind, "ok").inc()
+                return case, [
+                    ReturnExpected(
+                        **base,
+                        dispatch_id=fulfilment_dispatch_id,
+                        lines=case.lines,
+                        return_address=address,
+                        return_waybill=case.return_waybill,
+                    )
+                ]
+            case ActionKind.RESHIP:
+                ACTIONS.labels(action.kind, "ok").inc()
+                return case, [
+                    ReshipRequested(
+                        **base,
+                        dispatch_id=fulfilment_dispatch_id or "",
+                        lines=case.lines,
+                        replacement_sku_id=case.exchange_sku_id,
+                        deadline=case.deadline,
+                    )
+                ]
+            case ActionKind.WARN_DEADLINE:
+                ACTIONS.labels(action.kind, "ok").inc()
+                log.warning(
+                    "case %s of order %s is near WeChat's deadline %s",
+                    case.case_id,
+                    case.order_id,
+                    case.deadline,
+                )
+                return case, []
+        raise AssertionError(f"unhandled action {action.kind}")
+
+    def _supplier_of(self, case: Case, dispatch_id: str | None) -> str:
+        view = self.orders.get(case.order_id)
+        if view is None or dispatch_id is None or dispatch_id not in view.dispatch:
+            return ""
+        return view.dispatch[dispatch_id].supplier_id
+
+    async def _reread(self, case: Case) -> Case:
+        """WeChat's status after our call (the push that follows reads the same)."""
+        answer = await self._wechat.call(case.shop_id, GET_CASE, {"after_sale_order_id": case.case_id})
+        return case.model_copy(update=_facts_from_wechat(answer["after_sale_order"]))
+
+
+def _facts_from_wechat(document: dict[str, Any]) -> dict[str, Any]:
+    return_info = document.get("return_info") or {}
+    exchange = document.get("exchange_product_info") or {}
+    deadline = document.get("deadline")
+    return {
+        "wechat_status": str(document.get("status", "")),
+        "refund_fen": int((document.get("refund_info") or {}).get("amount", 0)),
+        "deadline": datetime.fromtimestamp(int(deadline), UTC) if deadline else None,
+        "return_waybill": (
+            (str(return_info["delivery_id"]), str(return_info["waybill_id"]))
+            if return_info.get("waybill_id")
+            else None
+        ),
+        "exchange_sku_id": str(exchange["sku_id"]) if exchange.get("sku_id") else None,
+    }
+
+
+class ShopPolicy(BaseModel):
+    """A shop's after-sale policy, as stored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shop_id: str
+    auto_refund_before_shipment: bool = True
+    auto_approve_under_fen: int = Field(default=0, ge=0)

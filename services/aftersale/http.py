@@ -1,0 +1,105 @@
+"""The operators' API (port 8004, `/admin/v1`), used by `lvyue aftersale`: cases on hold, decisions,
+re-ships, and each shop's policy."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.aftersale.domain.case import Case
+from services.aftersale.handlers import Aftersale, ShopPolicy
+from shared.events.aftersale import AffectedLine, CaseState, CaseType
+
+admin = APIRouter(prefix="/admin/v1", tags=["operators"])
+
+
+async def _aftersale(request: Request) -> Aftersale:
+    aftersale: Aftersale = request.app.state.aftersale
+    return aftersale
+
+
+Service = Annotated[Aftersale, Depends(_aftersale)]
+CaseId = Annotated[str, Path(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+
+
+class CaseList(BaseModel):
+    items: list[Case]
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=500)
+
+
+class ReshipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shop_id: str
+    order_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    lines: list[AffectedLine] = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=500, description="lost, damaged, ...")
+
+
+@admin.get("/cases", response_model=CaseList, summary="Cases, newest first")
+async def list_cases(
+    service: Service,
+    state: Annotated[CaseState | None, Query()] = None,
+    order_id: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    open_only: Annotated[bool, Query()] = False,
+) -> CaseList:
+    cases = [
+        c
+        for c in service.cases
+        if (state is None or c.state == state)
+        and (order_id is None or c.order_id == order_id)
+        and not (open_only and c.final)
+    ]
+    return CaseList(
+        items=sorted(cases, key=lambda c: c.timeline[0].at if c.timeline else c.version, reverse=True)
+    )
+
+
+@admin.get("/cases/{case_id}", response_model=Case, summary="One case with its timeline")
+async def show_case(service: Service, case_id: CaseId) -> Case:
+    case = service.cases.get(case_id)
+    if case is None:
+        raise HTTPException(404, f"no case {case_id}")
+    return case
+
+
+@admin.post("/cases/{case_id}/{decision}", response_model=Case, summary="An operator approves or rejects")
+async def decide_case(
+    service: Service, case_id: CaseId, decision: Literal["approve", "reject"], body: Decision
+) -> Case:
+    case = service.cases.get(case_id)
+    if case is None:
+        raise HTTPException(404, f"no case {case_id}")
+    if case.final:
+        raise HTTPException(409, f"the case is {case.state}")
+    return await service.operator_decides(case_id, decision, body.reason)
+
+
+@admin.post("/reships", response_model=Case, summary="Re-ship (补发) lost or damaged units")
+async def reship(service: Service, body: ReshipIn) -> Case:
+    return await service.open_reship(
+        Case(
+            case_id=f"R{uuid.uuid4().hex[:16]}",
+            order_id=body.order_id,
+            shop_id=body.shop_id,
+            case_type=CaseType.RESHIP,
+            lines=body.lines,
+            wechat_status="",
+            operator_reason=body.reason,
+        )
+    )
+
+
+@admin.put("/policies/{shop_id}", response_model=ShopPolicy, summary="A shop's after-sale policy")
+async def set_policy(service: Service, shop_id: str, policy: ShopPolicy) -> ShopPolicy:
+    if policy.shop_id != shop_id:
+        raise HTTPException(422, "shop_id in the path and the body differ")
+    return await service.policies.save(policy)

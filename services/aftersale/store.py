@@ -1,0 +1,33 @@
+"""The aftersale service's state: cases, the orders' fulfilment and shop policies (insert-only
+versioned projections, see shared/versioned.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.aftersale.domain.case import Case
+from services.aftersale.fulfilment import OrderFulfilment
+from services.aftersale.handlers import ShopPolicy
+from shared.db import Document
+from shared.versioned import VersionedProjection
+
+
+@dataclass
+class AftersaleState:
+    cases: VersionedProjection[Case]
+    orders: VersionedProjection[OrderFulfilment]
+    policies: VersionedProjection[ShopPolicy]
+
+    async def load(self) -> None:
+        for projection in (self.cases, self.orders, self.policies):
+            await projection.load()
+
+
+def open_state(db: AsyncDatabase[Document]) -> AftersaleState:
+    return AftersaleState(
+        cases=VersionedProjection(db, "aftersale_cases", Case),
+        orders=VersionedProjection(db, "aftersale_order_fulfilment", OrderFulfilment),
+        policies=VersionedProjection(db, "aftersale_shop_policies", ShopPolicy),
+    )

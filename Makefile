@@ -15,7 +15,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 
-.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest bench-store
+.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest bench-store bench-dispatch
 
 help:
 	@echo "make run     start the local stack in the foreground (Ctrl-C stops it); ARGS=--once exits after checks"
@@ -88,13 +88,16 @@ test: setup lint typecheck
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
 # ---- benchmarks (print figures; results also in bench-results/) ------------------------------------
-bench: bench-ingest bench-store
+bench: bench-ingest bench-store bench-dispatch
 
 bench-store: setup
 	$(LVYUE) bench store $(ARGS)
 
 bench-ingest: setup
 	$(LVYUE) bench ingest $(ARGS)
+
+bench-dispatch: setup
+	$(LVYUE) bench dispatch $(ARGS)
 
 clean: down
 	rm -rf .run

@@ -189,12 +189,21 @@ class Dispatcher:
     async def _commit(self, outcome: PlanOutcome, *, cause: str) -> None:
         # Dispatch orders first, the plan last: the plan's version is the commit point a redelivered
         # event is checked against, and a recomputed change finds its dispatch orders already written.
+        # The dispatch orders are written together, then the plan; only then is anything announced
+        # (an unannounced write is relayed at start-up), all at once: one round trip per step.
+        written = await asyncio.gather(
+            *(self.store.write_transition(t, cause=cause) for t in outcome.transitions)
+        )
         for transition in outcome.transitions:
-            await self.store.save_transition(transition, cause=cause)
             for event in transition.events:
                 TRANSITIONS.labels(event.event_type).inc()
+        relays = [r for r in written if r is not None]
         if outcome.plan is not None:
-            await self.store.save_plan(outcome.plan, outcome.plan_events, cause=cause)
+            plan_relay = await self.store.write_plan(outcome.plan, outcome.plan_events, cause=cause)
+            if plan_relay is not None:
+                relays.append(plan_relay)
+        await asyncio.gather(*(self.store.relay(r) for r in relays))
+        if outcome.plan is not None:
             for held in outcome.plan_events:
                 if isinstance(held, OrderHeld):
                     HOLDS_PLACED.labels(held.reason).inc()

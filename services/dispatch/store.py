@@ -54,7 +54,7 @@ def _version_id(aggregate_id: str, follows: int) -> str:
 
 
 @dataclass
-class _Relay:
+class Relay:
     version_id: str
     audience: str
     events: list[Event]
@@ -181,7 +181,7 @@ class DispatchStore:
     async def load(self) -> int:
         """Build the projection; relay what a crash left unannounced. Returns how many were relayed."""
         await self.feed.load()
-        pending: list[_Relay] = []
+        pending: list[Relay] = []
         newest_orders: dict[str, Document] = {}
         async for document in self._orders_collection.find({}):
             key = document["dispatch_id"]
@@ -199,7 +199,7 @@ class DispatchStore:
             if document.get("events") and not self.feed.relayed(document["_id"]):
                 pending.append(_relay_of(document, None))
         for relay in pending:
-            await self._relay(relay)
+            await self.relay(relay)
         return len(pending)
 
     def _remember_order(self, order: DispatchOrder, revision: int) -> None:
@@ -237,8 +237,14 @@ class DispatchStore:
     # --- writes ---
     async def save_transition(self, transition: Transition, *, cause: str) -> None:
         """Commit one dispatch order change (compare-and-set on its revision), then announce it."""
+        relay = await self.write_transition(transition, cause=cause)
+        if relay is not None:
+            await self.relay(relay)
+
+    async def write_transition(self, transition: Transition, *, cause: str) -> Relay | None:
+        """Commit one dispatch order change; what to announce once the caller's commit is complete."""
         if not transition.changed:
-            return
+            return None
         order = transition.order
         created = isinstance(transition.events[0], DispatchOffered)
         revision = 0 if created else self._order_revisions.get(order.dispatch_id, 0)
@@ -263,9 +269,14 @@ class DispatchStore:
             document = stored
             order = DispatchOrder.model_validate(stored["order"])
         self._remember_order(order, revision + 1)
-        await self._relay(_relay_of(document, order))
+        return _relay_of(document, order)
 
     async def save_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> None:
+        relay = await self.write_plan(plan, events, cause=cause)
+        if relay is not None:
+            await self.relay(relay)
+
+    async def write_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> Relay | None:
         revision = self._plan_revisions.get(plan.order_id, 0)
         version_id = _version_id(f"plan:{plan.order_id}", revision)
         document = {
@@ -286,10 +297,10 @@ class DispatchStore:
             document, plan = stored, OrderPlan.model_validate(stored["plan"])
         self.plans[plan.order_id] = plan
         self._plan_revisions[plan.order_id] = revision + 1
-        if events:
-            await self._relay(_relay_of(document, None))
+        return _relay_of(document, None) if events else None
 
-    async def _relay(self, relay: _Relay) -> None:
+    async def relay(self, relay: Relay) -> None:
+        """Announce a committed change: Kafka first, then the feed (whose entry records the relay)."""
         if self.feed.relayed(relay.version_id):
             return
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
@@ -309,7 +320,7 @@ class DispatchStore:
         await self.feed.append(relay.audience, relay.version_id, changes)
 
 
-def _relay_of(document: Document, snapshot: DispatchOrder | None) -> _Relay:
+def _relay_of(document: Document, snapshot: DispatchOrder | None) -> Relay:
     events: list[Event] = [DISPATCH_EVENTS.validate_python(e) for e in document.get("events", [])]
     audience = snapshot.supplier_id if snapshot is not None else OPS_AUDIENCE
-    return _Relay(document["_id"], audience, events, snapshot)
+    return Relay(document["_id"], audience, events, snapshot)

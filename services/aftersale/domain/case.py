@@ -163,7 +163,7 @@ class _Builder:
             self.dirty = True
 
     def move(self, state: CaseState, why: str, resolution: Resolution | None = None) -> None:
-        if self.case.state == state and resolution is None:
+        if self.case.state == state and resolution in (None, self.case.resolution):
             return
         self.set(state=state, resolution=resolution or self.case.resolution)
         if state == self.initial_state and resolution is None:
@@ -313,7 +313,7 @@ def _refund_or_return(b: _Builder, fulfilment: Fulfilment, policy: Policy) -> No
                 b.move(
                     CaseState.AWAITING_OPERATOR,
                     f"a return of goods that are {fulfilment.stage}: WeChat refunds a return only after the "
-                    "buyer sends goods back; reject it so the buyer asks for a refund, or approve",
+                    "buyer sends goods back; reject it so that the buyer asks for a refund instead",
                 )
         case Stage.IN_TRANSIT:
             b.move(CaseState.INTERCEPTING, "already shipped: the parcel is asked back")
@@ -342,6 +342,7 @@ def _refund_or_return(b: _Builder, fulfilment: Fulfilment, policy: Policy) -> No
 
 
 def _exchange(b: _Builder, fulfilment: Fulfilment) -> None:
+    """Approved at WeChat first, always: acceptexchangereship needs an approved exchange."""
     case = b.case
     if case.replacement_shipped is not None:
         b.act(
@@ -351,28 +352,29 @@ def _exchange(b: _Builder, fulfilment: Fulfilment) -> None:
         )
         b.move(CaseState.RESOLVED, "the replacement shipped", Resolution.EXCHANGED)
         return
+    if not case.approved_return:
+        if fulfilment.stage != Stage.DELIVERED:
+            b.move(
+                CaseState.AWAITING_OPERATOR, f"an exchange of goods that are {fulfilment.stage}: reject it"
+            )
+            return
+        b.set(approved_return=True)
+        b.act(ActionKind.ACCEPT, "approve the exchange", once="approve_exchange")
+        b.act(ActionKind.EXPECT_RETURN, "goods to exchange are coming back", once="expect")
+        b.move(CaseState.AWAITING_RETURN, "exchange approved; the buyer sends the goods back")
+        case = b.case
     if case.supplier_received:
         b.move(CaseState.RESHIPPING, "the supplier received the exchanged goods: the replacement is sent")
         b.act(ActionKind.RESHIP, "send the replacement", once="reship")
-        return
-    if case.approved_return:
-        if case.return_waybill is not None:
-            b.move(CaseState.AWAITING_RECEIPT, f"the buyer shipped the goods back ({case.return_waybill[1]})")
-            b.act(
-                ActionKind.EXPECT_RETURN,
-                "the exchange is on its way back",
-                once=f"waybill:{case.return_waybill[1]}",
-            )
-        else:
-            b.move(CaseState.AWAITING_RETURN, "waiting for the buyer to send the goods back")
-        return
-    if fulfilment.stage != Stage.DELIVERED:
-        b.move(CaseState.AWAITING_OPERATOR, f"an exchange of goods that are {fulfilment.stage}: reject it")
-        return
-    b.set(approved_return=True)
-    b.act(ActionKind.ACCEPT, "approve the exchange", once="approve_exchange")
-    b.act(ActionKind.EXPECT_RETURN, "goods to exchange are coming back", once="expect")
-    b.move(CaseState.AWAITING_RETURN, "exchange approved; the buyer sends the goods back")
+    elif case.return_waybill is not None:
+        b.move(CaseState.AWAITING_RECEIPT, f"the buyer shipped the goods back ({case.return_waybill[1]})")
+        b.act(
+            ActionKind.EXPECT_RETURN,
+            "the exchange is on its way back",
+            once=f"waybill:{case.return_waybill[1]}",
+        )
+    else:
+        b.move(CaseState.AWAITING_RETURN, "waiting for the buyer to send the goods back")
 
 
 def _reship(b: _Builder, fulfilment: Fulfilment) -> None:

@@ -109,6 +109,10 @@ def _print_urls(stack: LocalStack) -> None:
     console.print(f"Kafka:       {stack.kafka_bootstrap}    MongoDB (FerretDB): {stack.mongo_uri}")
     if "wechat_sim" in stack.components:
         console.print(f"WeChat stand-in: {stack.wechat_sim_url}/docs  (control API under /sim)")
+    if "carrier_sim" in stack.components:
+        console.print(f"carrier stand-in: {stack.carrier_sim_url}/docs  (control API under /sim)")
+    if "dispatch" in stack.components:
+        console.print(f"supplier API docs: {stack.service_url('dispatch')}/docs")
 
 
 @stack_app.command("up")

@@ -46,7 +46,7 @@ INFRASTRUCTURE = ("kafka", "ferretdb", "prometheus")
 # pause goal, collecting every few seconds, pauses up to 230 ms when the cores are busy). No hsperfdata
 # file: its writes can stall the JVM at a safepoint.
 KAFKA_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:+PerfDisableSharedMem")
-STAND_INS = ("wechat_sim",)  # the outside world we cannot reach (sim/)
+STAND_INS = ("wechat_sim", "carrier_sim")  # the outside world we cannot reach (sim/)
 # One program per process: order_ingest's webhook and its ingest worker run apart (the worker at a
 # lower CPU priority), so acknowledging WeChat never waits behind the worker's batches.
 # Processes that run several uvicorn workers behind one port (stateless HTTP, the hottest path).
@@ -91,6 +91,7 @@ class StackPorts:
     mongo: int = 27017
     prometheus: int = 9090
     wechat_sim: int = 9001
+    carrier_sim: int = 9002
     services: dict[str, int] = field(
         default_factory=lambda: {
             name: _DEFAULT_PROCESS_PORTS.get(name) or SERVICE_SETTINGS[service]().http_port
@@ -106,11 +107,13 @@ class StackPorts:
             mongo=settings.mongo_port,
             prometheus=settings.prometheus_port,
             wechat_sim=settings.wechat_sim_port,
+            carrier_sim=settings.carrier_sim_port,
         )
 
     @classmethod
     def free(cls, services: Iterable[str] = SERVICES) -> StackPorts:
         return cls(
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
@@ -125,6 +128,7 @@ class StackPorts:
             "ferretdb": [self.mongo],
             "prometheus": [self.prometheus],
             "wechat_sim": [self.wechat_sim],
+            "carrier_sim": [self.carrier_sim],
         }
         return fixed.get(component) or [self.services[component]]
 
@@ -192,6 +196,21 @@ class LocalStack:
     @property
     def wechat_sim_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.wechat_sim}"
+
+    @property
+    def carrier_sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.carrier_sim}"
+
+    def _service_links(self, service: str) -> dict[str, str]:
+        """How the services on this stack find each other and the stand-ins."""
+        links: dict[str, str] = {}
+        if service == "dispatch" and "logistics" in self.ports.services:
+            links["DISPATCH_LOGISTICS_URL"] = self.service_url("logistics")
+        if service == "logistics":
+            links["LOGISTICS_PUBLIC_URL"] = self.service_url("logistics")
+            if "carrier_sim" in self.components:
+                links["LOGISTICS_AGGREGATOR_URL"] = self.carrier_sim_url
+        return links
 
     def client_environment(self) -> dict[str, str]:
         """What a process needs to talk to this stack (the services get this, and so can tests)."""
@@ -288,6 +307,16 @@ class LocalStack:
             {"WECHAT_SIM_HTTP_PORT": str(self.ports.wechat_sim), "PYTHONUNBUFFERED": "1"},
             10,
         )
+        programs["carrier_sim"] = (
+            [sys.executable, "-m", "sim.carriers"],
+            # A day and a half of carrier scans in about a minute and a half.
+            {
+                "CARRIER_SIM_HTTP_PORT": str(self.ports.carrier_sim),
+                "CARRIER_SIM_TIME_SCALE": "1500",
+                "PYTHONUNBUFFERED": "1",
+            },
+            10,
+        )
         for name, (argv, _, _) in self.extra_programs.items():
             programs[name] = (argv, {"PYTHONUNBUFFERED": "1"}, 10)
         for process, port in self.ports.services.items():
@@ -315,6 +344,7 @@ class LocalStack:
                 ],
                 {
                     **self.client_environment(),
+                    **self._service_links(service),
                     **role_env,
                     **extra_env,
                     f"{prefix}_HTTP_PORT": str(port),
@@ -537,6 +567,7 @@ class LocalStack:
                 url = {
                     "prometheus": f"{self.prometheus_url}/-/ready",
                     "wechat_sim": f"{self.wechat_sim_url}/sim/health",
+                    "carrier_sim": f"{self.carrier_sim_url}/sim/health",
                 }.get(name) or f"{self.service_url(name)}/readyz"
                 async with httpx.AsyncClient(timeout=3) as client:
                     response = await client.get(url)

@@ -140,8 +140,8 @@ class LogisticsSettings(ServiceSettings):
     kdniao_app_key: SecretStr = SecretStr("local-kdniao-app-key")
     kdniao_business_id: str = "1000000"
     aggregator_url: str = "http://127.0.0.1:9002"
-    aggregator_key: SecretStr = SecretStr("local-aggregator-key")
-    aggregator_secret: SecretStr = SecretStr("local-aggregator-secret")
+    aggregator_key: SecretStr = SecretStr("lvyue-sim-key")  # the carrier stand-in's default account
+    aggregator_secret: SecretStr = SecretStr("lvyue-sim-secret")
     aggregator_partner_id: str = "lvyue-local"  # the merchant's carrier account at the aggregator
     # Where carriers push tracking: this service's public base URL.
     public_url: str = "http://127.0.0.1:8003"
@@ -181,4 +181,5 @@ class LocalStackSettings(BaseSettings):
     mongo_port: int = 27017
     prometheus_port: int = 9090
     wechat_sim_port: int = 9001
+    carrier_sim_port: int = 9002
     kafka_heap: str = "512m"

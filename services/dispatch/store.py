@@ -20,7 +20,7 @@ import asyncio
 import bisect
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -60,6 +60,16 @@ class Relay:
     events: list[Event]
     snapshot: DispatchOrder | None
 
+    def changes(self) -> list[FeedChange | None]:
+        """The feed changes of this version: one per event, each with the order as committed."""
+        if self.snapshot is None:
+            return [None for _ in self.events]
+        public = self.snapshot.public()
+        return [
+            FeedChange(cursor=0, change=e.event_type, occurred_at=e.occurred_at, dispatch_order=public)
+            for e in self.events
+        ]
+
 
 @dataclass(frozen=True)
 class FeedEntry:
@@ -87,12 +97,20 @@ class SupplierFeed:
     def relayed(self, version_id: str) -> bool:
         return version_id in self._relayed
 
-    async def load(self) -> None:
+    async def load(self, changes_of: Callable[[str], list[FeedChange | None]]) -> None:
+        """`changes_of(version_id)`: the feed changes of a version document, rebuilt from it (the feed
+        stores only references, so a snapshot is written once, in its version document)."""
         documents = [d async for d in self._collection.find({})]
+        rebuilt: dict[str, list[FeedChange | None]] = {}
         for document in sorted(documents, key=lambda d: (d["audience"], d["seq"])):
-            audience = document["audience"]
+            audience, version_id = document["audience"], document["version_id"]
+            if version_id not in rebuilt:
+                rebuilt[version_id] = changes_of(version_id)
+            changes = rebuilt[version_id]
+            index = document.get("index", 0)
+            change = changes[index] if index < len(changes) else None
             self._entries[audience].append(
-                FeedEntry(document["seq"], document["version_id"], document["change"])
+                FeedEntry(document["seq"], version_id, _body(change, document["seq"]))
             )
             self._next_seq[audience] = document["seq"] + 1
             self._committed_seq[audience] = document["seq"]
@@ -102,21 +120,17 @@ class SupplierFeed:
         """One entry per change (None: an event with no supplier-facing snapshot, still recorded)."""
         async with self._locks[audience]:
             documents, entries = [], []
-            for change in changes:
+            for index, change in enumerate(changes):
                 seq = self._next_seq[audience]
                 self._next_seq[audience] = seq + 1
-                body = (
-                    b"{}"
-                    if change is None
-                    else change.model_copy(update={"cursor": seq}).model_dump_json().encode()
-                )
+                body = _body(change, seq)
                 documents.append(
                     {
                         "_id": f"{audience}#{seq:012d}",
                         "audience": audience,
                         "seq": seq,
                         "version_id": version_id,
-                        "change": body,
+                        "index": index,
                     }
                 )
                 entries.append(FeedEntry(seq, version_id, body))
@@ -156,6 +170,10 @@ class SupplierFeed:
             event.set()
 
 
+def _body(change: FeedChange | None, seq: int) -> bytes:
+    return b"{}" if change is None else change.model_copy(update={"cursor": seq}).model_dump_json().encode()
+
+
 class DispatchStore:
     def __init__(self, db: AsyncDatabase[Document], producer: AIOKafkaProducer) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
@@ -180,24 +198,37 @@ class DispatchStore:
     # --- start-up ---
     async def load(self) -> int:
         """Build the projection; relay what a crash left unannounced. Returns how many were relayed."""
-        await self.feed.load()
+        versions: dict[str, Relay] = {}
+        order_documents = [d async for d in self._orders_collection.find({})]
+        plan_documents = [d async for d in self._plans_collection.find({})]
+        for document in order_documents:
+            versions[document["_id"]] = _relay_of(document, DispatchOrder.model_validate(document["order"]))
+        for document in plan_documents:
+            if document.get("events"):
+                versions[document["_id"]] = _relay_of(document, None)
+
+        def changes_of(version_id: str) -> list[FeedChange | None]:
+            relay = versions.get(version_id)
+            return [] if relay is None else relay.changes()
+
+        await self.feed.load(changes_of)
         pending: list[Relay] = []
         newest_orders: dict[str, Document] = {}
-        async for document in self._orders_collection.find({}):
+        for document in order_documents:
             key = document["dispatch_id"]
             if key not in newest_orders or document["revision"] > newest_orders[key]["revision"]:
                 newest_orders[key] = document
             if not self.feed.relayed(document["_id"]):
-                pending.append(_relay_of(document, DispatchOrder.model_validate(document["order"])))
+                pending.append(versions[document["_id"]])
         for document in sorted(newest_orders.values(), key=lambda d: d["order"]["created_at"]):
             self._remember_order(DispatchOrder.model_validate(document["order"]), document["revision"])
-        async for document in self._plans_collection.find({}):
+        for document in plan_documents:
             key = document["order_id"]
             if document["revision"] > self._plan_revisions.get(key, 0):
                 self.plans[key] = OrderPlan.model_validate(document["plan"])
                 self._plan_revisions[key] = document["revision"]
             if document.get("events") and not self.feed.relayed(document["_id"]):
-                pending.append(_relay_of(document, None))
+                pending.append(versions[document["_id"]])
         for relay in pending:
             await self.relay(relay)
         return len(pending)
@@ -304,20 +335,7 @@ class DispatchStore:
         if self.feed.relayed(relay.version_id):
             return
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
-        changes: list[FeedChange | None] = []
-        for event in relay.events:
-            if relay.snapshot is None:
-                changes.append(None)
-            else:
-                changes.append(
-                    FeedChange(
-                        cursor=0,
-                        change=event.event_type,
-                        occurred_at=event.occurred_at,
-                        dispatch_order=relay.snapshot.public(),
-                    )
-                )
-        await self.feed.append(relay.audience, relay.version_id, changes)
+        await self.feed.append(relay.audience, relay.version_id, relay.changes())
 
 
 def _relay_of(document: Document, snapshot: DispatchOrder | None) -> Relay:

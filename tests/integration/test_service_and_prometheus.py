@@ -32,13 +32,13 @@ async def _eventually(stack: LocalStack, promql: str, timeout_s: float = 30) -> 
     return result
 
 
-async def test_service_is_ready_with_kafka_and_mongo(stack: LocalStack) -> None:
+async def test_service_is_ready_with_kafka_mongo_and_its_consumer(stack: LocalStack) -> None:
     async with httpx.AsyncClient(base_url=stack.service_url(STACK_SERVICE), timeout=5) as client:
         ready = await client.get("/readyz")
         docs = await client.get("/openapi.json")
     assert ready.status_code == 200, ready.text
     checks = {c["name"]: c["ok"] for c in ready.json()["checks"]}
-    assert checks == {"mongo": True, "kafka": True}
+    assert checks == {"mongo": True, "kafka": True, "faust": True}  # dispatch consumes with faust
     assert docs.status_code == 200 and "/readyz" in docs.json()["paths"]
 
 

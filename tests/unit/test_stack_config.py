@@ -6,7 +6,7 @@ from ops.stack import LocalStack, StackPorts
 
 
 def test_rendered_stack_uses_the_given_ports_and_a_log_file_per_process(tmp_path: Path) -> None:
-    ports = StackPorts(19092, 19093, 37017, 19090, 19001, {"order_ingest": 18001})
+    ports = StackPorts(19092, 19093, 37017, 19090, 19001, 19002, {"order_ingest": 18001})
     stack = LocalStack(
         run_dir=tmp_path, ports=ports, components=("kafka", "ferretdb", "prometheus", "order_ingest")
     )

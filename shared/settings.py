@@ -112,6 +112,7 @@ class DispatchSettings(ServiceSettings):
     supplier_rate_per_s: float = Field(default=20.0, gt=0)
     supplier_burst: int = Field(default=40, ge=1)
     feed_max_wait_s: float = Field(default=30.0, ge=0)
+    feed_linger_s: float = Field(default=0.1, ge=0, le=1)
     feed_max_page: int = Field(default=500, ge=1)
     # A revoked key stops working within this long (keys are cached per process).
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)

@@ -234,6 +234,9 @@ async def feed(
     entries = store.feed.after(supplier, after, limit)
     if not entries and wait_s > 0:
         await store.feed.wait(supplier, after, min(wait_s, api.settings.feed_max_wait_s))
+        if api.settings.feed_linger_s > 0:
+            # Woken by one change: a moment more gathers the ones right behind it (fewer polls).
+            await asyncio.sleep(api.settings.feed_linger_s)
         entries = store.feed.after(supplier, after, limit)
     next_cursor = entries[-1].seq if entries else max(after, 0)
     body = b'{"schema_version":1,"changes":[' + b",".join(e.json for e in entries) + b'],"next_cursor":'

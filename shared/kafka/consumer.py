@@ -156,32 +156,46 @@ class MessageProcessor:
     async def process(self, message: InboundMessage, handler: Handler) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        attempts = 0
+        attempts = 1
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._retry.max_attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self._retry.initial_backoff_s,
-                    max=self._retry.max_backoff_s,
-                    jitter=self._retry.initial_backoff_s,
-                ),
-                # Only ordinary errors are retried: cancellation (shutdown) must propagate at once.
-                retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentFailure),
-                reraise=False,
-            ):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        HANDLER_RETRIES.labels(self.name, message.topic).inc()
-                    await handler(message)
+            try:
+                await handler(message)  # the common case, without building the retry machinery
+            except PermanentFailure:
+                raise
+            except Exception:  # transient: retried with backoff (cancellation is not an Exception)
+                attempts = await self._retry_transient(message, handler)
             MESSAGES_PROCESSED.labels(self.name, message.topic, "ok").inc()
         except PermanentFailure as failure:
             await self._dead_letter(message, failure.reason, failure.detail, attempts)
         except RetryError as exhausted:
             cause = exhausted.last_attempt.exception()
-            await self._dead_letter(message, DeadLetterReason.RETRIES_EXHAUSTED, repr(cause), attempts)
+            await self._dead_letter(
+                message, DeadLetterReason.RETRIES_EXHAUSTED, repr(cause), self._retry.max_attempts
+            )
         finally:
             PROCESSING_SECONDS.labels(self.name, message.topic).observe(loop.time() - started)
+
+    async def _retry_transient(self, message: InboundMessage, handler: Handler) -> int:
+        """Attempts 2.. after a transient failure; returns how many attempts it took in all."""
+        attempts = 1
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._retry.max_attempts - 1),
+            wait=wait_exponential_jitter(
+                multiplier=self._retry.initial_backoff_s,
+                max=self._retry.max_backoff_s,
+                jitter=self._retry.initial_backoff_s,
+            ),
+            # Only ordinary errors are retried: cancellation (shutdown) must propagate at once.
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(PermanentFailure),
+            reraise=False,
+        ):
+            with attempt:
+                if attempts == 1:  # the wait before the second attempt, as before every later one
+                    await asyncio.sleep(self._retry.initial_backoff_s)
+                attempts += 1
+                HANDLER_RETRIES.labels(self.name, message.topic).inc()
+                await handler(message)
+        return attempts
 
     async def _dead_letter(
         self, message: InboundMessage, reason: DeadLetterReason, detail: str, attempts: int

@@ -120,6 +120,19 @@ class ShipByRecord(BaseModel):
         )
 
 
+class HeldShipment(BaseModel):
+    """A shipment WeChat would not take while an after-sale case was open (108009)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shipment: DispatchShipped
+    done: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.shipment.order_id}:{self.shipment.dispatch_id}:{self.shipment.version}"
+
+
 class OrphanTrace(BaseModel):
     """Tracking that arrived before we knew the parcel (a race with the shipment event)."""
 
@@ -166,6 +179,7 @@ class Logistics:
         orphans: VersionedProjection[OrphanTrace],
         alerts: VersionedProjection[RaisedAlert],
         confirmed_orders: VersionedProjection[ConfirmedOrder],
+        held: VersionedProjection[HeldShipment],
         producer: AIOKafkaProducer,
         wechat: WeChatApi,
         subscriber: TrackingSubscriber | None,
@@ -178,6 +192,7 @@ class Logistics:
         self.orphans = orphans
         self.alerts = alerts
         self.confirmed_orders = confirmed_orders
+        self.held = held
         self._producer = producer
         self._wechat = wechat
         self._subscriber = subscriber
@@ -300,28 +315,51 @@ class Logistics:
             SHIPMENTS_TOLD.labels(verdict.outcome).inc()
         if verdict.step == NextStep.DONE:
             SHIP_TO_TOLD.observe(max(0.0, (now - event.occurred_at).total_seconds()))
-        await self._publish(
-            [
-                ShipmentReported(
-                    order_id=event.order_id,
-                    shop_id=event.shop_id,
-                    parcels=refs,
-                    outcome=verdict.outcome,
-                    errcode=errcode,
-                    errmsg=errmsg,
-                )
-            ]
-        )
+        held_key = f"{event.order_id}:{event.dispatch_id}:{event.version}"
+        held_before = self.held.get(held_key) is not None
+        if not (verdict.step == NextStep.HOLD_FOR_AFTERSALE and held_before):  # announced once per hold
+            await self._publish(
+                [
+                    ShipmentReported(
+                        order_id=event.order_id,
+                        shop_id=event.shop_id,
+                        parcels=refs,
+                        outcome=verdict.outcome,
+                        errcode=errcode,
+                        errmsg=errmsg,
+                    )
+                ]
+            )
         if verdict.step == NextStep.DEAD_LETTER:
             raise PermanentFailure(
                 DeadLetterReason.PERMANENT_API_ERROR, f"delivery/send refused: errcode {errcode} {errmsg}"
             )
-        if verdict.step == NextStep.HOLD_FOR_AFTERSALE:
-            # Not recorded as told: a replay of this dead letter, once the after-sale is closed, sends it.
-            raise PermanentFailure(
-                DeadLetterReason.PERMANENT_API_ERROR,
-                f"delivery/send held: open after-sale (errcode {errcode}); replay once it is closed",
-            )
+        if verdict.step == NextStep.HOLD_FOR_AFTERSALE and not held_before:
+            # Not told yet: kept, and sent again on every deadline scan until the after-sale closes.
+            await self.held.save(held_key, HeldShipment(shipment=event), cause=f"held:{held_key}")
+
+    async def retry_held_shipments(self) -> int:
+        """Shipments WeChat refused while an after-sale was open: try again. Returns how many went."""
+        told = 0
+        for key, held in [(h.key, h) for h in self.held if not h.done]:
+            event = held.shipment
+            untold = [
+                p for p in event.parcels if self.deliveries.get(_delivery_key(event.order_id, p)) is None
+            ]
+            try:
+                if untold:
+                    await self._tell_wechat(event, untold)
+            except PermanentFailure as exc:  # refused for good now: the dead-letter path's reason is logged
+                log.warning("held shipment %s refused: %s", key, exc.detail)
+            except Exception:  # still busy: the next scan tries again
+                continue
+            if (
+                all(self.deliveries.get(_delivery_key(event.order_id, p)) is not None for p in event.parcels)
+                or not untold
+            ):
+                await self.held.save(key, held.model_copy(update={"done": True}), cause=f"done:{key}")
+                told += 1
+        return told
 
     # --- orders ---
     async def handle_order_event(self, message: InboundMessage) -> None:

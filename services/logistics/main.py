@@ -123,6 +123,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
             while True:
                 try:
                     await logistics.raise_due_alerts()
+                    await logistics.retry_held_shipments()
                 except Exception:  # the next round retries; the service keeps serving
                     log.exception("deadline scan failed")
                 await asyncio.sleep(settings.deadline_scan_interval_s)

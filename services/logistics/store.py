@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.logistics.domain.tracking import ParcelTracking
-from services.logistics.handlers import ConfirmedOrder, DeliveryRecord, OrphanTrace, RaisedAlert, ShipByRecord
+from services.logistics.handlers import (
+    ConfirmedOrder,
+    DeliveryRecord,
+    HeldShipment,
+    OrphanTrace,
+    RaisedAlert,
+    ShipByRecord,
+)
 from shared.db import Document
 from shared.versioned import VersionedProjection
 
@@ -20,6 +27,7 @@ class LogisticsState:
     orphans: VersionedProjection[OrphanTrace]
     alerts: VersionedProjection[RaisedAlert]
     confirmed_orders: VersionedProjection[ConfirmedOrder]
+    held: VersionedProjection[HeldShipment]
 
     async def load(self) -> None:
         for projection in (
@@ -29,6 +37,7 @@ class LogisticsState:
             self.orphans,
             self.alerts,
             self.confirmed_orders,
+            self.held,
         ):
             await projection.load()
 
@@ -41,4 +50,5 @@ def open_state(db: AsyncDatabase[Document]) -> LogisticsState:
         orphans=VersionedProjection(db, "logistics_orphan_tracking", OrphanTrace),
         alerts=VersionedProjection(db, "logistics_alerts", RaisedAlert),
         confirmed_orders=VersionedProjection(db, "logistics_confirmed_orders", ConfirmedOrder),
+        held=VersionedProjection(db, "logistics_held_shipments", HeldShipment),
     )

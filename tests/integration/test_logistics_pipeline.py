@@ -195,10 +195,16 @@ async def test_already_shipped_counts_as_told(line: Line) -> None:
     assert [c["errcode"] for c in await _calls_for(line, order_id)] == [109001]
 
 
-@pytest.mark.parametrize(
-    ("errcode", "outcome"),
-    [(108009, DeliveryOutcome.HELD_FOR_AFTERSALE), (101100, DeliveryOutcome.REFUSED)],
-)
+async def test_a_shipment_held_by_an_open_aftersale_is_told_once_wechat_takes_it(line: Line) -> None:
+    fault = {"fault": "errcode", "errcode": 108009, "count": 2, "path": DELIVERY_SEND}
+    order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)
+    reports = await _reports(line, order_id, 2)
+    assert [r.outcome for r in reports] == [DeliveryOutcome.HELD_FOR_AFTERSALE, DeliveryOutcome.TOLD]
+    # held twice (the first answer and the first retry), then told; nothing dead-lettered
+    assert [c["errcode"] for c in await _calls_for(line, order_id)] == [108009, 108009, 0]
+
+
+@pytest.mark.parametrize(("errcode", "outcome"), [(101100, DeliveryOutcome.REFUSED)])
 async def test_refusals_are_dead_lettered_with_the_reason_and_replayable(
     line: Line, errcode: int, outcome: DeliveryOutcome
 ) -> None:

@@ -15,7 +15,7 @@ ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 
-.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest bench-store bench-dispatch
+.PHONY: help setup python kafka ferretdb prometheus up down status run test lint typecheck unit integration clean bench bench-ingest bench-store bench-dispatch bench-e2e bench-report
 
 help:
 	@echo "make run     start the local stack in the foreground (Ctrl-C stops it); ARGS=--once exits after checks"
@@ -88,7 +88,7 @@ test: setup lint typecheck
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 
 # ---- benchmarks (print figures; results also in bench-results/) ------------------------------------
-bench: bench-ingest bench-store bench-dispatch
+bench: bench-ingest bench-dispatch bench-e2e bench-store bench-report
 
 bench-store: setup
 	$(LVYUE) bench store $(ARGS)
@@ -98,6 +98,12 @@ bench-ingest: setup
 
 bench-dispatch: setup
 	$(LVYUE) bench dispatch $(ARGS)
+
+bench-e2e: setup
+	$(LVYUE) bench e2e $(ARGS)
+
+bench-report: setup
+	$(LVYUE) bench report $(ARGS)
 
 clean: down
 	rm -rf .run

@@ -18,6 +18,9 @@ from rich.table import Table
 from ops import bench as bench_cli
 from ops import dlq as dlq_cli
 from ops.bench_dispatch import bench_dispatch
+from ops.bench_e2e import bench_e2e
+from ops.bench_report import bench_report
+from ops.sale import default_sale, run_sale_on_stack
 from ops.stack import ALL_COMPONENTS, SERVICES, ComponentHealth, LocalStack, StackError, default_stack
 from services.aftersale import cli as aftersale_cli
 from services.dispatch import cli as dispatch_cli
@@ -38,6 +41,8 @@ app.add_typer(shop_cli.app, name="shop")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(bench_cli.app, name="bench")
 bench_cli.app.command("dispatch")(bench_dispatch)
+bench_cli.app.command("e2e")(bench_e2e)
+bench_cli.app.command("report")(bench_report)
 app.add_typer(dispatch_cli.supplier_app, name="supplier")
 app.add_typer(dispatch_cli.route_app, name="route")
 app.command("holds")(dispatch_cli.holds)
@@ -159,10 +164,16 @@ def stack_status() -> None:
 
 @stack_app.command("run")
 def stack_run(
-    once: Annotated[bool, typer.Option("--once", help="Exit after the stack is up and checked.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit after the sale's report (non-zero if an invariant fails).")
+    ] = False,
+    sale: Annotated[bool, typer.Option(help="Drive a live-stream sale through the stack first.")] = True,
+    orders: Annotated[int, typer.Option(help="Orders in the sale.")] = 5000,
+    time_scale: Annotated[float, typer.Option(help="How much faster than real time the sale runs.")] = 30,
     components: Components = "",
 ) -> None:
-    """Start the stack in the foreground and keep serving until Ctrl-C, which stops everything."""
+    """Start the stack in the foreground, run a live-stream sale through it and report, then keep
+    serving until Ctrl-C, which stops everything."""
     stack = _stack(components)
     stopping = False
 
@@ -177,6 +188,18 @@ def stack_run(
     exit_code = 0
     try:
         _start_and_wait(stack, lambda: stopping)
+        if sale and set(SERVICES) | {"wechat_sim", "carrier_sim"} <= set(stack.components):
+            settings = default_sale().model_copy(update={"time_scale": time_scale})
+            settings = settings.model_copy(
+                update={"profile": settings.profile.model_copy(update={"total_orders": orders})}
+            )
+            console.print(f"live-stream sale: {orders} orders, {time_scale:g}x real time ...")
+            report = run_sale_on_stack(stack, settings, console)
+            console.print(report.render())
+            (stack.run_dir / "sale-report.json").write_text(report.to_json())
+            console.print(f"report: {stack.run_dir / 'sale-report.json'}")
+            if not report.ok:
+                exit_code = 3
         _print_urls(stack)
         if not once:
             console.print("serving; Ctrl-C stops everything")

@@ -23,16 +23,18 @@ from pydantic import BaseModel, ValidationError
 
 from shared.api.supplier import (
     AcceptRequest,
+    DispatchOrderPublic,
     FeedChange,
     ParcelToLabel,
     ParcelToShip,
     RejectRequest,
+    ReturnReceipt,
     ShipRequest,
     SupplierErrorCode,
     WaybillRequest,
     WaybillResponse,
 )
-from shared.events.dispatch import DispatchState, ParcelLine
+from shared.events.dispatch import AftersaleInstructionKind, DispatchState, ParcelLine
 from sim.suppliers.client import ApiAnswer, RetryableAnswer, SupplierApiClient
 from sim.suppliers.decisions import (
     FINAL_STATES,
@@ -104,6 +106,7 @@ class SupplierBot:
         self.shipments: list[ShipmentRecord] = []
         self._jobs: dict[str, _Job] = {}
         self._finished: OrderedDict[str, int] = OrderedDict()  # dispatch id -> its last version
+        self._receipts: set[tuple[str, str]] = set()  # (dispatch id, case id) returns being confirmed
         self._tasks: set[asyncio.Task[None]] = set()
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -155,6 +158,7 @@ class SupplierBot:
     def _on_change(self, change: FeedChange) -> None:
         self._count("feed_changes")
         snapshot = change.dispatch_order
+        self._expect_returns(snapshot)  # also on shipped (finished) dispatch orders
         job = self._jobs.get(snapshot.dispatch_id)
         if job is None and (
             snapshot.state in FINAL_STATES or snapshot.version <= self._finished.get(snapshot.dispatch_id, 0)
@@ -369,6 +373,50 @@ class SupplierBot:
                 answered=job.knowledge.answered | {request_id},
             )
             job.wake.set()
+
+    # --- after-sale returns -------------------------------------------------------------------------
+
+    def _expect_returns(self, snapshot: DispatchOrderPublic) -> None:
+        """A return the buyer has shipped back (return_expected with its waybill): confirm receipt once
+        it has arrived, once per case."""
+        if not self.behaviour.confirm_returns:
+            return
+        for instruction in snapshot.aftersale_instructions:
+            key = (snapshot.dispatch_id, instruction.case_id)
+            if (
+                instruction.kind != AftersaleInstructionKind.RETURN_EXPECTED
+                or instruction.return_waybill is None
+                or instruction.done_at is not None
+                or key in self._receipts
+            ):
+                continue
+            self._receipts.add(key)
+            self._count("returns_expected")
+            self._spawn(self._confirm_receipt(*key), f"receipt-{instruction.case_id}")
+
+    async def _confirm_receipt(self, dispatch_id: str, case_id: str) -> None:
+        rng = order_rng(self._seed, self.supplier_id, dispatch_id, "receipt", case_id)
+        delay = draw(rng, self.behaviour.receipt_delay.min_s, self.behaviour.receipt_delay.max_s)
+        await asyncio.sleep(self._settings.scaled(delay))
+        path = f"/dispatch-orders/{dispatch_id}/aftersale/{case_id}/receipt"
+        key = f"{self.supplier_id}-{uuid.uuid4().hex}"
+        for attempt in range(self._settings.max_failures_per_order + 1):
+            try:
+                answer = await self._client.post(path, ReturnReceipt(condition="intact"), idempotency_key=key)
+            except (httpx.HTTPError, RetryableAnswer) as exc:
+                self._count("gave_up")
+                log.warning("%s: POST %s gave up (%r), attempt %d", self.supplier_id, path, exc, attempt + 1)
+                await asyncio.sleep(self._settings.failure_pause_s)
+                continue
+            if answer.ok:
+                self._count("returns_confirmed")
+            elif answer.error_code() == SupplierErrorCode.RETURN_ALREADY_CONFIRMED:
+                self._count("returns_already_confirmed")
+            else:
+                self._count(f"error_receipt_{answer.status}_{answer.code or answer.status}")
+                log.error("%s: receipt %s answered %s %s", self.supplier_id, path, answer.status, answer.body)
+            return
+        self._count("returns_unconfirmed")
 
     # --- calls and their outcomes ------------------------------------------------------------------
 

@@ -69,6 +69,10 @@ class Behaviour(BaseModel):
     partial_share: float = Field(default=0.05, ge=0, le=1)  # part ships now, the rest later
     rest_delay: Delay = Delay(min_s=3600, max_s=24 * 3600)  # from a partial shipment to the rest
     answer_delay: Delay = Delay(min_s=10, max_s=120)  # from a change request to its answer
+    # From an after-sale return being shipped back (return_expected with the buyer's waybill) to the
+    # warehouse confirming it arrived intact: the return parcel's journey plus unpacking.
+    receipt_delay: Delay = Delay(min_s=86400, max_s=3 * 86400)
+    confirm_returns: bool = True
     carriers: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CARRIERS), min_length=1)
     # Ask the API (logistics) for waybill numbers; on 503 logistics_unavailable fall back to own numbers.
     request_waybills: bool = False

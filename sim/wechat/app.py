@@ -395,6 +395,18 @@ def control_router(state: SimState) -> APIRouter:
         result: dict[str, Any] = _control(create)
         return result
 
+    @router.get("/orders", response_model=list[dict[str, Any]])
+    async def list_orders(
+        appid: Annotated[str | None, Query()] = None,
+        since: Annotated[int | None, Query(description="update_time at or after (unix s)")] = None,
+    ) -> list[dict[str, Any]]:
+        """Every order (of one shop), or those changed since a time: what the sale simulator watches."""
+        return [
+            r.doc
+            for r in state.orders.orders.values()
+            if (appid is None or r.appid == appid) and (since is None or int(r.doc["update_time"]) >= since)
+        ]
+
     @router.get("/orders/{order_id}", response_model=dict[str, Any])
     async def get_order(order_id: str) -> dict[str, Any]:
         result: dict[str, Any] = _control(lambda: state.orders.find(order_id).doc)
@@ -449,6 +461,21 @@ def control_router(state: SimState) -> APIRouter:
 
         aftersale: AfterSaleRecord = _control(open_case)
         return aftersale.doc
+
+    @router.get("/aftersales", response_model=list[dict[str, Any]])
+    async def list_aftersales(
+        appid: Annotated[str | None, Query()] = None,
+        order_id: Annotated[str | None, Query()] = None,
+        since: Annotated[int | None, Query(description="update_time at or after (unix s)")] = None,
+    ) -> list[dict[str, Any]]:
+        """Every after-sale case (of one shop or order), or those changed since a time."""
+        return [
+            a.doc
+            for a in state.orders.aftersales.values()
+            if (appid is None or a.appid == appid)
+            and (order_id is None or a.order_id == order_id)
+            and (since is None or int(a.doc["update_time"]) >= since)
+        ]
 
     @router.get("/aftersales/{after_sale_order_id}", response_model=dict[str, Any])
     async def get_aftersale(after_sale_order_id: str) -> dict[str, Any]:

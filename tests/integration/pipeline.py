@@ -72,6 +72,7 @@ class Line:
     aftersale_url: str
     catalog: Catalog
     keys: dict[str, str]
+    ingest_url: str = ""  # order_ingest's webhook (a shop's callback URL is /wechat/callback/{shop_id})
 
     async def sim(self, method: str, route: str, /, **body: Any) -> Any:
         reply = await self.wechat.request(method, f"/sim{route}", json=body or None)
@@ -211,6 +212,7 @@ async def fulfilment_line(
                 aftersale_url=aftersale_url,
                 catalog=Catalog(db),
                 keys={},
+                ingest_url=ingest_url,
             )
             await line.sim(
                 "POST",

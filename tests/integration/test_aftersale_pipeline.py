@@ -308,3 +308,37 @@ async def test_a_withdrawn_request_closes_the_case_and_the_order_ships(
     ours = await _our_case(line, case_id, "closed")
     assert ours["resolution"] == "withdrawn"
     assert await _case_calls(line, case_id) == []
+
+
+async def test_an_operator_reship_sends_the_lost_units_again(line: Line, supplier: Supplier) -> None:
+    order_id = await _paid_order(line)
+    offered = await supplier.offered(order_id)
+    await supplier.post(f"/dispatch-orders/{offered['dispatch_id']}/accept", {})
+    await supplier.ship(offered, f"80{order_id[-11:]}")
+    await _deliver(line, f"80{order_id[-11:]}")
+    async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
+        opened = await admin.post(
+            "/admin/v1/reships",
+            json={
+                "shop_id": line.shop_id,
+                "order_id": order_id,
+                "lines": [{"product_id": PRODUCT["product_id"], "sku_id": PRODUCT["sku_id"], "count": 1}],
+                "reason": "快递丢件",
+            },
+        )
+        assert opened.status_code == 200, opened.text
+    case_id = opened.json()["case_id"]
+    replacement = (
+        await supplier.change(
+            lambda c: (
+                c["change"] == "dispatch_offered" and c["dispatch_order"]["aftersale_case_id"] == case_id
+            )
+        )
+    )["dispatch_order"]
+    assert replacement["replaces_dispatch_id"] == offered["dispatch_id"]
+    assert [(x["product_id"], x["quantity"]) for x in replacement["lines"]] == [(PRODUCT["product_id"], 1)]
+    await supplier.post(f"/dispatch-orders/{replacement['dispatch_id']}/accept", {})
+    await supplier.ship(replacement, f"81{order_id[-11:]}")
+    ours = await _our_case(line, case_id, "resolved")
+    assert ours["resolution"] == "reshipped"
+    assert await _case_calls(line, case_id) == []  # a re-ship is ours: WeChat is not asked anything

@@ -47,6 +47,7 @@ app.add_typer(dispatch_cli.supplier_app, name="supplier")
 app.add_typer(dispatch_cli.route_app, name="route")
 app.command("holds")(dispatch_cli.holds)
 app.command("late")(logistics_cli.late)
+app.add_typer(logistics_cli.ewaybill_app, name="ewaybill-account")
 app.add_typer(aftersale_cli.app, name="aftersale")
 
 console = Console()

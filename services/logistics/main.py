@@ -23,7 +23,7 @@ from services.logistics.handlers import Logistics, deadline_policy
 from services.logistics.http import LogisticsApi, callbacks, internal
 from services.logistics.store import open_state
 from services.logistics.tracking_pushes import handle_ewaybill_push
-from services.logistics.waybills import EwaybillAccount, WaybillIssuer, WaybillRecord
+from services.logistics.waybills import EWAYBILL_ACCOUNTS, EwaybillAccount, WaybillIssuer, WaybillRecord
 from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app, faust_topic
 from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
@@ -92,7 +92,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
             runtime.db, "logistics_waybills", WaybillRecord
         )
         accounts: VersionedProjection[EwaybillAccount] = VersionedProjection(
-            runtime.db, "logistics_ewaybill_accounts", EwaybillAccount
+            runtime.db, EWAYBILL_ACCOUNTS, EwaybillAccount
         )
         await records.load()
         await accounts.load()
@@ -122,6 +122,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
         async def scan_deadlines() -> None:
             while True:
                 try:
+                    await accounts.load()  # accounts added with `lvyue ewaybill-account set`
                     await logistics.raise_due_alerts()
                     await logistics.retry_held_shipments()
                 except Exception:  # the next round retries; the service keeps serving

@@ -92,6 +92,9 @@ class Aggregator(Protocol):
     async def cancel(self, *, carrier_code: str, waybill_no: str) -> None: ...
 
 
+EWAYBILL_ACCOUNTS = "logistics_ewaybill_accounts"
+
+
 def account_key(shop_id: str, carrier_code: str) -> str:
     return f"{shop_id}:{carrier_code}"
 

@@ -228,3 +228,68 @@ async def test_refusals_are_dead_lettered_with_the_reason_and_replayable(
     reports = await _reports(line, order_id, 2)
     assert reports[-1].outcome == DeliveryOutcome.TOLD
     assert [c["errcode"] for c in await _calls_for(line, order_id)] == [errcode, 0]
+
+
+async def test_wechat_ewaybill_numbers_and_wechat_tracking_pushes(line: Line) -> None:
+    """A shop with a WeChat e-waybill account: precreate -> create -> print/get once per parcel, the
+    label marked as an e-waybill, and tracking from WeChat's ewaybill_push_path through order_ingest."""
+    env = {**line.stack.client_environment(), "MONGO_DATABASE": line.db.name}
+    account = [
+        "ewaybill-account",
+        "set",
+        "--shop-id",
+        line.shop_id,
+        "--carrier-code",
+        "YTO",
+        "--acct-id",
+        "acct-1",
+    ]
+    added = await asyncio.to_thread(CliRunner().invoke, app, account, env=env)
+    assert added.exit_code == 0, added.output
+    await asyncio.sleep(2)  # the service reloads accounts on its scan (1 s here)
+    order = await line.sim("POST", "/orders", appid=APPID, paid=True, products=[
+        {"product_id": "1000009", "sku_id": "2000009", "sku_cnt": 1, "title": "保温杯"}])  # fmt: skip
+    order_id = str(order["order_id"])
+    dispatch_order = await _offered(line, order_id)
+    base = f"/dispatch-orders/{dispatch_order['dispatch_id']}"
+    async with line.supplier("alpha", **{"Idempotency-Key": f"wb-{order_id}"}) as client:
+        assert (
+            await client.post(f"{base}/accept", json={}, headers={"Idempotency-Key": f"a-{order_id}"})
+        ).status_code == 200
+        body = {"carrier_code": "YTO", "parcels": [{"lines": [{"line_no": 0, "quantity": 1}]}]}
+        issued = await client.post(f"{base}/waybills", json=body)
+        again = await client.post(f"{base}/waybills", json=body)
+    assert issued.status_code == 200, issued.text
+    assert again.json() == issued.json()
+    (waybill,) = issued.json()["waybills"]
+    assert waybill["print_info"]  # for the packer's print component
+    precreates = [c for c in await line.sim("GET", "/calls") if c["path"].endswith("/order/precreate")
+                  and str(c["request"]["ec_order_list"][0]["ec_order_id"]) == order_id]  # fmt: skip
+    assert len(precreates) == 1, "a retry must not precreate again"
+    async with line.supplier("alpha") as client:
+        label = await client.get(waybill["label_url"].removeprefix("/supplier/v1"))
+        assert "微信电子面单" in PdfReader(io.BytesIO(label.content)).pages[0].extract_text()
+        shipment = {
+            "carrier_code": "YTO",
+            "waybill_no": waybill["waybill_no"],
+            "lines": [{"line_no": 0, "quantity": 1}],
+        }
+        assert (await client.post(f"{base}/shipments", json={"parcels": [shipment]})).status_code == 200
+    creates = [
+        c
+        for c in await line.sim("GET", "/calls")
+        if c["path"].endswith("/order/create")
+        and str(c["request"]["ec_order_list"][0]["ec_order_id"]) == order_id
+    ]
+    assert len(creates) == 1 and creates[0]["errcode"] == 0
+    ewaybill_order_id = str(creates[0]["request"]["ewaybill_order_id"])
+    for status, desc in ((1, "快递员已揽收"), (2, "运输中"), (5, "已签收")):
+        await line.sim("POST", f"/ewaybills/{ewaybill_order_id}/path", status=status, desc=desc)
+
+    def delivered(records: list[Any]) -> bool:
+        events = [LOGISTICS_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode()]
+        return any(
+            isinstance(e, ParcelTrackingChanged) and e.state == TrackingState.DELIVERED for e in events
+        )
+
+    await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=delivered, timeout_s=90)

@@ -223,7 +223,11 @@ class LocalStack:
     def _kafka_cluster_id(self) -> str:
         path = self.run_dir / "kafka-cluster-id"
         if not path.exists():
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            # Kafka's own ids never begin with "-" (its command line would take one for an option).
+            cluster_id = "-"
+            while cluster_id.startswith("-"):
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            path.write_text(cluster_id)
         return path.read_text().strip()
 
     def _render_kafka(self) -> Path:
@@ -446,8 +450,7 @@ class LocalStack:
                 f"{KAFKA_LIB}/*",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                self._kafka_cluster_id(),
+                f"--cluster-id={self._kafka_cluster_id()}",  # one token: an id may begin with "-"
                 "-c",
                 str(self.run_dir / "kafka-server.properties"),
                 "--ignore-formatted",

@@ -9,6 +9,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from pypdf import PdfReader
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from ops.cli import app
 from ops.dlq import read_dead_letters
 from ops.stack import LocalStack
+from shared.carriers import kdniao
 from shared.events.logistics import (
     LOGISTICS_EVENTS,
     DeliveryOutcome,
@@ -24,13 +26,15 @@ from shared.events.logistics import (
     TrackingState,
 )
 from shared.kafka.topics import DISPATCH, LOGISTICS
-from shared.settings import KafkaSettings
+from shared.settings import KafkaSettings, LogisticsSettings
 from tests.integration.helpers import read_topic
 from tests.integration.pipeline import APPID, Line, fulfilment_line
 
 pytestmark = pytest.mark.integration
 
 DELIVERY_SEND = "/channels/ec/order/delivery/send"
+LOGISTICS_KDNIAO_ID = LogisticsSettings().kdniao_business_id
+LOGISTICS_KDNIAO_KEY = LogisticsSettings().kdniao_app_key.get_secret_value()
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +297,42 @@ async def test_wechat_ewaybill_numbers_and_wechat_tracking_pushes(line: Line) ->
         )
 
     await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=delivered, timeout_s=90)
+
+
+async def test_kdniao_pushes_are_checked_deduplicated_and_answered_in_kind(line: Line) -> None:
+    order_id, waybill_no = await _shipped_by_supplier(line)
+    traces = [
+        kdniao.Trace(accept_time="2026-11-20 09:00:00", accept_station="【金华市】快件已揽收"),
+        kdniao.Trace(accept_time="2026-11-21 15:30:00", accept_station="【广州市】已签收，签收人：本人"),
+    ]
+    item = kdniao.PushItem(
+        shipper_code="ZTO", logistic_code=waybill_no, state=kdniao.State.SIGNED, traces=traces
+    )
+    push = kdniao.PushRequestData(
+        ebusiness_id=LOGISTICS_KDNIAO_ID, push_time=kdniao.beijing_time(), count=1, data=[item]
+    )
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=line.logistics_url) as client:
+        forged = await client.post(
+            "/callbacks/kdniao", content=kdniao.push_body(push, app_key="not-our-key"), headers=headers
+        )
+        assert forged.status_code == 401 and forged.json()["Success"] is False
+        body = kdniao.push_body(push, app_key=LOGISTICS_KDNIAO_KEY)
+        for _ in range(2):  # Kdniao pushes again if unsure: the second changes nothing
+            answer = await client.post("/callbacks/kdniao", content=body, headers=headers)
+            assert answer.status_code == 200 and answer.json()["Success"] is True
+            assert answer.json()["EBusinessID"] == LOGISTICS_KDNIAO_ID
+
+    def delivered(records: list[Any]) -> bool:
+        return any(
+            isinstance(e, ParcelTrackingChanged) and e.state == TrackingState.DELIVERED
+            for e in (LOGISTICS_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode())
+        )
+
+    records = await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=delivered, timeout_s=60)
+    changes = [
+        e for e in (LOGISTICS_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode())
+        if isinstance(e, ParcelTrackingChanged) and e.parcel.waybill_no == waybill_no
+    ]  # fmt: skip
+    assert [c.state for c in changes][-1] == TrackingState.DELIVERED
+    assert len([c for c in changes if c.state == TrackingState.DELIVERED]) == 1

@@ -67,6 +67,8 @@ async def faust_worker_ready(app: faust.App) -> None:
             raise RuntimeError(f"faust {type(part).__name__} crashed: {part.crash_reason!r}")
     if app.rebalancing:
         raise RuntimeError("faust worker is rebalancing")
+    if not app.consumer.assignment():  # not yet joined its group: nothing would be consumed
+        raise RuntimeError("faust worker has no partitions assigned yet")
 
 
 def create_service_app(

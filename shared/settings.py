@@ -31,6 +31,9 @@ class KafkaSettings(BaseSettings):
     producer_linger_ms: int = Field(default=5, ge=0)
     fetch_max_wait_ms: int = Field(default=100, ge=0)
     request_timeout_ms: int = Field(default=4_000, ge=500)
+    # Where a consumer group with no committed offset starts. "earliest": a new service instance
+    # processes everything kept; tests that start fresh groups on a shared broker use "latest".
+    consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
 
 
 class MongoSettings(BaseSettings):

@@ -43,7 +43,7 @@ def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **
         "topic_partitions": kafka.default_partitions,
         "producer_acks": -1,
         "producer_linger_ms": kafka.producer_linger_ms,
-        "consumer_auto_offset_reset": "earliest",
+        "consumer_auto_offset_reset": kafka.consumer_offset_reset,
         "broker_commit_interval": 0.5,
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 1.0,

@@ -121,7 +121,10 @@ async def fulfilment_line(
     database = f"t_line_{uuid.uuid4().hex[:8]}"
     group = uuid.uuid4().hex[:8]
     shop_id = f"shop-{group}"
-    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, default_partitions=3)
+    # Fresh consumer groups start at the end: the session's earlier tests left thousands of orders.
+    kafka = KafkaSettings(
+        bootstrap_servers=stack.kafka_bootstrap, default_partitions=3, consumer_offset_reset="latest"
+    )
     mongo_settings = MongoSettings(uri=stack.mongo_uri, database=database)
     ports = {
         name: free_port() for name in ("wechat", "carriers", "ingest", "dispatch", "logistics", "aftersale")

@@ -362,7 +362,10 @@ def _without_own_allocations(context: RoutingContext, orders: Sequence[DispatchO
 def on_dispatch_rejected(
     plan: OrderPlan, rejected: DispatchOrder, context: RoutingContext, now: datetime
 ) -> PlanOutcome:
-    """The supplier said no: its lines go to the next route, or wait on hold."""
+    """The supplier said no: its lines go to the next route, or wait on hold. A rejected after-sale
+    replacement goes to the next supplier as a replacement still (its own units, the same case)."""
+    if rejected.aftersale_case_id is not None:
+        return _replacement_elsewhere(plan, rejected, context, now)
     if plan.status == PlanStatus.CANCELLED:
         return PlanOutcome(None)
     rejected_by = dict(plan.rejected_by)
@@ -375,6 +378,41 @@ def on_dispatch_rejected(
         updated, line_nos, context, now, replaces=rejected.dispatch_id
     )
     return PlanOutcome(updated, transitions, events)
+
+
+def _replacement_elsewhere(
+    plan: OrderPlan, rejected: DispatchOrder, context: RoutingContext, now: datetime
+) -> PlanOutcome:
+    """Another supplier for a rejected replacement, or nothing (the case waits for an operator)."""
+    decision = route_lines(
+        _to_route(rejected.lines),
+        context.routes,
+        active_suppliers=context.active_suppliers,
+        excluded={line.line_no: [rejected.supplier_id] for line in rejected.lines},
+    )
+    if isinstance(decision, Held):
+        return PlanOutcome(None)
+    by_line = {line.line_no: line for line in rejected.lines}
+    transitions: list[Transition] = []
+    for supplier_id, numbers in sorted(decision.lines_by_supplier.items()):
+        dispatch_id = plan.next_dispatch_id()
+        transitions.append(
+            dispatch.offer(
+                dispatch_id=dispatch_id,
+                order_id=plan.order_id,
+                shop_id=plan.shop_id,
+                supplier_id=supplier_id,
+                lines=[by_line[n] for n in numbers],
+                receiver=rejected.receiver,
+                ship_by=rejected.ship_by,
+                paid_at=rejected.paid_at,
+                now=now,
+                replaces_dispatch_id=rejected.replaces_dispatch_id,
+                aftersale_case_id=rejected.aftersale_case_id,
+            )
+        )
+        plan = plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]})
+    return PlanOutcome(plan, transitions)
 
 
 def retry_hold(plan: OrderPlan, context: RoutingContext, now: datetime) -> PlanOutcome:

@@ -21,6 +21,7 @@ from services.dispatch.domain.plan import (
     on_cancelled,
     on_dispatch_rejected,
     on_paid,
+    on_reship,
     on_sku_changed,
     retry_hold,
     shipping_address,
@@ -843,3 +844,26 @@ def test_property_dispatch_ids_are_unique_and_lines_are_never_lost(
             for o in orders
             if o.state == DispatchState.OFFERED
         )
+
+
+def test_a_rejected_replacement_goes_to_the_next_supplier_as_a_replacement() -> None:
+    """An exchange's replacement that its supplier rejects must stay a replacement of the same case
+    elsewhere, not become a second dispatch of the order's line."""
+    ctx = context(sku_route("A", "p-x", "x", priority=1), sku_route("B", "p-x", "x", priority=2))
+    plan, (original,) = place("x", ctx=ctx)
+    shipped = dispatch.ship(accept_all([original])[0], parcels=[parcel("ZT1", (0, 2))], now=at(3)).order
+    replaced = on_reship(
+        plan, [shipped], case_id="case-9", replaces=shipped.dispatch_id, units=[("p-x", "x", 1)],
+        replacement_sku_id=None, now=at(4),
+    )  # fmt: skip
+    plan = stored(replaced)
+    (replacement,) = [t.order for t in replaced.transitions]
+    assert replacement.supplier_id == "A" and replacement.aftersale_case_id == "case-9"
+    outcome = on_dispatch_rejected(plan, reject(replacement), ctx, at(5))
+    (fallback,) = [t.order for t in outcome.transitions]
+    assert fallback.supplier_id == "B"
+    assert fallback.aftersale_case_id == "case-9" and fallback.replaces_dispatch_id == shipped.dispatch_id
+    assert [(line.line_no, line.quantity) for line in fallback.lines] == [(0, 1)]
+    assert outcome.plan is not None and outcome.plan.lines == plan.lines  # the order's own lines untouched
+    alone = on_dispatch_rejected(plan, reject(replacement), context(sku_route("A", "p-x", "x")), at(5))
+    assert alone.transitions == [] and alone.plan is None  # nobody else: the case waits for a person

@@ -82,8 +82,8 @@ def short_sale(orders: int = 200) -> SaleSettings:
 
 @pytest.mark.timeout(480)
 @pytest.mark.skip(
-    reason="issue 7, open: the short sale does not settle within its time box yet, and one line was "
-    "dispatched twice after a hold (see the issue notes); remove this marker to run it"
+    reason="issue 7, open: in the last run every invariant but one held; 13 of 262 parcels were never "
+    "told to WeChat (orders with an after-sale during shipping: see the issue notes); remove to run"
 )
 async def test_a_short_sale_keeps_every_invariant(stack: LocalStack) -> None:
     settings = short_sale()

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -23,8 +20,9 @@ from services.aftersale.handlers import Aftersale, ShopPolicies
 from services.aftersale.http import admin
 from services.aftersale.store import open_state
 from shared.events.dispatch import ShippingAddress
-from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
-from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.agents import OrderedAgents
+from shared.kafka.consumer import MessageProcessor, RetryPolicy
+from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import DISPATCH, LOGISTICS, WECHAT_AFTERSALE_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import AftersaleSettings
@@ -35,38 +33,14 @@ from shared.wechat.shops import ShopCache, ShopRepository
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[InboundMessage], Awaitable[None]]
-
 
 def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
     settings = settings or AftersaleSettings()
     faust_app = create_faust_app(settings)
-    running: dict[str, tuple[Handler, MessageProcessor]] = {}
-
-    async def process_batch(name: str, messages: Sequence[InboundMessage]) -> None:
-        """Orders in parallel; each order's messages in their partition order."""
-        handler, processor = running[name]
-        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
-        for message in messages:
-            by_key[message.key].append(message)
-
-        async def one_order(queue: list[InboundMessage]) -> None:
-            for message in queue:
-                await processor.process(message, handler)
-
-        await asyncio.gather(*(one_order(q) for q in by_key.values()))
-
-    def consume(name: str, topic: Any) -> None:
-        async def agent(stream: Any) -> None:
-            async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-                await process_batch(name, [InboundMessage.from_faust(e.message) for e in events])
-
-        agent.__name__ = f"aftersale_{name}"
-        faust_app.agent(topic, name=f"aftersale.{name}")(agent)
-
-    consume("pushes", faust_topic(faust_app, WECHAT_AFTERSALE_EVENTS, settings))
-    consume("dispatch", faust_topic(faust_app, DISPATCH, settings))
-    consume("logistics", faust_topic(faust_app, LOGISTICS, settings))
+    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+    agents.consume("pushes", WECHAT_AFTERSALE_EVENTS)
+    agents.consume("dispatch", DISPATCH)
+    agents.consume("logistics", LOGISTICS)
 
     async def start_aftersale(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
@@ -100,9 +74,9 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
                 name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
             )
 
-        running["pushes"] = (aftersale.handle_aftersale_push, processor())
-        running["dispatch"] = (aftersale.handle_dispatch_event, processor())
-        running["logistics"] = (aftersale.handle_logistics_event, processor())
+        agents.bind("pushes", aftersale.handle_aftersale_push, processor())
+        agents.bind("dispatch", aftersale.handle_dispatch_event, processor())
+        agents.bind("logistics", aftersale.handle_logistics_event, processor())
 
         async def tick_forever() -> None:
             while True:

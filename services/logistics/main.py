@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -24,8 +21,9 @@ from services.logistics.http import LogisticsApi, callbacks, internal
 from services.logistics.store import open_state
 from services.logistics.tracking_pushes import handle_ewaybill_push
 from services.logistics.waybills import EWAYBILL_ACCOUNTS, EwaybillAccount, WaybillIssuer, WaybillRecord
+from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
-from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
@@ -36,38 +34,14 @@ from shared.wechat.shops import ShopCache, ShopRepository
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[InboundMessage], Awaitable[None]]
-
 
 def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
     settings = settings or LogisticsSettings()
     faust_app = create_faust_app(settings)
-    running: dict[str, tuple[Handler, MessageProcessor]] = {}
-
-    async def process_batch(name: str, messages: Sequence[InboundMessage]) -> None:
-        """Orders in parallel; each order's messages in their partition order."""
-        handler, processor = running[name]
-        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
-        for message in messages:
-            by_key[message.key].append(message)
-
-        async def one_order(queue: list[InboundMessage]) -> None:
-            for message in queue:
-                await processor.process(message, handler)
-
-        await asyncio.gather(*(one_order(q) for q in by_key.values()))
-
-    def consume(name: str, topic: Any) -> None:
-        async def agent(stream: Any) -> None:
-            async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-                await process_batch(name, [InboundMessage.from_faust(e.message) for e in events])
-
-        agent.__name__ = f"logistics_{name}"
-        faust_app.agent(topic, name=f"logistics.{name}")(agent)
-
-    consume("dispatch", faust_topic(faust_app, DISPATCH, settings))
-    consume("ewaybill", faust_topic(faust_app, WECHAT_EWAYBILL_EVENTS, settings))
-    consume("orders", faust_topic(faust_app, ORDERS, settings))
+    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+    agents.consume("dispatch", DISPATCH)
+    agents.consume("ewaybill", WECHAT_EWAYBILL_EVENTS)
+    agents.consume("orders", ORDERS)
 
     async def start_logistics(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
@@ -115,9 +89,9 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
         async def ewaybill(message: InboundMessage) -> None:
             await handle_ewaybill_push(logistics, message)
 
-        running["dispatch"] = (logistics.handle_dispatch_event, processor())
-        running["ewaybill"] = (ewaybill, processor())
-        running["orders"] = (logistics.handle_order_event, processor())
+        agents.bind("dispatch", logistics.handle_dispatch_event, processor())
+        agents.bind("ewaybill", ewaybill, processor())
+        agents.bind("orders", logistics.handle_order_event, processor())
 
         async def scan_deadlines() -> None:
             while True:

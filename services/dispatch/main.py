@@ -8,10 +8,7 @@ runs as one process; the API and the consumer share that projection and its per-
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -20,8 +17,9 @@ from services.dispatch import catalog as supplier_catalog
 from services.dispatch import store as dispatch_store
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
-from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
-from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.agents import OrderedAgents
+from shared.kafka.consumer import MessageProcessor, RetryPolicy
+from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import AFTERSALE, ORDERS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
@@ -30,35 +28,10 @@ from shared.settings import DispatchSettings
 def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     settings = settings or DispatchSettings()
     faust_app = create_faust_app(settings)
-    order_events = faust_topic(faust_app, ORDERS, settings)
-    running: list[tuple[Dispatcher, MessageProcessor]] = []
-    started = asyncio.Event()
-
-    async def process_batch(messages: Sequence[InboundMessage], *, aftersale: bool = False) -> None:
-        """Orders in parallel; each order's events in their partition order."""
-        dispatcher, processor = running[0]
-        handler = dispatcher.handle_aftersale_event if aftersale else dispatcher.handle_order_event
-        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
-        for message in messages:
-            by_key[message.key].append(message)
-
-        async def one_order(queue: list[InboundMessage]) -> None:
-            for message in queue:
-                await processor.process(message, handler)
-
-        await asyncio.gather(*(one_order(q) for q in by_key.values()))
-
-    @faust_app.agent(order_events)
-    async def dispatch_paid_orders(stream: Any) -> None:
-        await started.wait()  # the projection is loaded before the first event is applied
-        async for events in stream.take_events(settings.worker_batch_size, within=0.02):
-            await process_batch([InboundMessage.from_faust(e.message) for e in events])
-
-    @faust_app.agent(faust_topic(faust_app, AFTERSALE, settings))
-    async def follow_aftersale_instructions(stream: Any) -> None:
-        await started.wait()
-        async for events in stream.take_events(settings.worker_batch_size, within=0.02):
-            await process_batch([InboundMessage.from_faust(e.message) for e in events], aftersale=True)
+    # Agents start after the start-up hooks (shared/service.py): handlers are bound by then.
+    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+    agents.consume("orders", ORDERS, within_s=0.02)
+    agents.consume("aftersale", AFTERSALE, within_s=0.02)
 
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
@@ -72,7 +45,8 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         processor = MessageProcessor(
             name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
         )
-        running.append((dispatcher, processor))
+        agents.bind("orders", dispatcher.handle_order_event, processor)
+        agents.bind("aftersale", dispatcher.handle_aftersale_event, processor)
         logistics = httpx.AsyncClient(base_url=settings.logistics_url, timeout=10.0)
         stack.push_async_callback(logistics.aclose)
         api.state.supplier_api = SupplierApi(
@@ -91,7 +65,6 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             await asyncio.gather(watcher, return_exceptions=True)
 
         stack.push_async_callback(stop_watching)
-        started.set()
 
     api = create_service_app(
         settings,

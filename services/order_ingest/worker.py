@@ -8,10 +8,9 @@ recording the facts republishes the same events with the same ids, which consume
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from services.order_ingest.domain.order_events import PublishedFacts, PushContex
 from shared.db import Document, IndexSpec, versioned_upsert
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
+from shared.kafka.agents import process_by_order
 from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
 from shared.kafka.producer import publish
 from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
@@ -100,15 +100,7 @@ class IngestWorker:
 
     async def process_batch(self, messages: Sequence[InboundMessage]) -> None:
         """Orders in parallel, each order's pushes in their partition order."""
-        by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
-        for message in messages:
-            by_key[message.key].append(message)
-
-        async def one_order(queue: list[InboundMessage]) -> None:
-            for message in queue:
-                await self._processor.process(message, self.handle)
-
-        await asyncio.gather(*(one_order(q) for q in by_key.values()))
+        await process_by_order(messages, self.handle, self._processor)
 
     async def handle(self, message: InboundMessage) -> None:
         try:

@@ -3,6 +3,7 @@ Each handler loads what it needs from the projections, asks the pure domain, com
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from services.logistics.domain import deadlines
 from services.logistics.domain.delivery import NextStep, delivery_request, judge
 from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
 from shared.events.base import Event, utc_now
-from shared.events.dead_letter import DeadLetterReason
+from shared.events.dead_letter import DeadLetter, DeadLetterReason
 from shared.events.dispatch import (
     DISPATCH_EVENTS,
     DispatchCancelled,
@@ -36,9 +37,9 @@ from shared.events.logistics import (
     TraceEntry,
 )
 from shared.events.orders import ORDER_EVENTS, OrderCompleted
-from shared.kafka.consumer import InboundMessage, PermanentFailure
+from shared.kafka.consumer import InboundMessage, PermanentFailure, send_dead_letter
 from shared.kafka.producer import publish
-from shared.kafka.topics import LOGISTICS
+from shared.kafka.topics import DISPATCH, LOGISTICS
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection
 from shared.wechat.client import WeChatApiError
@@ -127,6 +128,7 @@ class HeldShipment(BaseModel):
 
     shipment: DispatchShipped
     done: bool = False
+    refused: str | None = None  # WeChat's final refusal once the case closed (e.g. the order cancelled)
 
     @property
     def key(self) -> str:
@@ -185,7 +187,9 @@ class Logistics:
         subscriber: TrackingSubscriber | None,
         policy: deadlines.DeadlinePolicy,
         clock: Callable[[], datetime] = utc_now,
+        service_name: str = "logistics",
     ) -> None:
+        self.service_name = service_name
         self.parcels = parcels
         self.deliveries = deliveries
         self.ship_by = ship_by
@@ -349,8 +353,14 @@ class Logistics:
             try:
                 if untold:
                     await self._tell_wechat(event, untold)
-            except PermanentFailure as exc:  # refused for good now: the dead-letter path's reason is logged
-                log.warning("held shipment %s refused: %s", key, exc.detail)
+            except PermanentFailure as exc:
+                # Refused for good now (the case cancelled the order, or refunded these goods): kept
+                # as a dead letter, replayable, and never sent again on a scan.
+                await self._dead_letter_held(held, exc)
+                await self.held.save(
+                    key, held.model_copy(update={"done": True, "refused": exc.detail}), cause=f"done:{key}"
+                )
+                continue
             except Exception:  # still busy: the next scan tries again
                 continue
             if (
@@ -360,6 +370,23 @@ class Logistics:
                 await self.held.save(key, held.model_copy(update={"done": True}), cause=f"done:{key}")
                 told += 1
         return told
+
+    async def _dead_letter_held(self, held: HeldShipment, refusal: PermanentFailure) -> None:
+        event = held.shipment
+        log.warning("held shipment %s refused: %s", held.key, refusal.detail)
+        letter = DeadLetter(
+            order_id=event.order_id,
+            consumer=self.service_name,
+            reason=refusal.reason,
+            detail=f"held shipment {held.key}: {refusal.detail}",
+            attempts=1,
+            source_topic=DISPATCH.name,
+            source_partition=-1,  # not read from a partition: re-sent from the held record
+            source_offset=-1,
+            key_b64=base64.b64encode(event.order_id.encode()).decode(),
+            value_b64=base64.b64encode(event.model_dump_json().encode()).decode(),
+        )
+        await send_dead_letter(self._producer, letter, key=event.order_id.encode())
 
     # --- orders ---
     async def handle_order_event(self, message: InboundMessage) -> None:

@@ -210,12 +210,17 @@ class MessageProcessor:
                 "detail": detail,
             },
         )
-        # Same key as the source, so a replay lands on the same partition.
-        await self._producer.send_and_wait(
-            dead_letter_topic(message.topic), value=letter.model_dump_json().encode(), key=message.key
-        )
-        DEAD_LETTERS.labels(self.name, message.topic, reason.value).inc()
+        await send_dead_letter(self._producer, letter, key=message.key)
         MESSAGES_PROCESSED.labels(self.name, message.topic, "dead_lettered").inc()
+
+
+async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter, *, key: bytes | None) -> None:
+    """Parks `letter` on its source topic's dead-letter topic (replayable with `lvyue dlq replay`)."""
+    # Same key as the source, so a replay lands on the same partition.
+    await producer.send_and_wait(
+        dead_letter_topic(letter.source_topic), value=letter.model_dump_json().encode(), key=key
+    )
+    DEAD_LETTERS.labels(letter.consumer, letter.source_topic, letter.reason.value).inc()
 
 
 class DurableConsumer:

@@ -8,6 +8,7 @@ parsed from the topics), so each computation is a plain function tested without 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ STAGES = (
     "held",
 )
 OFFENDERS_KEPT = 50
+STORIES_PER_INVARIANT = 3
 
 
 @dataclass
@@ -104,6 +106,10 @@ class SaleReport(BaseModel):
     driver_request_ms: dict[str, float] = Field(default_factory=dict)
     suppliers_totals: dict[str, int] = Field(default_factory=dict)
     desk: dict[str, int] = Field(default_factory=dict)
+    order_stories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="for the first offending orders of each failed invariant: what WeChat saw and we did",
+    )
     timed_out: bool = False
 
     @property
@@ -301,10 +307,30 @@ def check_no_duplicate_dispatch(d: _Dispatch) -> Invariant:
     )
 
 
-def check_told_once(calls: list[dict[str, Any]], d: _Dispatch) -> Invariant:
+FINAL_REFUSALS = frozenset({101100, 109000})  # delivery/send: the order or these goods can no longer ship
+
+
+def _calls_per_waybill(calls: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    per_waybill: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for call in sorted(calls, key=lambda c: float(c["at"])):
+        if call["path"] == DELIVERY_SEND:
+            for parcel in (call.get("request") or {}).get("delivery_list", []):
+                per_waybill[str(parcel.get("waybill_id", ""))].append(call)
+    return per_waybill
+
+
+def check_told_once(calls: list[dict[str, Any]], d: _Dispatch, cases: list[dict[str, Any]]) -> Invariant:
     """Every parcel a supplier shipped (not a replacement) reached WeChat by exactly one successful
-    delivery/send, and WeChat was told of no parcel nobody shipped."""
+    delivery/send, and WeChat was told of no parcel nobody shipped. The exception: a parcel WeChat
+    refused for good (the order cancelled, or its goods refunded, by an after-sale case) is told
+    never, and after that refusal is never sent again."""
     told = _told_calls(calls)
+    per_waybill = _calls_per_waybill(calls)
+    refunded_orders = {
+        str(c["order_id"])
+        for c in cases
+        if c["status"] in ("MERCHANT_REFUND_SUCCESS", "MERCHANT_RETURN_SUCCESS")
+    }
     parcels: dict[str, str] = {}  # waybill -> order
     for dispatch_id, shipments in d.shipped.items():
         if d.is_replacement(dispatch_id):
@@ -312,11 +338,17 @@ def check_told_once(calls: list[dict[str, Any]], d: _Dispatch) -> Invariant:
         for shipment in shipments:
             for parcel in shipment.parcels:
                 parcels[parcel.waybill_no] = shipment.order_id
-    bad = [
-        f"{order_id}/{waybill}: told {len(told.get(waybill, []))}×"
-        for waybill, order_id in parcels.items()
-        if len(told.get(waybill, [])) != 1
-    ]
+    bad: list[str] = []
+    for waybill, order_id in parcels.items():
+        sent = per_waybill.get(waybill, [])
+        refusal = next((i for i, c in enumerate(sent) if c["errcode"] in FINAL_REFUSALS), None)
+        times_told = len(told.get(waybill, []))
+        if refusal is not None and order_id in refunded_orders and times_told == 0:
+            if len(sent) > refusal + 1:
+                bad.append(f"{order_id}/{waybill}: sent {len(sent) - refusal - 1}× after a final refusal")
+            continue
+        if times_told != 1:
+            bad.append(f"{order_id}/{waybill}: told {times_told}×")
     order_ids = set(parcels.values()) | {o.order_id for o in d.offered.values()}
     bad += [
         f"{waybill}: told but never shipped"
@@ -325,7 +357,8 @@ def check_told_once(calls: list[dict[str, Any]], d: _Dispatch) -> Invariant:
     ]
     return _invariant(
         "wechat_told_once_per_parcel",
-        "every shipped parcel is told to WeChat exactly once (delivery/send errcode 0 per waybill = 1)",
+        "every shipped parcel is told to WeChat exactly once (delivery/send errcode 0 per waybill = 1), "
+        "or, if an after-sale refund made WeChat refuse it for good, never and not sent again",
         len(parcels),
         bad,
     )
@@ -480,6 +513,15 @@ def compute_report(facts: Facts, *, seed: int, shops: int, suppliers: int) -> Sa
     outcomes = Counter(
         f"{c.case_type} → {c.resolution or c.state}" for c in ours.values() if c.case_id in case_types
     )
+    invariants = [
+        check_lines_dispatched_once(facts.orders, d),
+        check_no_duplicate_dispatch(d),
+        check_told_once(facts.calls, d, facts.cases),
+        check_aftersales_resolved(facts.cases, ours),
+        check_pushes_acknowledged(facts.pushes),
+        check_orders_ended(facts.orders),
+    ]
+    failed = [inv for inv in invariants if not inv.ok]
     return SaleReport(
         seed=seed,
         shops=shops,
@@ -496,15 +538,61 @@ def compute_report(facts: Facts, *, seed: int, shops: int, suppliers: int) -> Sa
         ],
         aftersale_outcomes=dict(sorted(outcomes.items())),
         wechat_case_statuses=dict(sorted(Counter(f"{c['type']} {c['status']}" for c in facts.cases).items())),
-        invariants=[
-            check_lines_dispatched_once(facts.orders, d),
-            check_no_duplicate_dispatch(d),
-            check_told_once(facts.calls, d),
-            check_aftersales_resolved(facts.cases, ours),
-            check_pushes_acknowledged(facts.pushes),
-            check_orders_ended(facts.orders),
-        ],
+        invariants=invariants,
+        order_stories={order_id: order_story(facts, order_id) for order_id in _offending_orders(failed)},
     )
+
+
+_LEADING_ORDER_ID = re.compile(r"^(\d+)")
+
+
+def _offending_orders(invariants: Iterable[Invariant]) -> list[str]:
+    ids: list[str] = []
+    for inv in invariants:
+        found = [m.group(1) for m in map(_LEADING_ORDER_ID.match, inv.offending) if m]
+        for order_id in list(dict.fromkeys(found))[:STORIES_PER_INVARIANT]:
+            if order_id not in ids:
+                ids.append(order_id)
+    return ids
+
+
+def _event_line(event: Any) -> tuple[float, str]:
+    fields = {
+        name: getattr(event, name)
+        for name in ("dispatch_id", "version", "state", "cause", "case_id", "case_type", "resolution")
+        if getattr(event, name, None) is not None
+    }
+    parcels = getattr(event, "parcels", None)
+    if parcels:
+        fields["parcels"] = [getattr(p, "waybill_no", "?") for p in parcels]
+    described = " ".join(f"{k}={getattr(v, 'value', v)}" for k, v in fields.items())
+    return event.occurred_at.timestamp(), f"{type(event).__name__} {described}".rstrip()
+
+
+def order_story(facts: Facts, order_id: str) -> list[str]:
+    """One order's timeline: the calls WeChat received about it, and our events, oldest first."""
+    lines: list[tuple[float, str]] = []
+    for call in facts.calls:
+        request = call.get("request") or {}
+        if isinstance(request, dict) and str(request.get("order_id", "")) == order_id:
+            lines.append(
+                (
+                    float(call["at"]),
+                    f"WeChat {call['path'].rsplit('/channels/ec/', 1)[-1]} errcode {call['errcode']}",
+                )
+            )
+    for push in facts.pushes:
+        if str(push.get("subject_id")) == order_id:
+            lines.append((float(push["queued_at"]), f"push {push['event']} ({push.get('status')})"))
+    for event in (*facts.dispatch, *facts.logistics, *facts.aftersale):
+        if getattr(event, "order_id", None) == order_id:
+            lines.append(_event_line(event))
+    if not lines:
+        return []
+    start = min(at for at, _ in lines)
+    story = [f"+{at - start:7.2f}s {text}" for at, text in sorted(lines, key=lambda item: item[0])]
+    status = next((o["status"] for o in facts.orders if str(o["order_id"]) == order_id), "?")
+    return [f"order status at WeChat: {status}", *story]
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -570,5 +658,7 @@ def render(report: SaleReport) -> Group:
     if report.dead_letter_samples:
         parts.append("Dead letter samples:\n  " + "\n  ".join(report.dead_letter_samples))
     parts.append(invariants)
+    for order_id, story in report.order_stories.items():
+        parts.append(f"Order {order_id}:\n  " + "\n  ".join(story))
     parts.append(f"Result: {'OK' if report.ok else 'FAILED'}")
     return Group(*parts)

@@ -71,6 +71,9 @@ class AfterSaleStatus(StrEnum):
     MERCHANT_EXCHANGE_SUCCESS = "MERCHANT_EXCHANGE_SUCCESS"
 
 
+REFUNDED_STATUSES = frozenset(
+    {AfterSaleStatus.MERCHANT_REFUND_SUCCESS, AfterSaleStatus.MERCHANT_RETURN_SUCCESS}
+)
 CLOSED_AFTERSALE = frozenset(
     {
         AfterSaleStatus.USER_CANCELD,
@@ -138,6 +141,9 @@ class Parcel:
 class OrderRecord:
     appid: str
     doc: dict[str, Any]  # shaped like shared.wechat.api.Order
+    # Units refunded by after-sale cases before they were shipped, per (product_id, sku_id): they
+    # are no longer to ship. Units refunded after shipping (a return, a refund in transit) are not.
+    refunded_unshipped: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def order_id(self) -> str:
@@ -176,11 +182,11 @@ class OrderRecord:
         return counts
 
     def remaining_counts(self) -> dict[tuple[str, str], int]:
-        """Units still to ship per (product_id, sku_id): ordered − shipped − refunded by after-sale."""
+        """Units still to ship per (product_id, sku_id): ordered − shipped − refunded before shipping."""
         shipped = self.shipped_counts()
         return {
             (p["product_id"], p["sku_id"]): int(p["sku_cnt"])
-            - int(p.get("finish_aftersale_sku_cnt", 0))
+            - self.refunded_unshipped.get((p["product_id"], p["sku_id"]), 0)
             - shipped.get((p["product_id"], p["sku_id"]), 0)
             for p in self.products
         }
@@ -191,6 +197,7 @@ class AfterSaleRecord:
     appid: str
     doc: dict[str, Any]  # WeChat's after_sale_order shape
     refund_times: list[float] = field(default_factory=list)
+    shipped_units: int = 0  # of the case's units, how many WeChat had been told were shipped at applying
 
     @property
     def after_sale_order_id(self) -> str:
@@ -497,7 +504,16 @@ class OrderBook:
             "type": kind.value,
             "deadline": now + SHIP_BY_S,
         }
-        aftersale = AfterSaleRecord(record.appid, doc)
+        key = (str(product["product_id"]), str(product["sku_id"]))
+        claimed = sum(
+            a.shipped_units
+            for a in self.aftersales.values()
+            if a.order_id == order_id
+            and (str(a.doc["product_info"]["product_id"]), str(a.doc["product_info"]["sku_id"])) == key
+            and (a.is_open or a.status in REFUNDED_STATUSES)
+        )
+        shipped_free = max(0, record.shipped_counts().get(key, 0) - claimed)
+        aftersale = AfterSaleRecord(record.appid, doc, shipped_units=min(count, shipped_free))
         self.aftersales[after_sale_order_id] = aftersale
         product["on_aftersale_sku_cnt"] = int(product["on_aftersale_sku_cnt"]) + count
         detail = record.doc["aftersale_detail"]
@@ -522,10 +538,13 @@ class OrderBook:
             product["on_aftersale_sku_cnt"] = max(
                 0, int(product["on_aftersale_sku_cnt"]) - int(info["count"])
             )
-            if status in (AfterSaleStatus.MERCHANT_REFUND_SUCCESS, AfterSaleStatus.MERCHANT_RETURN_SUCCESS):
+            if status in REFUNDED_STATUSES:
                 product["finish_aftersale_sku_cnt"] = int(product["finish_aftersale_sku_cnt"]) + int(
                     info["count"]
                 )
+                key = (str(info["product_id"]), str(info["sku_id"]))
+                unshipped = int(info["count"]) - aftersale.shipped_units
+                record.refunded_unshipped[key] = record.refunded_unshipped.get(key, 0) + unshipped
         detail = record.doc["aftersale_detail"]
         for ref in detail["aftersale_order_list"]:
             if ref["aftersale_order_id"] == aftersale.after_sale_order_id:

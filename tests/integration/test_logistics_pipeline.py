@@ -208,6 +208,34 @@ async def test_a_shipment_held_by_an_open_aftersale_is_told_once_wechat_takes_it
     assert [c["errcode"] for c in await _calls_for(line, order_id)] == [108009, 108009, 0]
 
 
+async def test_a_held_shipment_refused_for_good_is_dead_lettered_once_and_not_sent_again(line: Line) -> None:
+    """The case behind a 108009 ends by cancelling the order (all goods refunded): WeChat now answers
+    101100, for good. The held shipment becomes one dead letter; later scans leave it alone."""
+    await line.sim("POST", "/faults", fault="errcode", errcode=108009, count=1, path=DELIVERY_SEND)
+    fault = {"fault": "errcode", "errcode": 101100, "count": 1, "path": DELIVERY_SEND}
+    order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)
+    reports = await _reports(line, order_id, 2)
+    assert [(r.outcome, r.errcode) for r in reports] == [
+        (DeliveryOutcome.HELD_FOR_AFTERSALE, 108009),
+        (DeliveryOutcome.REFUSED, 101100),
+    ]
+    kafka = KafkaSettings(bootstrap_servers=line.stack.kafka_bootstrap)
+
+    async def letters() -> list[str] | None:
+        found = await read_dead_letters(kafka, [DISPATCH.dead_letter_name])
+        names = [name for name, dl in found if dl.order_id == order_id and "held shipment" in dl.detail]
+        return names or None
+
+    (name,) = await line.until(letters, timeout_s=60)
+    await asyncio.sleep(3)  # three deadline scans (1 s apart in the line): none sends it again
+    assert [c["errcode"] for c in await _calls_for(line, order_id)] == [108009, 101100]
+    assert await letters() == [name]
+    env = {**line.stack.client_environment(), "MONGO_DATABASE": line.db.name}
+    replayed = await asyncio.to_thread(CliRunner().invoke, app, ["dlq", "replay", name], env=env)
+    assert replayed.exit_code == 0, replayed.output
+    assert (await _reports(line, order_id, 3))[-1].outcome == DeliveryOutcome.TOLD
+
+
 @pytest.mark.parametrize(("errcode", "outcome"), [(101100, DeliveryOutcome.REFUSED)])
 async def test_refusals_are_dead_lettered_with_the_reason_and_replayable(
     line: Line, errcode: int, outcome: DeliveryOutcome

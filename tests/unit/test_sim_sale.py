@@ -428,6 +428,47 @@ def test_a_parcel_told_twice_or_never_fails_the_told_check() -> None:
     assert [i.offending for i in refused_only.failed()] == [["101/ZT1: told 0×"]]
 
 
+def test_a_parcel_refused_for_good_after_a_refund_is_excused_once_and_must_not_be_sent_again() -> None:
+    refunded = [
+        {
+            "after_sale_order_id": "A2",
+            "order_id": "101",
+            "type": "REFUND",
+            "status": "MERCHANT_REFUND_SUCCESS",
+        }
+    ]
+    held_then_cancelled = [
+        _told("101", "ZT1", T0.timestamp() + 11, errcode=108009),
+        _told("101", "ZT1", T0.timestamp() + 12, errcode=101100),
+    ]
+    facts = _facts()
+    excused = _report(_facts(calls=held_then_cancelled, cases=[*facts.cases, *refunded]))
+    assert "wechat_told_once_per_parcel" not in [i.name for i in excused.failed()]
+    looping = _report(
+        _facts(
+            calls=[*held_then_cancelled, _told("101", "ZT1", T0.timestamp() + 13, errcode=101100)],
+            cases=[*facts.cases, *refunded],
+        )
+    )
+    (told,) = [i for i in looping.failed() if i.name == "wechat_told_once_per_parcel"]
+    assert told.offending == ["101/ZT1: sent 1× after a final refusal"]
+    # Without a refund behind it, a refusal is a parcel WeChat never heard of: a failure.
+    unexcused = _report(_facts(calls=held_then_cancelled))
+    (told,) = [i for i in unexcused.failed() if i.name == "wechat_told_once_per_parcel"]
+    assert told.offending == ["101/ZT1: told 0×"]
+
+
+def test_a_failed_invariant_tells_the_offending_orders_story() -> None:
+    report = _report(_facts(calls=[_told("101", "ZT1", T0.timestamp() + 11, errcode=108009)]))
+    story = report.order_stories["101"]
+    assert story[0] == "order status at WeChat: 100"
+    assert any("push channels_ec_order_pay" in line for line in story)
+    assert any("delivery/send errcode 108009" in line for line in story)
+    assert any("DispatchShipped dispatch_id=101-2" in line and "ZT1" in line for line in story)
+    assert "Order 101:" in report.text(width=200)
+    assert _report(_facts()).order_stories == {}
+
+
 def test_open_cases_lost_pushes_and_unfinished_orders_fail() -> None:
     facts = _facts()
     facts.cases[0]["status"] = "USER_WAIT_RETURN"

@@ -282,6 +282,33 @@ async def test_open_aftersale_blocks_shipping_until_withdrawn(wechat: WeChat) ->
     assert await wechat.ship(order_id, parcel("ZT1")) == 0
 
 
+ACCEPT = "/channels/ec/aftersale/acceptapply"
+TWO_CUPS = [{"product_id": "1001", "sku_id": "2001", "sku_cnt": 2, "title": "杯子"}]
+
+
+async def _refund(wechat: WeChat, order_id: str) -> None:
+    case = await wechat.control(f"/sim/orders/{order_id}/aftersale", {"type": "REFUND", "count": 1})
+    answer = await wechat.call(ACCEPT, {"after_sale_order_id": case["after_sale_order_id"]})
+    assert answer["errcode"] == 0, answer
+
+
+async def test_a_unit_refunded_before_shipping_is_no_longer_to_ship(wechat: WeChat) -> None:
+    order_id = (await wechat.paid_order(TWO_CUPS))["order_id"]
+    await _refund(wechat, order_id)
+    assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 2))) == ErrCode.SHIPPING_FAILED
+    assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 1))) == 0
+    assert (await wechat.order(order_id)).status == OrderStatus.AWAITING_RECEIPT
+
+
+async def test_a_unit_refunded_after_shipping_leaves_the_rest_to_ship(wechat: WeChat) -> None:
+    """A refund in transit is of the shipped unit (intercepted): the unit not yet shipped still ships."""
+    order_id = (await wechat.paid_order(TWO_CUPS))["order_id"]
+    assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 1))) == 0
+    await _refund(wechat, order_id)
+    assert await wechat.ship(order_id, parcel("ZT2", ("1001", "2001", 1))) == 0
+    assert await wechat.ship(order_id, parcel("ZT3", ("1001", "2001", 1))) == ErrCode.ALREADY_SHIPPED
+
+
 async def test_bad_parcels_are_invalid_args(wechat: WeChat) -> None:
     order_id = (await wechat.paid_order())["order_id"]
     assert await wechat.ship(order_id, parcel("ZT1", carrier="NOPE")) == ErrCode.INVALID_ARGS

@@ -7,7 +7,9 @@ always. Topics are created from the registry before the app starts (`topic_allow
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -35,6 +37,8 @@ def broker_urls(bootstrap_servers: str) -> str:
 def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
     """`app_id` is the consumer group; it defaults to the service's (`lvyue-<service>`)."""
     kafka = settings.kafka
+    datadir_root = Path(tempfile.gettempdir()) / "lvyue-faust"
+    datadir_root.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     options: dict[str, Any] = {
         "broker": broker_urls(kafka.bootstrap_servers),
         "web_enabled": False,  # FastAPI serves HTTP; see shared.service
@@ -51,6 +55,8 @@ def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **
         "stream_wait_empty": True,  # finish in-flight events before committing on shutdown
         "store": "memory://",
         "autodiscover": False,
+        # faust makes `<app_id>-data/` in the working directory even with the memory store.
+        "datadir": str(datadir_root / "{conf.name}-data"),
     }
     options.update(overrides)
     return faust.App(app_id or settings.consumer_group, **options)

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.dispatch import catalog as supplier_catalog
 from services.dispatch import store as dispatch_store
+from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
 from shared.kafka.agents import OrderedAgents
@@ -74,4 +75,5 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         on_startup=[start_dispatch],
     )
     install(api)
+    api.add_middleware(FeedEndpoint, service=settings.service_name)
     return api

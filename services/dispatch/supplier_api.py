@@ -183,15 +183,35 @@ async def _api(request: Request) -> SupplierApi:  # async: no thread-pool hop pe
     return api
 
 
+def api_key_of(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key of a request: `X-Api-Key`, or `Authorization: Bearer <key>`."""
+    if x_api_key:
+        return x_api_key
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
+
+
+def rate_limited(api: SupplierApi, supplier: str) -> JSONResponse | None:
+    """Takes one request from the supplier's budget; the 429 to answer when it is spent."""
+    wait_s = api.limiter.take(supplier)
+    if wait_s <= 0:
+        return None
+    return error_response(
+        429,
+        SupplierErrorCode.RATE_LIMITED,
+        "too many requests",
+        headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+    )
+
+
 async def authenticated_supplier(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
     x_api_key: Annotated[str | None, Header(description="or the API key alone")] = None,
 ) -> str:
     api = await _api(request)
-    token = x_api_key or (
-        authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
-    )
+    token = api_key_of(authorization, x_api_key)
     supplier = await api.keys.supplier_of(token) if token else None
     if supplier is None:
         raise ApiError(
@@ -200,13 +220,13 @@ async def authenticated_supplier(
             "a valid API key is required",
             {"WWW-Authenticate": "Bearer"},
         )
-    wait_s = api.limiter.take(supplier)
-    if wait_s > 0:
+    refusal = rate_limited(api, supplier)
+    if refusal is not None:
         raise ApiError(
             429,
             SupplierErrorCode.RATE_LIMITED,
             "too many requests",
-            {"Retry-After": str(max(1, math.ceil(wait_s)))},
+            {"Retry-After": refusal.headers["retry-after"]},
         )
     return supplier
 
@@ -221,14 +241,11 @@ IdempotencyKey = Annotated[
 router = APIRouter(prefix=API_PREFIX, tags=["supplier"], responses=ERROR_RESPONSES)
 
 
-@router.get("/feed", response_model=FeedPage, summary="Changes after a cursor, long-polling")
-async def feed(
-    supplier: SupplierId,
-    api: Api,
-    after: Annotated[int, Query(ge=0, description="the last cursor seen (0: from the start)")] = 0,
-    wait_s: Annotated[float, Query(ge=0, le=60, description="wait up to this long for a change")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Response:
+FEED_PATH = API_PREFIX + "/feed"  # also served on a fast path: see feed_endpoint.py
+
+
+async def feed_body(api: SupplierApi, supplier: str, after: int, wait_s: float, limit: int) -> bytes:
+    """A FeedPage as JSON, built from the entries' stored JSON (no model per change)."""
     store = api.dispatcher.store
     limit = min(limit, api.settings.feed_max_page)
     entries = store.feed.after(supplier, after, limit)
@@ -240,7 +257,18 @@ async def feed(
         entries = store.feed.after(supplier, after, limit)
     next_cursor = entries[-1].seq if entries else max(after, 0)
     body = b'{"schema_version":1,"changes":[' + b",".join(e.json for e in entries) + b'],"next_cursor":'
-    return Response(body + str(next_cursor).encode() + b"}", media_type="application/json")
+    return body + str(next_cursor).encode() + b"}"
+
+
+@router.get("/feed", response_model=FeedPage, summary="Changes after a cursor, long-polling")
+async def feed(
+    supplier: SupplierId,
+    api: Api,
+    after: Annotated[int, Query(ge=0, description="the last cursor seen (0: from the start)")] = 0,
+    wait_s: Annotated[float, Query(ge=0, le=60, description="wait up to this long for a change")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    return Response(await feed_body(api, supplier, after, wait_s, limit), media_type="application/json")
 
 
 @router.get("/dispatch-orders", response_model=DispatchOrderList, summary="List with filters")

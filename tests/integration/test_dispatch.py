@@ -123,6 +123,55 @@ async def test_long_poll_wakes_when_work_arrives(stack: LocalStack) -> None:
         assert page["next_cursor"] == page["changes"][-1]["cursor"] > cursor
 
 
+def _feed_answers(status: int) -> float:
+    from services.dispatch.supplier_api import FEED_PATH
+    from shared.metrics import HTTP_REQUESTS
+
+    return float(HTTP_REQUESTS.labels("dispatch", "GET", FEED_PATH, str(status))._value.get())
+
+
+async def test_the_feed_fast_path_answers_like_the_route(stack: LocalStack) -> None:
+    """Polls are answered in front of FastAPI (feed_endpoint.py); what it does not take (bad queries,
+    bad keys) reaches the route, so every answer keeps the API's format."""
+    shop = f"shop-fast-{time.time_ns()}"  # its own shop: earlier tests' orders stay out of this feed
+    async with dispatch_service(
+        stack,
+        suppliers=["alpha"],
+        routes=_routes(shop),
+        shop_id=shop,
+        supplier_rate_per_s=0.01,
+        supplier_burst=30,
+    ) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 1)])  # spends some of the budget
+        async with harness.client("alpha") as client:
+            before = _feed_answers(200)
+            page = (await client.get("/feed", params={"after": 0, "limit": 1000, "wait_s": "0.5"})).json()
+            assert _feed_answers(200) == before + 1
+            assert page["schema_version"] == 1
+            assert [c["dispatch_order"]["dispatch_id"] for c in page["changes"]] == [order["dispatch_id"]]
+            assert page["next_cursor"] == page["changes"][-1]["cursor"]
+            empty = (await client.get("/feed", params={"after": page["next_cursor"]})).json()
+            assert empty == {"schema_version": 1, "changes": [], "next_cursor": page["next_cursor"]}
+            for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"wait_s": "nan"}, {"wait_s": 61}):
+                answer = await client.get("/feed", params=bad)
+                assert answer.status_code == 422, (bad, answer.text)
+                body = answer.json()
+                assert body["code"] == "validation_failed"
+                assert [f["path"] for f in body["fields"]] == [f"query.{next(iter(bad))}"]
+        async with harness.client(None, **{"X-Api-Key": harness.keys["alpha"]}) as by_header:
+            assert (await by_header.get("/feed")).status_code == 200
+        async with harness.client(None, Authorization="Bearer lvk_nope_nope") as forged:
+            refused = await forged.get("/feed")
+            assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
+        async with harness.client("alpha") as client:
+            statuses: list[int] = []
+            while len(statuses) < 40 and 429 not in statuses:
+                statuses.append((await client.get("/feed")).status_code)
+            assert statuses[-1] == 429 and set(statuses[:-1]) == {200}, statuses
+            limited = await client.get("/feed")
+            assert limited.json()["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
+
+
 async def test_idempotent_retries_return_the_first_answer(stack: LocalStack) -> None:
     async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
         order = await _offer(harness, "alpha", [("p1", "s1", 1)])

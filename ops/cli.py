@@ -170,7 +170,7 @@ def stack_run(
     ] = False,
     sale: Annotated[bool, typer.Option(help="Drive a live-stream sale through the stack first.")] = True,
     orders: Annotated[int, typer.Option(help="Orders in the sale.")] = 5000,
-    time_scale: Annotated[float, typer.Option(help="How much faster than real time the sale runs.")] = 30,
+    time_scale: Annotated[float, typer.Option(help="How much faster than real time the sale runs.")] = 60,
     components: Components = "",
 ) -> None:
     """Start the stack in the foreground, run a live-stream sale through it and report, then keep

@@ -539,17 +539,25 @@ def compute_report(facts: Facts, *, seed: int, shops: int, suppliers: int) -> Sa
         aftersale_outcomes=dict(sorted(outcomes.items())),
         wechat_case_statuses=dict(sorted(Counter(f"{c['type']} {c['status']}" for c in facts.cases).items())),
         invariants=invariants,
-        order_stories={order_id: order_story(facts, order_id) for order_id in _offending_orders(failed)},
+        order_stories={
+            order_id: order_story(facts, order_id)
+            for order_id in _offending_orders(
+                failed, {str(c["after_sale_order_id"]): str(c["order_id"]) for c in facts.cases}
+            )
+        },
     )
 
 
 _LEADING_ORDER_ID = re.compile(r"^(\d+)")
 
 
-def _offending_orders(invariants: Iterable[Invariant]) -> list[str]:
+def _offending_orders(invariants: Iterable[Invariant], case_orders: dict[str, str]) -> list[str]:
+    """The orders the offenders name (an after-sale case's offender names its case: its order)."""
     ids: list[str] = []
     for inv in invariants:
-        found = [m.group(1) for m in map(_LEADING_ORDER_ID.match, inv.offending) if m]
+        found = [
+            case_orders.get(m.group(1), m.group(1)) for m in map(_LEADING_ORDER_ID.match, inv.offending) if m
+        ]
         for order_id in list(dict.fromkeys(found))[:STORIES_PER_INVARIANT]:
             if order_id not in ids:
                 ids.append(order_id)

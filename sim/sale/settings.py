@@ -147,3 +147,37 @@ class SaleSettings(_Frozen):
 
     def scaled(self, sale_seconds: float) -> float:
         return sale_seconds / self.time_scale
+
+
+def with_short_aftermath(settings: SaleSettings) -> SaleSettings:
+    """The same sale with what follows each order (suppliers shipping, buyers confirming, after-sale
+    cases, returns reaching the supplier) shortened from hours and days to minutes of sale time, so a
+    whole sale, every story ended, fits in a few minutes of real time (`make run`)."""
+    behaviour = settings.suppliers.behaviour.model_copy(
+        update={
+            "accept_delay": Delay(min_s=30, max_s=600),
+            "ship_delay": Delay(min_s=600, max_s=3600),
+            "rest_delay": Delay(min_s=600, max_s=1800),
+            "answer_delay": Delay(min_s=10, max_s=120),
+            "receipt_delay": Delay(min_s=600, max_s=1800),
+        }
+    )
+    delays = settings.delays.model_copy(
+        update={
+            "urge": Delay(min_s=600, max_s=3600),
+            "aftersale_after_delivery": Delay(min_s=300, max_s=1800),
+            "send_return": Delay(min_s=300, max_s=1800),
+            "withdraw": Delay(min_s=60, max_s=300),
+            "confirm_receipt": Delay(min_s=300, max_s=1800),
+        }
+    )
+    operator = settings.operator.model_copy(
+        update={"decide_delay": Delay(min_s=120, max_s=900), "intercept_delay": Delay(min_s=60, max_s=600)}
+    )
+    return settings.model_copy(
+        update={
+            "suppliers": settings.suppliers.model_copy(update={"behaviour": behaviour}),
+            "delays": delays,
+            "operator": operator,
+        }
+    )

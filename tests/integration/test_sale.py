@@ -41,7 +41,7 @@ def short_sale(orders: int = 200) -> SaleSettings:
                 partial_share=0.05,
                 rest_delay=Delay(min_s=1800, max_s=5400),
                 answer_delay=Delay(min_s=10, max_s=120),
-                receipt_delay=Delay(min_s=3600, max_s=10800),
+                receipt_delay=Delay(min_s=1200, max_s=3600),
             ),
         ),
         profile=Profile(total_orders=orders, warm_up_s=1800, spike_s=300, tail_s=1800),
@@ -76,15 +76,11 @@ def short_sale(orders: int = 200) -> SaleSettings:
         time_scale=300,
         seed=7,
         poll_interval_s=0.5,
-        settle_timeout_s=150,
+        settle_timeout_s=300,
     )
 
 
-@pytest.mark.timeout(480)
-@pytest.mark.skip(
-    reason="issue 7, open: in the last run every invariant but one held; 13 of 262 parcels were never "
-    "told to WeChat (orders with an after-sale during shipping: see the issue notes); remove to run"
-)
+@pytest.mark.timeout(600)
 async def test_a_short_sale_keeps_every_invariant(stack: LocalStack) -> None:
     settings = short_sale()
     async with fulfilment_line(stack) as line:

@@ -498,3 +498,26 @@ def test_dead_letters_are_counted_by_topic_and_reason() -> None:
     report = _report(_facts(dead_letters=[letter, letter]))
     assert report.dead_letters == {"dispatch: permanent_api_error": 2}
     assert report.dead_letter_samples[0].startswith("dispatch 101 permanent_api_error")
+
+
+def test_the_default_sales_longest_story_fits_its_settle_time() -> None:
+    """`make run`'s sale: an exchange after delivery (ship, the buyer asks, the desk approves, the
+    goods go back and arrive, the replacement is accepted and ships) ends well within the settle time
+    after the stream, leaving room for the carriers' own legs and a backlog."""
+    from ops.sale import default_sale
+
+    sale = default_sale()
+    supplier, buyer, desk = sale.suppliers.behaviour, sale.delays, sale.operator
+    legs = [
+        supplier.accept_delay,
+        supplier.ship_delay,
+        buyer.aftersale_after_delivery,
+        desk.decide_delay,
+        buyer.send_return,
+        supplier.receipt_delay,
+        supplier.accept_delay,
+        supplier.ship_delay,
+    ]
+    longest_story_s = sale.scaled(sum(leg.max_s for leg in legs))
+    assert longest_story_s <= sale.settle_timeout_s / 2, longest_story_s
+    assert sale.profile.total_orders == 5000 and sale.scaled(sale.profile.duration_s) <= 120

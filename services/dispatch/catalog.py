@@ -30,6 +30,7 @@ SUPPLIER_KEYS = "supplier_keys"
 ROUTES = "supplier_routes"
 INDEXES = [IndexSpec(SUPPLIER_KEYS, [("supplier_id", 1)]), IndexSpec(ROUTES, [("shop_id", 1)])]
 KEY_PREFIX = "lvk"
+WECHAT_APPID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class CatalogError(Exception):
@@ -43,6 +44,9 @@ class Supplier(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     active: bool = True
     return_address: ShippingAddress | None = None
+    # The supplier's own WeChat appid (供货商 appid), for shops that mirror dispatch orders into WeChat's
+    # drop-ship orders; None: not mirrored.
+    wechat_supplier_appid: str | None = Field(default=None, pattern=WECHAT_APPID_PATTERN)
     created_at: datetime = Field(default_factory=utc_now)
 
 
@@ -85,6 +89,17 @@ class Catalog:
         document = {"_id": supplier.supplier_id, **supplier.model_dump(mode="json", exclude={"supplier_id"})}
         if not await insert_once(self._suppliers, document):
             raise CatalogError(f"supplier {supplier.supplier_id} already exists")
+
+    async def set_wechat_supplier_appid(self, supplier_id: str, appid: str | None) -> None:
+        """Set (or with None clear) the supplier's WeChat supplier appid, checked like a new supplier's."""
+        current = await self.get_supplier(supplier_id)
+        if current is None:
+            raise CatalogError(f"no supplier {supplier_id}")
+        try:
+            Supplier.model_validate({**current.model_dump(), "wechat_supplier_appid": appid})
+        except ValidationError as exc:
+            raise CatalogError(f"invalid WeChat supplier appid {appid!r}") from exc
+        await self.set_supplier(supplier_id, wechat_supplier_appid=appid)
 
     async def set_supplier(self, supplier_id: str, **fields: Any) -> None:
         result = await self._suppliers.update_one({"_id": supplier_id}, {"$set": fields})

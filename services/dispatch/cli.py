@@ -60,6 +60,13 @@ def add_supplier(
     return_address: Annotated[
         str | None, typer.Option(help="Return address: 'province|city|county|detail'.")
     ] = None,
+    wechat_supplier_appid: Annotated[
+        str | None,
+        typer.Option(
+            help="The supplier's WeChat supplier appid (供货商 appid), for shops that mirror dispatch "
+            "orders into WeChat's drop-ship orders (`lvyue shop dropship`)."
+        ),
+    ] = None,
 ) -> None:
     """Register a supplier (active). Create an API key for it with `lvyue supplier key create`."""
     try:
@@ -74,7 +81,12 @@ def add_supplier(
                 county=county,
                 detail=detail,
             )
-        supplier = Supplier(supplier_id=supplier_id, name=name, return_address=address)
+        supplier = Supplier(
+            supplier_id=supplier_id,
+            name=name,
+            return_address=address,
+            wechat_supplier_appid=wechat_supplier_appid,
+        )
     except (ValidationError, ValueError) as exc:
         err_console.print(f"[red]invalid supplier:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -94,7 +106,7 @@ def list_suppliers() -> None:
         ]
 
     table = Table(title="Suppliers")
-    for column in ("supplier", "name", "active", "live keys", "return address"):
+    for column in ("supplier", "name", "active", "live keys", "return address", "WeChat supplier appid"):
         table.add_column(column)
     for supplier, keys in _run(collect):
         address = supplier.return_address
@@ -104,8 +116,24 @@ def list_suppliers() -> None:
             "yes" if supplier.active else "no",
             str(keys),
             f"{address.province}{address.city}{address.county}{address.detail}" if address else "",
+            supplier.wechat_supplier_appid or "",
         )
     console.print(table)
+
+
+@supplier_app.command("wechat-appid")
+def set_wechat_appid(
+    supplier_id: Annotated[str, typer.Argument()],
+    appid: Annotated[str | None, typer.Argument(help="The WeChat supplier appid (供货商 appid).")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove it: no longer mirrored.")] = False,
+) -> None:
+    """Set a supplier's WeChat supplier appid: its dispatch orders of shops with the drop-ship mirror on
+    are then assigned to it in WeChat (new dispatch orders; the service re-reads it within 30 s)."""
+    if (appid is None) == (not clear):
+        err_console.print("[red]give an appid, or --clear[/red]")
+        raise typer.Exit(2)
+    _run(lambda catalog, _: catalog.set_wechat_supplier_appid(supplier_id, None if clear else appid))
+    console.print(f"supplier {supplier_id}: WeChat supplier appid {'cleared' if clear else appid}")
 
 
 @supplier_app.command("deactivate")

@@ -15,13 +15,14 @@ from fastapi import FastAPI
 
 from services.dispatch import catalog as supplier_catalog
 from services.dispatch import store as dispatch_store
+from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
-from shared.kafka.topics import AFTERSALE, ORDERS
+from shared.kafka.topics import AFTERSALE, DISPATCH, ORDERS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
 
@@ -33,6 +34,8 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("orders", ORDERS, within_s=0.02)
     agents.consume("aftersale", AFTERSALE, within_s=0.02)
+    # The WeChat drop-ship mirror (dropship.py) follows dispatch's own events, for shops that turn it on.
+    agents.consume("dropship", DISPATCH)
 
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
@@ -48,6 +51,14 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         )
         agents.bind("orders", dispatcher.handle_order_event, processor)
         agents.bind("aftersale", dispatcher.handle_aftersale_event, processor)
+        mirrors = await open_dropship_mirrors(runtime, settings, catalog, stack)
+        agents.bind(
+            "dropship",
+            mirrors.handle_dispatch_event,
+            MessageProcessor(
+                name=f"{settings.service_name}.dropship", producer=runtime.producer, retry=RetryPolicy()
+            ),
+        )
         logistics = httpx.AsyncClient(base_url=settings.logistics_url, timeout=10.0)
         stack.push_async_callback(logistics.aclose)
         api.state.supplier_api = SupplierApi(
@@ -58,6 +69,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             idempotency=IdempotencyStore(runtime.db, settings.idempotency_cache_size),
             logistics=logistics,
             catalog=catalog,
+            dropship=mirrors,
         )
         watcher = asyncio.create_task(dispatcher.watch_routes(settings.route_reload_interval_s))
 

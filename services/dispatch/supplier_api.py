@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -167,6 +167,10 @@ class IdempotencyStore:
             self._cache.popitem(last=False)
 
 
+class DropshipLookup(Protocol):
+    def ds_order_id(self, dispatch_id: str) -> str | None: ...
+
+
 @dataclass
 class SupplierApi:
     settings: DispatchSettings
@@ -176,6 +180,13 @@ class SupplierApi:
     idempotency: IdempotencyStore
     logistics: httpx.AsyncClient
     catalog: Catalog
+    dropship: DropshipLookup | None = None  # the WeChat drop-ship mirror (dropship.py)
+
+    def public(self, order: DispatchOrder) -> DispatchOrderPublic:
+        """The supplier's view, with the WeChat drop-ship order when the dispatch order is mirrored."""
+        ds_order_id = self.dropship.ds_order_id(order.dispatch_id) if self.dropship else None
+        view = order.public()
+        return view if ds_order_id is None else view.model_copy(update={"wechat_ds_order_id": ds_order_id})
 
 
 async def _api(request: Request) -> SupplierApi:  # async: no thread-pool hop per request
@@ -299,7 +310,7 @@ async def list_dispatch_orders(
     more = len(chosen) > limit
     page = chosen[:limit]
     return DispatchOrderList(
-        items=[o.public() for o in page], next_page_after=page[-1].dispatch_id if more and page else None
+        items=[api.public(o) for o in page], next_page_after=page[-1].dispatch_id if more and page else None
     )
 
 
@@ -309,7 +320,7 @@ async def list_dispatch_orders(
 async def get_dispatch_order(
     supplier: SupplierId, api: Api, dispatch_id: DispatchIdPath
 ) -> DispatchOrderPublic:
-    return api.dispatcher.get_for_supplier(supplier, dispatch_id).public()
+    return api.public(api.dispatcher.get_for_supplier(supplier, dispatch_id))
 
 
 async def _idempotent(

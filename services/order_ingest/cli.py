@@ -1,4 +1,5 @@
-"""`lvyue shop ...`: register WeChat shops, list them (secrets masked), rotate the EncodingAESKey."""
+"""`lvyue shop ...`: register WeChat shops, list them (secrets masked), rotate the EncodingAESKey, turn
+the WeChat drop-ship mirror of their dispatch orders on or off."""
 
 from __future__ import annotations
 
@@ -73,7 +74,16 @@ def list_shops() -> None:
     """Every shop, secrets masked."""
     shops = _with_repository(lambda repo: repo.list())
     table = Table(title="WeChat shops")
-    for column in ("shop", "appid", "api base", "token", "aes key", "rotating", "updated"):
+    for column in (
+        "shop",
+        "appid",
+        "api base",
+        "token",
+        "aes key",
+        "rotating",
+        "drop-ship mirror",
+        "updated",
+    ):
         table.add_column(column)
     for shop in shops:
         public = shop.public()
@@ -84,6 +94,7 @@ def list_shops() -> None:
             public.token,
             public.encoding_aes_key,
             "yes" if public.rotating_key else "",
+            "on" if public.dropship_mirror else "",
             public.updated_at.isoformat(),
         )
     console.print(table)
@@ -104,6 +115,23 @@ def rotate_key(
         err_console.print(f"[red]invalid key:[/red] {_errors(exc)}")
         raise typer.Exit(2) from exc
     console.print(f"shop {shop_id}: new key current, previous key kept for in-flight pushes")
+
+
+@app.command("dropship")
+def dropship(
+    shop_id: Annotated[str, typer.Option(help="The shop.")],
+    on: Annotated[bool, typer.Option("--on/--off", help="Mirror into WeChat's drop-ship orders, or stop.")],
+) -> None:
+    """Mirror the shop's dispatch orders into WeChat's drop-ship (代发) orders, so suppliers with a
+    WeChat supplier appid (`lvyue supplier wechat-appid`) can print WeChat e-waybills for them. Off by
+    default; dispatch picks the change up within 30 s. Turned off, what was mirrored is still cancelled
+    in WeChat when its dispatch order is."""
+    try:
+        _with_repository(lambda repo: repo.set_dropship_mirror(shop_id, on=on))
+    except ShopNotFoundError as exc:
+        err_console.print(f"[red]no shop {shop_id}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"shop {shop_id}: drop-ship mirror {'on' if on else 'off'}")
 
 
 def _errors(exc: ValidationError) -> str:

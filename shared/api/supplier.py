@@ -87,6 +87,11 @@ class DispatchOrderPublic(BaseModel):
     replaces_dispatch_id: str | None = None
     aftersale_case_id: str | None = None
     aftersale_instructions: list[AftersaleInstruction] = Field(default_factory=list)
+    wechat_ds_order_id: str | None = Field(
+        default=None,
+        description="WeChat drop-ship order (代发单 ds_order_id) holding these units for you, when the "
+        "shop mirrors dispatch orders into WeChat (shown by GET and list)",
+    )
 
 
 class ReturnReceipt(BaseModel):

@@ -268,6 +268,85 @@ class OrderHoldReleased(Event):
     dispatch_ids: list[str]
 
 
+class MirrorLine(BaseModel):
+    """Units of one product SKU in a WeChat drop-ship order (代发单): WeChat's `spu_id`, `sku_id`,
+    `product_cnt` in `dropship_product_list`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_id: str = Field(description="WeChat spu_id")
+    sku_id: str
+    count: int = Field(ge=1, description="WeChat product_cnt")
+
+
+class MirrorCall(StrEnum):
+    ASSIGN = "assign"  # /channels/ec/order/dropship/assign
+    CANCEL = "cancel"  # /channels/ec/order/dropship/cancel
+
+
+class MirrorFailureReason(StrEnum):
+    """Why WeChat refused a drop-ship call for these units for good (its errcode is carried beside).
+    Refusals of the set-up (supplier not linked, no permission, drop-ship management off) are not
+    these: they are dead-lettered, to be replayed once the set-up is fixed."""
+
+    ORDER_NOT_AWAITING_SHIPMENT = "order_not_awaiting_shipment"  # 610001
+    ORDER_NOT_DROPSHIP = "order_not_dropship"  # 610002: the order has no drop-ship mark
+    ALREADY_SHIPPED = "already_shipped"  # 610003 (the whole order), 610004 (these units)
+    DS_ORDER_CONFLICT = "ds_order_conflict"  # 610009: the ds_order_id does not match the order
+    INVALID_REQUEST = "invalid_request"  # 40097, 47001: WeChat will not take these lines
+    REFUSED = "refused"  # any other errcode
+
+
+class MirrorEvent(Event):
+    """The WeChat drop-ship mirror of a dispatch order (shops that turned it on, `lvyue shop dropship`).
+    Not a change of the dispatch order itself: `dispatch_version` is the dispatch order version the
+    mirror had applied when this happened."""
+
+    dispatch_id: str
+    shop_id: str
+    supplier_id: str
+    supplier_appid: str = Field(description="the supplier's WeChat appid (供货商 appid)")
+    dispatch_version: int = Field(ge=0)
+
+
+class DispatchMirrored(MirrorEvent):
+    """WeChat took the assignment: the supplier sees these units as drop-ship order `ds_order_id`."""
+
+    event_type: Literal["dispatch_mirrored"] = "dispatch_mirrored"
+    schema_version: int = 1
+    ds_order_id: str
+    lines: list[MirrorLine]
+
+
+class DispatchMirrorCancelled(MirrorEvent):
+    """Units taken away from the supplier were cancelled in WeChat (`remaining` empty: the whole
+    drop-ship order)."""
+
+    event_type: Literal["dispatch_mirror_cancelled"] = "dispatch_mirror_cancelled"
+    schema_version: int = 1
+    ds_order_id: str
+    lines: list[MirrorLine]
+    remaining: list[MirrorLine]
+
+
+class DispatchMirrorFailed(MirrorEvent):
+    """WeChat refused an assign or a cancel for good; it is not asked again for the same units."""
+
+    event_type: Literal["dispatch_mirror_failed"] = "dispatch_mirror_failed"
+    schema_version: int = 1
+    call: MirrorCall
+    reason: MirrorFailureReason
+    errcode: int
+    errmsg: str = ""
+    ds_order_id: str | None = None
+    lines: list[MirrorLine]
+
+
+AnyMirrorEvent = Annotated[
+    DispatchMirrored | DispatchMirrorCancelled | DispatchMirrorFailed, Field(discriminator="event_type")
+]
+
+
 AnyDispatchEvent = Annotated[
     DispatchOffered
     | DispatchAccepted
@@ -281,7 +360,10 @@ AnyDispatchEvent = Annotated[
     | DispatchAftersaleInstructed
     | SupplierReturnReceived
     | OrderHeld
-    | OrderHoldReleased,
+    | OrderHoldReleased
+    | DispatchMirrored
+    | DispatchMirrorCancelled
+    | DispatchMirrorFailed,
     Field(discriminator="event_type"),
 ]
 

@@ -190,3 +190,115 @@ class OrderListResponse(ApiResponse):
 
 
 MAX_LIST_WINDOW_S = 7 * 24 * 3600
+
+
+# ---- drop-ship (代发): the merchant assigns units of an order to a linked supplier inside WeChat ----
+# https://developers.weixin.qq.com/doc/store/shop/API/supplier/order/api_dropship_assign (and _cancel,
+# _get, _list). Shop-side paths; the supplier has its own (`.../dropship/supplier/...`).
+
+DROPSHIP_ASSIGN = "/channels/ec/order/dropship/assign"
+DROPSHIP_CANCEL = "/channels/ec/order/dropship/cancel"
+DROPSHIP_GET = "/channels/ec/order/dropship/get"
+DROPSHIP_LIST = "/channels/ec/order/dropship/list"
+
+
+class DropshipErrCode(IntEnum):
+    """The drop-ship errcodes the docs list (assign's list is cut short after 610003 in the copy we
+    read: other 6100xx codes exist and are treated as refusals)."""
+
+    NOT_LINKED = 610000  # 未绑定代发关系
+    ORDER_NOT_AWAITING_SHIPMENT = 610001  # 订单非待发货状态
+    ORDER_NOT_DROPSHIP = 610002  # 订单没有代发标记
+    ORDER_ALL_SHIPPED = 610003  # 订单所有商品已发货
+    PRODUCT_SHIPPED = 610004  # cancel: 该商品已发货
+    DS_ORDER_CONFLICT = 610009  # cancel: 代发单订单ID冲突
+    DROPSHIP_NOT_ENABLED = 9700232  # 小店尚未开通代发管理
+
+
+class DropshipProduct(WeChatModel):
+    """One element of `dropship_product_list`."""
+
+    spu_id: WeChatId
+    sku_id: WeChatId
+    product_cnt: int = Field(ge=1)
+
+
+class DropshipAssignRequest(WeChatModel):
+    order_id: OrderId
+    supplier_appid: str = Field(min_length=1)
+    dropship_product_list: list[DropshipProduct] = Field(min_length=1)
+
+
+class DropshipAssignResponse(ApiResponse):
+    # The docs' answer is errcode/errmsg only; the stand-in (and, reportedly, WeChat) adds the new
+    # drop-ship order's id. When it is missing, the caller looks it up (dropship/list + get).
+    ds_order_id: WeChatId | None = None
+
+
+class DropshipCancelRequest(WeChatModel):
+    order_id: OrderId
+    ds_order_id: WeChatId
+    dropship_product_list: list[DropshipProduct] = Field(min_length=1)
+
+
+class DropshipGetRequest(WeChatModel):
+    ds_order_id: WeChatId
+
+
+class DropshipOrderProduct(WeChatModel):
+    product_id: WeChatId  # the spu id
+    sku_id: WeChatId
+    sku_cnt: int = 0
+    title: str = ""
+    sku_code: str = ""
+
+
+class DropshipOrderDetail(WeChatModel):
+    product_infos: list[DropshipOrderProduct] = Field(default_factory=list)
+
+
+class DropshipOrder(WeChatModel):
+    ds_order_id: WeChatId
+    order_id: WeChatId = ""
+    supplier_appid: str = ""
+    supplier_name: str = ""
+    status: int = 0  # the docs' enumeration was not available to us: never branched on
+    create_time: int = 0
+    update_time: int = 0
+    dropship_order_detail: DropshipOrderDetail = Field(default_factory=DropshipOrderDetail)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Units per (spu_id, sku_id) the drop-ship order holds."""
+        held: dict[tuple[str, str], int] = {}
+        for product in self.dropship_order_detail.product_infos:
+            key = (product.product_id, product.sku_id)
+            held[key] = held.get(key, 0) + product.sku_cnt
+        return held
+
+
+class DropshipGetResponse(ApiResponse):
+    dropship_order: DropshipOrder | None = None
+
+
+class DropshipPageInfo(WeChatModel):
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=100)
+
+
+class DropshipListRequest(WeChatModel):
+    """Filters: the order (`order_id` is a number in this request's docs), the supplier, a time range of
+    at most 7 days."""
+
+    order_id: int | None = None
+    supplier_appid: str | None = None
+    status: int | None = None
+    create_time_range: TimeRange | None = None
+    update_time_range: TimeRange | None = None
+    page_info: DropshipPageInfo = Field(default_factory=DropshipPageInfo)
+
+
+class DropshipListResponse(ApiResponse):
+    # Field names as the supplier-side list answers them (the shop-side answer was not in our copy).
+    ds_order_id_list: list[WeChatId] = Field(default_factory=list)
+    has_more: bool = False
+    total: int = 0

@@ -16,7 +16,13 @@ import httpx
 from prometheus_client import Counter, Histogram
 from purgatory import AsyncCircuitBreakerFactory
 from pymongo.asynchronous.database import AsyncDatabase
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from shared.db import Document, insert_once
 from shared.settings import WeChatSettings
@@ -206,8 +212,19 @@ class WeChatShopClient:
             exclude=[(WeChatApiError, lambda exc: not exc.transient)],
         )
 
-    async def call(self, shop: Shop, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with the shop's token; raises WeChatApiError for a non-zero errcode."""
+    async def call(
+        self, shop: Shop, path: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """POST with the shop's token; raises WeChatApiError for a non-zero errcode.
+
+        `idempotent=False` for a call WeChat does not deduplicate (dropship/assign): an answer that may
+        have been lost after WeChat acted (transport error, 5xx, -1 busy) is raised at once, not sent
+        again, so the caller can find out what happened first; only the minute quota is waited out."""
+        retry = (
+            retry_if_exception_type(WeChatUnavailableError) | retry_if_exception_type(_TransientApiError)
+            if idempotent
+            else retry_if_exception(_refused_for_quota)
+        )
         async with await self._breakers.get_breaker(f"wechat:{shop.shop_id}"):
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._settings.api_max_attempts),
@@ -216,8 +233,7 @@ class WeChatShopClient:
                     max=5,
                     jitter=self._settings.api_backoff_initial_s,
                 ),
-                retry=retry_if_exception_type(WeChatUnavailableError)
-                | retry_if_exception_type(_TransientApiError),
+                retry=retry,
                 reraise=True,
             ):
                 with attempt:
@@ -259,6 +275,11 @@ class _TransientApiError(WeChatApiError):
     """-1 busy or 45011 minute quota: retried with backoff."""
 
 
+def _refused_for_quota(exc: BaseException) -> bool:
+    """The minute quota: WeChat did not act on the call, so even a non-idempotent one may be sent again."""
+    return isinstance(exc, _TransientApiError) and exc.errcode == ErrCode.MINUTE_QUOTA
+
+
 class ShopApi:
     """The WeChat API by our shop id: the shop's credentials and its token shared by every service."""
 
@@ -266,8 +287,10 @@ class ShopApi:
         self._client = client
         self._shops = shops
 
-    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def call(
+        self, shop_id: str, path: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
         shop = await self._shops.get(shop_id)
         if shop is None:
             raise WeChatApiError(path, 41001, f"shop {shop_id} is not registered (lvyue shop add)")
-        return await self._client.call(shop, path, body)
+        return await self._client.call(shop, path, body, idempotent=idempotent)

@@ -36,6 +36,9 @@ class Shop(BaseModel):
     encoding_aes_key: SecretStr
     previous_encoding_aes_key: SecretStr | None = None
     api_base: str | None = None
+    # Mirror dispatch orders into WeChat's drop-ship (代发) orders (`lvyue shop dropship`); off unless
+    # turned on, and off for documents written before the switch existed.
+    dropship_mirror: bool = False
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 
@@ -73,6 +76,7 @@ class Shop(BaseModel):
             shop_id=self.shop_id,
             appid=self.appid,
             api_base=self.api_base,
+            dropship_mirror=self.dropship_mirror,
             rotating_key=self.previous_encoding_aes_key is not None,
             app_secret=_mask(self.app_secret),
             token=_mask(self.token),
@@ -85,6 +89,7 @@ class PublicShop(BaseModel):
     shop_id: str
     appid: str
     api_base: str | None
+    dropship_mirror: bool
     rotating_key: bool
     app_secret: str
     token: str
@@ -137,6 +142,16 @@ class ShopRepository:
         )
         await self._shops.replace_one({"_id": shop_id}, rotated.to_document())
         return rotated
+
+    async def set_dropship_mirror(self, shop_id: str, *, on: bool) -> Shop:
+        """Turn the WeChat drop-ship mirror of the shop's dispatch orders on or off (services read the
+        shop through their caches: the change reaches them within the cache's TTL)."""
+        shop = await self.get(shop_id)
+        if shop is None:
+            raise ShopNotFoundError(shop_id)
+        changed = shop.model_copy(update={"dropship_mirror": on, "updated_at": utc_now()})
+        await self._shops.replace_one({"_id": shop_id}, changed.to_document())
+        return changed
 
 
 class ShopCache:

@@ -36,6 +36,9 @@ from sim.wechat.schemas import (
     DeliveryCompanyListRequest,
     DeliverySendRequest,
     DropshipAssignRequest,
+    DropshipCancelRequest,
+    DropshipGetRequest,
+    DropshipListRequest,
     DuplicatePushesFault,
     ErrcodeFault,
     EwaybillBalanceIn,
@@ -236,6 +239,12 @@ def wechat_router(state: SimState) -> APIRouter:
             openapi.DROPSHIP_ASSIGN_PATH,
             _token_endpoint(state, DropshipAssignRequest, openapi.assign_dropship),
         ),
+        (
+            openapi.DROPSHIP_CANCEL_PATH,
+            _token_endpoint(state, DropshipCancelRequest, openapi.cancel_dropship),
+        ),
+        (openapi.DROPSHIP_GET_PATH, _token_endpoint(state, DropshipGetRequest, openapi.get_dropship)),
+        (openapi.DROPSHIP_LIST_PATH, _token_endpoint(state, DropshipListRequest, openapi.list_dropships)),
     ]
     for path, endpoint in routes:
         router.add_api_route(path, endpoint, methods=["POST"], response_class=JSONResponse)

@@ -6,7 +6,7 @@ import secrets
 from enum import IntEnum
 from typing import Any
 
-from shared.wechat.api import ErrCode
+from shared.wechat.api import DropshipErrCode, ErrCode
 
 
 class SimErrCode(IntEnum):
@@ -39,6 +39,13 @@ ERRMSG: dict[int, str] = {
     ErrCode.OPEN_AFTERSALE: "order has aftersale in progress, delivery not allowed",
     ErrCode.SHIPPING_FAILED: "delivery failed",
     ErrCode.ALREADY_SHIPPED: "order already delivered",
+    DropshipErrCode.NOT_LINKED: "supplier not linked for drop-ship",
+    DropshipErrCode.ORDER_NOT_AWAITING_SHIPMENT: "order is not awaiting shipment",
+    DropshipErrCode.ORDER_NOT_DROPSHIP: "order has no drop-ship mark",
+    DropshipErrCode.ORDER_ALL_SHIPPED: "all products of the order are shipped",
+    DropshipErrCode.PRODUCT_SHIPPED: "the product is shipped",
+    DropshipErrCode.DS_ORDER_CONFLICT: "ds_order_id conflicts with order_id",
+    DropshipErrCode.DROPSHIP_NOT_ENABLED: "drop-ship management is not enabled for the shop",
     SimErrCode.INVALID_GRANT_TYPE: "invalid grant_type",
     SimErrCode.APPID_MISSING: "appid missing",
     SimErrCode.SECRET_MISSING: "appsecret missing",

@@ -15,6 +15,9 @@ from sim.wechat.schemas import (
     DeliveryCompanyListRequest,
     DeliverySendRequest,
     DropshipAssignRequest,
+    DropshipCancelRequest,
+    DropshipGetRequest,
+    DropshipListRequest,
     EwaybillCancelRequest,
     EwaybillCreateRequest,
     EwaybillGetRequest,
@@ -46,6 +49,9 @@ AFTERSALE_REJECT_PATH = "/channels/ec/aftersale/rejectapply"
 EXCHANGE_RESHIP_ACCEPT_PATH = "/channels/ec/aftersale/acceptexchangereship"
 EXCHANGE_RESHIP_REJECT_PATH = "/channels/ec/aftersale/rejectexchangereship"
 DROPSHIP_ASSIGN_PATH = "/channels/ec/order/dropship/assign"
+DROPSHIP_CANCEL_PATH = "/channels/ec/order/dropship/cancel"
+DROPSHIP_GET_PATH = "/channels/ec/order/dropship/get"
+DROPSHIP_LIST_PATH = "/channels/ec/order/dropship/list"
 MAX_PAGE_SIZE = 100
 OK: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
 
@@ -223,3 +229,50 @@ def assign_dropship(state: SimState, appid: str, request: DropshipAssignRequest)
     lines = [ShipLine(p.spu_id, p.sku_id, p.product_cnt) for p in request.dropship_product_list]
     doc = state.assign_dropship(appid, request.order_id, supplier_appid=request.supplier_appid, lines=lines)
     return {**OK, "ds_order_id": doc["ds_order_id"]}
+
+
+def cancel_dropship(state: SimState, appid: str, request: DropshipCancelRequest) -> dict[str, Any]:
+    lines = [ShipLine(p.spu_id, p.sku_id, p.product_cnt) for p in request.dropship_product_list]
+    state.cancel_dropship(appid, request.order_id, ds_order_id=request.ds_order_id, lines=lines)
+    return dict(OK)
+
+
+def _dropship_order(doc: dict[str, Any]) -> dict[str, Any]:
+    """dropship/get's `dropship_order`: the stored record without our own bookkeeping."""
+    return {k: v for k, v in doc.items() if k not in ("appid", "dropship_product_list")}
+
+
+def get_dropship(state: SimState, appid: str, request: DropshipGetRequest) -> dict[str, Any]:
+    return {**OK, "dropship_order": _dropship_order(state.orders.dropship_of(appid, request.ds_order_id))}
+
+
+def list_dropships(state: SimState, appid: str, request: DropshipListRequest) -> dict[str, Any]:
+    ranges = {
+        name: window
+        for name, window in (
+            ("create_time_range", request.create_time_range),
+            ("update_time_range", request.update_time_range),
+        )
+        if window is not None
+    }
+    for name, window in ranges.items():
+        _check_range(name, window)
+    page = request.page_info
+    limit = MAX_PAGE_SIZE if page is None or page.limit is None else page.limit
+    if not 1 <= limit <= MAX_PAGE_SIZE or (page is not None and page.offset < 0):
+        raise WeChatApiError(ErrCode.INVALID_ARGS, "page_info.limit must be 1 to 100")
+    ids, has_more, total = state.orders.list_dropships(
+        appid,
+        order_id=request.order_id,
+        supplier_appid=request.supplier_appid,
+        status=request.status,
+        create_range=_span(ranges.get("create_time_range")),
+        update_range=_span(ranges.get("update_time_range")),
+        offset=0 if page is None else page.offset,
+        limit=limit,
+    )
+    return {**OK, "ds_order_id_list": ids, "has_more": has_more, "total": total}
+
+
+def _span(window: TimeRangeIn | None) -> tuple[int, int] | None:
+    return None if window is None else (window.start_time, window.end_time)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from shared.wechat.api import ErrCode, OrderStatus
+from shared.wechat.api import DropshipErrCode, ErrCode, OrderStatus
 from sim.wechat.errors import SimErrCode, WeChatApiError
 
 SHIP_BY_S = 48 * 3600  # delivery_deadline ≈ pay_time + 48 h
@@ -30,6 +30,44 @@ PAID_NOT_DONE = frozenset(
 class DeliverType:
     COURIER = 1  # 自寄快递
     NO_LOGISTICS = 3  # 无需物流
+
+
+class DropshipStatus:
+    """A drop-ship order's `status` (the docs' enumeration was not available to us: unverified values;
+    clients must not depend on them)."""
+
+    AWAITING_SHIPMENT = 1
+    SHIPPED = 2
+    CANCELLED = 3
+
+
+def dropship_units(ds: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """Units a drop-ship order holds now, per (product_id, sku_id)."""
+    held: dict[tuple[str, str], int] = {}
+    for product in ds["dropship_order_detail"]["product_infos"]:
+        key = (str(product["product_id"]), str(product["sku_id"]))
+        held[key] = held.get(key, 0) + int(product["sku_cnt"])
+    return held
+
+
+def _dropship_products(record: OrderRecord, lines: Iterable[ShipLine]) -> list[dict[str, Any]]:
+    products = []
+    for line in lines:
+        product = record.product(line.product_id, line.sku_id) or {}
+        products.append(
+            {
+                "product_id": line.product_id,
+                "sku_id": line.sku_id,
+                "sku_cnt": line.product_cnt,
+                "title": product.get("title", ""),
+                "thumb_img": product.get("thumb_img", ""),
+                "sku_code": product.get("sku_code", ""),
+                "out_product_id": product.get("out_product_id", ""),
+                "out_sku_id": product.get("out_sku_id", ""),
+                "delivery_deadline": product.get("delivery_deadline", 0),
+            }
+        )
+    return products
 
 
 # /channels/ec/order/deliverycompanylist/new/get
@@ -655,41 +693,137 @@ class OrderBook:
         return self.set_aftersale_status(aftersale, AfterSaleStatus.MERCHANT_REJECT_EXCHANGE, now=now)
 
     # ---- the merchant's side: drop-ship (代发) ----------------------------------------------------
+    # A drop-ship order is stored shaped like dropship/get's `dropship_order`, plus the shop's appid
+    # and the list as assigned. Its product_infos hold the units still assigned (cancel lowers them).
+
+    def _live_dropship_units(self, order_id: str) -> dict[tuple[str, str], int]:
+        held: dict[tuple[str, str], int] = {}
+        for ds in self.dropships.values():
+            if ds["order_id"] == order_id:
+                for key, count in dropship_units(ds).items():
+                    held[key] = held.get(key, 0) + count
+        return held
 
     def assign_dropship(
         self, record: OrderRecord, *, supplier_appid: str, lines: list[ShipLine], now: int
     ) -> tuple[dict[str, Any], OrderEvent]:
-        """dropship/assign: hand unshipped units to a linked supplier (errcodes unverified)."""
+        """dropship/assign: hand unshipped units to a linked supplier. 610003 when everything is
+        shipped, 610001 when the order is not awaiting shipment; units beyond what is neither shipped
+        nor assigned already: 40097 (WeChat's code for that case is not in the docs we read)."""
+        if record.status in FULLY_SHIPPED:
+            raise WeChatApiError(DropshipErrCode.ORDER_ALL_SHIPPED, f"order status is {record.status}")
         if record.status not in UNSHIPPED:
-            raise WeChatApiError(ErrCode.STATUS_FORBIDS_SHIPPING, f"order status is {record.status}")
+            raise WeChatApiError(
+                DropshipErrCode.ORDER_NOT_AWAITING_SHIPMENT, f"order status is {record.status}"
+            )
         if not supplier_appid or not lines:
             raise WeChatApiError(
                 ErrCode.INVALID_ARGS, "supplier_appid and dropship_product_list are required"
             )
         free = record.remaining_counts()
-        for ds in self.dropships.values():
-            if ds["order_id"] == record.order_id:
-                for item in ds["dropship_product_list"]:
-                    key = (str(item["spu_id"]), str(item["sku_id"]))
-                    free[key] = free.get(key, 0) - int(item["product_cnt"])
+        for key, count in self._live_dropship_units(record.order_id).items():
+            free[key] = free.get(key, 0) - count
         for line in lines:
             key = (line.product_id, line.sku_id)
             if line.product_cnt < 1 or key not in free or line.product_cnt > free[key]:
                 raise WeChatApiError(ErrCode.INVALID_ARGS, f"{line.product_id}/{line.sku_id}: cannot assign")
             free[key] -= line.product_cnt
         ds_order_id = self._new_id(self.dropships)
+        assigned = [
+            {"spu_id": ln.product_id, "sku_id": ln.sku_id, "product_cnt": ln.product_cnt} for ln in lines
+        ]
         doc: dict[str, Any] = {
             "ds_order_id": ds_order_id,
             "order_id": record.order_id,
+            "appid": record.appid,
             "supplier_appid": supplier_appid,
-            "dropship_product_list": [
-                {"spu_id": ln.product_id, "sku_id": ln.sku_id, "product_cnt": ln.product_cnt} for ln in lines
-            ],
+            "supplier_name": f"供货商 {supplier_appid}",
+            "status": DropshipStatus.AWAITING_SHIPMENT,
             "create_time": now,
+            "update_time": now,
+            "dropship_product_list": assigned,
+            "dropship_order_detail": {"product_infos": _dropship_products(record, lines)},
         }
         self.dropships[ds_order_id] = doc
         record.touch(now)
         return doc, order_info_event("channels_ec_order_ext_info_update", record.order_id, type=14)
+
+    def dropship_of(self, appid: str, ds_order_id: str) -> dict[str, Any]:
+        """dropship/get's drop-ship order; 40097 when the shop has none with this id."""
+        ds = self.dropships.get(ds_order_id)
+        if ds is None or ds["appid"] != appid:
+            raise WeChatApiError(ErrCode.INVALID_ARGS, f"no drop-ship order {ds_order_id}")
+        return ds
+
+    def cancel_dropship(
+        self, record: OrderRecord, *, ds_order_id: str, lines: list[ShipLine], now: int
+    ) -> tuple[dict[str, Any], OrderEvent]:
+        """dropship/cancel: take units (all of them when `lines` is empty) back from the supplier.
+        610009 when the drop-ship order is unknown or another order's; 610004 when the units were
+        shipped meanwhile; 40097 for units the drop-ship order does not hold (or holds no more)."""
+        ds = self.dropships.get(ds_order_id)
+        if ds is None or ds["appid"] != record.appid or ds["order_id"] != record.order_id:
+            raise WeChatApiError(DropshipErrCode.DS_ORDER_CONFLICT, f"{ds_order_id} is not of this order")
+        held = dropship_units(ds)
+        if not held:
+            raise WeChatApiError(ErrCode.INVALID_ARGS, f"drop-ship order {ds_order_id} is cancelled")
+        wanted: dict[tuple[str, str], int] = {}
+        for line in lines or [ShipLine(p, s, n) for (p, s), n in held.items()]:
+            key = (line.product_id, line.sku_id)
+            if line.product_cnt < 1:
+                raise WeChatApiError(ErrCode.INVALID_ARGS, "product_cnt must be positive")
+            wanted[key] = wanted.get(key, 0) + line.product_cnt
+        unshipped = record.remaining_counts()
+        for key, count in wanted.items():
+            if count > held.get(key, 0):
+                raise WeChatApiError(ErrCode.INVALID_ARGS, f"{key[0]}/{key[1]}: {count} > {held.get(key, 0)}")
+            if count > max(0, unshipped.get(key, 0)):
+                raise WeChatApiError(DropshipErrCode.PRODUCT_SHIPPED, f"{key[0]}/{key[1]} shipped")
+        products = []
+        for product in ds["dropship_order_detail"]["product_infos"]:
+            key = (str(product["product_id"]), str(product["sku_id"]))
+            take = min(int(product["sku_cnt"]), wanted.get(key, 0))
+            wanted[key] = wanted.get(key, 0) - take
+            if int(product["sku_cnt"]) - take > 0:
+                products.append({**product, "sku_cnt": int(product["sku_cnt"]) - take})
+        ds["dropship_order_detail"]["product_infos"] = products
+        if not products:
+            ds["status"] = DropshipStatus.CANCELLED
+        ds["update_time"] = max(now, int(ds["update_time"]) + 1)
+        record.touch(now)
+        return ds, order_info_event("channels_ec_order_ext_info_update", record.order_id, type=15)
+
+    def list_dropships(
+        self,
+        appid: str,
+        *,
+        order_id: str | None,
+        supplier_appid: str | None,
+        status: int | None,
+        create_range: tuple[int, int] | None,
+        update_range: tuple[int, int] | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[str], bool, int]:
+        """dropship/list: the shop's drop-ship ids matching every filter given, oldest first."""
+        matches = []
+        for ds in self.dropships.values():
+            if ds["appid"] != appid:
+                continue
+            if order_id is not None and ds["order_id"] != order_id:
+                continue
+            if supplier_appid is not None and ds["supplier_appid"] != supplier_appid:
+                continue
+            if status is not None and ds["status"] != status:
+                continue
+            if create_range is not None and not create_range[0] <= ds["create_time"] <= create_range[1]:
+                continue
+            if update_range is not None and not update_range[0] <= ds["update_time"] <= update_range[1]:
+                continue
+            matches.append((int(ds["create_time"]), int(ds["ds_order_id"]), str(ds["ds_order_id"])))
+        matches.sort()
+        page = matches[offset : offset + limit]
+        return [ds_id for _, _, ds_id in page], offset + limit < len(matches), len(matches)
 
     # ---- the merchant's side: /channels/ec/order/delivery/send ----------------------------------
 

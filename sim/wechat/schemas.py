@@ -158,6 +158,30 @@ class DropshipAssignRequest(WeChatRequest):
     dropship_product_list: list[DropshipProductIn] = Field(default_factory=list)
 
 
+class DropshipCancelRequest(WeChatRequest):
+    order_id: OrderId
+    ds_order_id: WeChatId
+    dropship_product_list: list[DropshipProductIn] = Field(default_factory=list)
+
+
+class DropshipGetRequest(WeChatRequest):
+    ds_order_id: WeChatId
+
+
+class DropshipPageInfoIn(WeChatRequest):
+    offset: int = 0
+    limit: int | None = None
+
+
+class DropshipListRequest(WeChatRequest):
+    order_id: OrderId | None = None
+    supplier_appid: str | None = None
+    status: int | None = None
+    create_time_range: TimeRangeIn | None = None
+    update_time_range: TimeRangeIn | None = None
+    page_info: DropshipPageInfoIn | None = None
+
+
 # ---- the control API (/sim/...) --------------------------------------------------------------------
 
 

@@ -430,6 +430,14 @@ class SimState:
         self.emit(appid, event, openid=record.openid)
         return doc
 
+    def cancel_dropship(
+        self, appid: str, order_id: str, *, ds_order_id: str, lines: list[ShipLine]
+    ) -> dict[str, Any]:
+        record = self.orders.get(order_id, appid=appid)
+        doc, event = self.orders.cancel_dropship(record, ds_order_id=ds_order_id, lines=lines, now=self.now())
+        self.emit(appid, event, openid=record.openid)
+        return doc
+
     def ewaybill_path(self, ewaybill_order_id: str, *, status: int, desc: str) -> EwaybillRecord:
         """The carrier reports progress on an e-waybill (control side): ewaybill_push_path is pushed."""
         record = self.ewaybills.records.get(ewaybill_order_id)

@@ -278,4 +278,4 @@ async def test_dropship_assign(sim: SimClient, state: SimState) -> None:
     unpaid = (await sim.control("/sim/orders", {"appid": APPID}))["order_id"]
     body["order_id"] = unpaid
     refused = await sim.call("/channels/ec/order/dropship/assign", body, appid=APPID)
-    assert refused["errcode"] == ErrCode.STATUS_FORBIDS_SHIPPING
+    assert refused["errcode"] == 610001  # 订单非待发货状态

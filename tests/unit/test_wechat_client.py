@@ -11,7 +11,7 @@ from purgatory.domain.model import OpenedState
 from pydantic import SecretStr
 
 from shared.settings import WeChatSettings
-from shared.wechat.client import WeChatApiError, WeChatShopClient
+from shared.wechat.client import WeChatApiError, WeChatShopClient, WeChatUnavailableError
 from shared.wechat.shops import Shop
 
 SHOP = Shop(
@@ -84,3 +84,37 @@ async def test_the_breaker_opens_when_wechat_keeps_failing_and_not_for_missing_o
     with pytest.raises(OpenedState):
         await busy.get_order(SHOP, "1")  # fails fast: WeChat is not called while the breaker is open
     assert len(seen) == calls_before == 4
+
+
+async def test_a_non_idempotent_call_is_not_sent_again_when_its_answer_may_be_lost() -> None:
+    """dropship/assign: WeChat may have acted on a call answered -1 or lost in transit, so it is raised
+    to the caller (who looks up what happened) instead of being sent again; the minute quota, which
+    WeChat refuses before acting, is still waited out."""
+    body = {"order_id": "1", "supplier_appid": "wxs", "dropship_product_list": []}
+    seen: list[httpx.Request] = []
+    busy = client([{"errcode": -1}, {"errcode": 0}], seen)
+    with pytest.raises(WeChatApiError) as raised:
+        await busy.call(SHOP, "/channels/ec/order/dropship/assign", body, idempotent=False)
+    assert raised.value.errcode == -1 and len(seen) == 1
+
+    seen.clear()
+    quota = client([{"errcode": 45011}, {"errcode": 0, "ds_order_id": "9"}], seen)
+    answer = await quota.call(SHOP, "/channels/ec/order/dropship/assign", body, idempotent=False)
+    assert answer["ds_order_id"] == "9" and len(seen) == 2
+
+    def lost(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ReadTimeout("lost", request=request)
+
+    seen.clear()
+    wechat = WeChatShopClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(lost)),
+        Tokens(),
+        WeChatSettings(api_base="http://wechat.test", api_backoff_initial_s=0.001),
+    )
+    with pytest.raises(WeChatUnavailableError):
+        await wechat.call(SHOP, "/channels/ec/order/dropship/assign", body, idempotent=False)
+    assert len(seen) == 1
+    with pytest.raises(WeChatUnavailableError):
+        await wechat.call(SHOP, "/channels/ec/order/dropship/get", {"ds_order_id": "9"})
+    assert len(seen) == 1 + WeChatSettings().api_max_attempts  # a read is retried

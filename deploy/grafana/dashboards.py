@@ -528,7 +528,31 @@ def _dispatch_rows() -> list[Row]:
                     bars=True,
                 ),
             ],
-        )
+        ),
+        Row(
+            "WeChat drop-ship mirror (代发)",
+            [
+                Panel(
+                    "Mirror calls, by call and outcome",
+                    [rate_by("lvyue_dispatch_dropship_calls_total", "call, outcome")],
+                    unit="reqps",
+                    stacked=True,
+                    width=12,
+                    description="assign and cancel: done, refused (for good, recorded), blocked (the set-up: "
+                    "dead-lettered), unclear (looked up before asking again); lookup_*: found or not_found. "
+                    "Alert LvyueDropshipMirrorFailing: an assign or cancel refused or blocked in 10 minutes.",
+                ),
+                Panel(
+                    "Dispatch orders not mirrored, by reason",
+                    [increase_by("lvyue_dispatch_dropship_skipped_total", "reason")],
+                    bars=True,
+                    width=12,
+                    description="shop_off: the shop has not turned the mirror on (`lvyue shop dropship`); "
+                    "no_supplier_appid: the supplier has no WeChat appid (`lvyue supplier wechat-appid`); "
+                    "replacement: after-sale replacements are never mirrored.",
+                ),
+            ],
+        ),
     ]
 
 

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.logistics.domain import deadlines
-from services.logistics.domain.delivery import NextStep, delivery_request, judge
+from services.logistics.domain.delivery import NextStep, delivery_request, judge, told_with_delivery_send
 from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
 from shared.events.base import Event, utc_now
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
@@ -47,7 +47,9 @@ from shared.wechat.client import WeChatApiError
 log = logging.getLogger(__name__)
 
 SHIPMENTS_TOLD = Counter(
-    "lvyue_logistics_shipments_total", "Parcels told to WeChat (delivery/send), by outcome.", ["outcome"]
+    "lvyue_logistics_shipments_total",
+    "Parcels told to WeChat (delivery/send), by outcome; aftersale_replacement: not sent, by design.",
+    ["outcome"],
 )
 DELIVERY_CALLS = Counter(
     "lvyue_logistics_delivery_send_total", "delivery/send answers by errcode.", ["errcode"]
@@ -90,7 +92,7 @@ DELIVERY_SEND = "/channels/ec/order/delivery/send"
 
 
 class DeliveryRecord(BaseModel):
-    """What WeChat was told about one parcel."""
+    """What WeChat was told about one parcel (or that it is not told: an after-sale replacement)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -288,6 +290,9 @@ class Logistics:
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
 
     async def _tell_wechat(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
+        if not told_with_delivery_send(aftersale_case_id=event.aftersale_case_id):
+            await self._record_replacement(event, parcels)
+            return
         body = delivery_request(event.order_id, parcels, event.lines)
         try:
             await self._wechat.call(event.shop_id, DELIVERY_SEND, body)
@@ -341,6 +346,25 @@ class Logistics:
         if verdict.step == NextStep.HOLD_FOR_AFTERSALE and not held_before:
             # Not told yet: kept, and sent again on every deadline scan until the after-sale closes.
             await self.held.save(held_key, HeldShipment(shipment=event), cause=f"held:{held_key}")
+
+    async def _record_replacement(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
+        """The parcels of an after-sale replacement: tracked like any other (registered already), never
+        sent with delivery/send nor held. Recorded, so a redelivered event announces nothing twice, and
+        announced once, so nothing waits for a delivery/send that will not come."""
+        outcome = DeliveryOutcome.AFTERSALE_REPLACEMENT
+        now = self.clock()
+        refs = [_ref(event.dispatch_id, p) for p in parcels]
+        for parcel, ref in zip(parcels, refs, strict=True):
+            record = DeliveryRecord(
+                shop_id=event.shop_id, order_id=event.order_id, parcel=ref, outcome=outcome, at=now
+            )
+            await self.deliveries.save(
+                _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
+            )
+            SHIPMENTS_TOLD.labels(outcome).inc()
+        await self._publish(
+            [ShipmentReported(order_id=event.order_id, shop_id=event.shop_id, parcels=refs, outcome=outcome)]
+        )
 
     async def retry_held_shipments(self) -> int:
         """Shipments WeChat refused while an after-sale was open: try again. Returns how many went."""

@@ -156,12 +156,18 @@ class DispatchRejected(DispatchEvent):
 
 
 class DispatchShipped(DispatchEvent):
-    """A shipment: the parcels of this call (not the earlier ones); state says partial or whole."""
+    """A shipment: the parcels of this call (not the earlier ones); state says partial or whole.
+
+    `aftersale_case_id` is set when the dispatch order is an after-sale replacement (an exchange's
+    replacement or a re-ship, see `DispatchOffered`): such parcels are not the order's shipment, so
+    logistics tracks them but never tells WeChat with delivery/send (aftersale reports an exchange's
+    replacement waybill with acceptexchangereship)."""
 
     event_type: Literal["dispatch_shipped"] = "dispatch_shipped"
     schema_version: int = 1
     parcels: list[Parcel]
     lines: list[DispatchLine]
+    aftersale_case_id: str | None = None
 
 
 class DispatchCancelled(DispatchEvent):

@@ -56,6 +56,9 @@ class DeliveryOutcome(StrEnum):
     ALREADY_SHIPPED = "already_shipped"  # 109001: WeChat had it already (a retry after a lost answer)
     HELD_FOR_AFTERSALE = "held_for_aftersale"  # 108009: an open after-sale blocks shipping
     REFUSED = "refused"  # 101100 and other permanent refusals: dead-lettered with the reason
+    # Not sent: an after-sale replacement (exchange or re-ship) is not the order's shipment. WeChat
+    # learns an exchange's replacement waybill from aftersale (acceptexchangereship), a re-ship never.
+    AFTERSALE_REPLACEMENT = "aftersale_replacement"
 
 
 class AlertKind(StrEnum):
@@ -84,7 +87,8 @@ class WaybillCancelled(Event):
 
 
 class ShipmentReported(Event):
-    """The outcome of telling WeChat about parcels (delivery/send), once per parcel."""
+    """The outcome of telling WeChat about parcels (delivery/send), once per parcel; for the parcels
+    of an after-sale replacement, that they are not told (`aftersale_replacement`)."""
 
     event_type: Literal["shipment_reported"] = "shipment_reported"
     schema_version: int = 1

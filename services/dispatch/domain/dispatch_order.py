@@ -346,6 +346,7 @@ def ship(order: DispatchOrder, *, parcels: Sequence[ParcelShipment], now: dateti
         {"state": state, "lines": lines, "parcels": [*order.parcels, *new_parcels]},
         parcels=new_parcels,
         lines=lines,
+        aftersale_case_id=order.aftersale_case_id,
     )
     for request in [r for r in recorder.order.change_requests if r.status == ChangeStatus.OPEN]:
         _refuse_request(

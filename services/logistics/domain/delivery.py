@@ -37,6 +37,15 @@ class Verdict:
     outcome: DeliveryOutcome | None  # what to record and announce (None: nothing yet, retry)
 
 
+def told_with_delivery_send(*, aftersale_case_id: str | None) -> bool:
+    """Whether a shipment is the order's own, for delivery/send. The parcels of an after-sale
+    replacement (an exchange's replacement, a re-ship) are not: the order shipped already (WeChat
+    answers 109001 or 109000) and its case is open (108009, held for nothing). WeChat learns an
+    exchange's replacement waybill through acceptexchangereship, which aftersale calls once the
+    replacement ships; a re-ship is our own case and WeChat is not told of it at all."""
+    return aftersale_case_id is None
+
+
 def delivery_request(
     order_id: str, parcels: Sequence[Parcel], lines: Sequence[DispatchLine]
 ) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.dispatch_order import DispatchError, DispatchOrder, ParcelShipment, Transition
 from shared.api.supplier import SupplierErrorCode
 from shared.events.dispatch import (
+    DISPATCH_EVENTS,
     ChangeKind,
     ChangeRefusal,
     ChangeStatus,
@@ -281,6 +283,73 @@ def test_the_same_waybill_number_with_another_carrier_is_another_parcel() -> Non
         accepted(), parcels=[parcel("W1", (0, 1)), parcel("W1", (0, 1), carrier="SF")], now=at(5)
     )
     assert len(transition.order.parcels) == 2
+
+
+def _replacement(case_id: str) -> DispatchOrder:
+    """An after-sale replacement (exchange or re-ship) of dispatch order -1, accepted."""
+    offered_replacement = dispatch.offer(
+        dispatch_id=f"{ORDER_ID}-2",
+        order_id=ORDER_ID,
+        shop_id=SHOP,
+        supplier_id="sup-a",
+        lines=[dline(0, 1)],
+        receiver=ADDRESS,
+        ship_by=None,
+        paid_at=PAID_AT,
+        now=at(60),
+        replaces_dispatch_id=f"{ORDER_ID}-1",
+        aftersale_case_id=case_id,
+    ).order
+    return dispatch.accept(offered_replacement, estimated_ship_at=None, now=at(61)).order
+
+
+def test_a_replacement_shipment_carries_its_after_sale_case() -> None:
+    transition = dispatch.ship(_replacement("case-9"), parcels=[parcel("W7", (0, 1))], now=at(62))
+    [event] = transition.events
+    assert isinstance(event, DispatchShipped)
+    assert event.aftersale_case_id == "case-9"
+    assert event.state == DispatchState.SHIPPED
+    again = DISPATCH_EVENTS.validate_json(event.to_kafka_value())
+    assert isinstance(again, DispatchShipped) and again.aftersale_case_id == "case-9"
+
+
+def test_every_partial_shipment_of_a_replacement_carries_its_after_sale_case() -> None:
+    before = dispatch.accept(
+        dispatch.offer(
+            dispatch_id=f"{ORDER_ID}-2",
+            order_id=ORDER_ID,
+            shop_id=SHOP,
+            supplier_id="sup-a",
+            lines=[dline(0, 2)],
+            receiver=ADDRESS,
+            ship_by=None,
+            paid_at=PAID_AT,
+            now=at(60),
+            aftersale_case_id="case-9",
+        ).order,
+        estimated_ship_at=None,
+        now=at(61),
+    ).order
+    first = dispatch.ship(before, parcels=[parcel("W7", (0, 1))], now=at(62))
+    second = dispatch.ship(first.order, parcels=[parcel("W8", (0, 1))], now=at(63))
+    events = [*first.events, *second.events]
+    assert [e.state for e in events] == [DispatchState.PARTIALLY_SHIPPED, DispatchState.SHIPPED]
+    assert all(isinstance(e, DispatchShipped) and e.aftersale_case_id == "case-9" for e in events)
+
+
+def test_an_ordinary_shipment_carries_no_after_sale_case() -> None:
+    [event] = dispatch.ship(accepted(), parcels=[parcel("W1", (0, 2), (1, 1))], now=at(5)).events
+    assert isinstance(event, DispatchShipped) and event.aftersale_case_id is None
+
+
+def test_a_shipment_event_from_before_the_case_field_still_reads() -> None:
+    [event] = dispatch.ship(accepted(), parcels=[parcel("W1", (0, 2), (1, 1))], now=at(5)).events
+    old = json.loads(event.to_kafka_value())
+    del old["aftersale_case_id"]
+    assert old["schema_version"] == 1
+    read = DISPATCH_EVENTS.validate_python(old)
+    assert isinstance(read, DispatchShipped) and read.aftersale_case_id is None
+    assert read == event
 
 
 SHIP_ERRORS = {

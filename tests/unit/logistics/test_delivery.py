@@ -14,6 +14,7 @@ from services.logistics.domain.delivery import (
     Verdict,
     delivery_request,
     judge,
+    told_with_delivery_send,
 )
 from shared.events.dispatch import DispatchLine, Parcel, ParcelLine
 from shared.events.logistics import DeliveryOutcome
@@ -226,3 +227,8 @@ def test_only_retry_later_has_no_outcome_to_record() -> None:
     for code in [*range(-5, 50), *documented]:
         verdict = judge(code)
         assert (verdict.outcome is None) == (verdict.step is NextStep.RETRY_LATER)
+
+
+def test_only_the_orders_own_shipments_go_to_delivery_send() -> None:
+    assert told_with_delivery_send(aftersale_case_id=None)
+    assert not told_with_delivery_send(aftersale_case_id="4500000001")  # an after-sale replacement

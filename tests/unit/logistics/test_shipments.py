@@ -1,0 +1,272 @@
+"""Shipments from the dispatch topic, through the logistics handler with fakes (records in memory, a
+WeChat that answers what it is told to, a producer that keeps what it is given): the order's own
+parcels are told with delivery/send; an after-sale replacement's parcels are tracked and watched like
+any other but never sent with delivery/send nor held, and announced once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+
+from services.logistics.domain.deadlines import DeadlinePolicy
+from services.logistics.domain.tracking import parcel_key
+from services.logistics.handlers import DELIVERY_SEND, Logistics
+from shared.events.dispatch import (
+    DispatchLine,
+    DispatchOffered,
+    DispatchShipped,
+    DispatchState,
+    Parcel,
+    ParcelLine,
+    ShippingAddress,
+)
+from shared.events.logistics import (
+    LOGISTICS_EVENTS,
+    AnyLogisticsEvent,
+    DeliveryOutcome,
+    ShipmentReported,
+    TrackingSource,
+    TrackingState,
+)
+from shared.kafka.consumer import InboundMessage
+from shared.kafka.topics import DISPATCH, LOGISTICS
+from shared.versioned import VersionedProjection
+from shared.wechat.client import WeChatApiError
+from tests.unit.logistics.builders import ORDER_ID, SHOP, T0, at, entry
+
+M = TypeVar("M", bound=BaseModel)
+
+CASE_ID = "4500000001"
+ADDRESS = ShippingAddress(
+    name="张三", phone="13800000000", province="广东省", city="广州市", county="天河区", detail="1号"
+)
+LINES = [DispatchLine(line_no=0, product_id="10000", sku_id="20000", quantity=1, shipped_quantity=1)]
+
+
+class InMemory(VersionedProjection[M]):
+    """VersionedProjection's behaviour without a database: the newest value per key."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, M] = {}
+        self._revisions: dict[str, int] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def save(self, key: str, value: M, *, cause: str, extra: dict[str, Any] | None = None) -> M:
+        self._revisions[key] = self._revisions.get(key, 0) + 1
+        self._current[key] = value
+        return value
+
+
+@dataclass
+class WeChat:
+    """Answers every call with `errcode` (0: accepted)."""
+
+    errcode: int = 0
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((path, body))
+        if self.errcode:
+            raise WeChatApiError(path, self.errcode, "refused")
+        return {"errcode": 0, "errmsg": "ok"}
+
+
+@dataclass
+class Producer:
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+
+    async def send_and_wait(self, topic: str, *, value: bytes, key: bytes | None, **_: Any) -> None:
+        self.sent.append((topic, value))
+
+    def published(self) -> list[AnyLogisticsEvent]:
+        return [LOGISTICS_EVENTS.validate_json(v) for topic, v in self.sent if topic == LOGISTICS.name]
+
+
+@dataclass
+class Subscriber:
+    waybills: list[tuple[str, str]] = field(default_factory=list)
+
+    async def subscribe(self, carrier_code: str, waybill_no: str) -> None:
+        self.waybills.append((carrier_code, waybill_no))
+
+
+@dataclass
+class World:
+    logistics: Logistics
+    wechat: WeChat
+    producer: Producer
+    subscriber: Subscriber
+    offset: int = 0
+
+    async def deliver(self, event: DispatchOffered | DispatchShipped) -> None:
+        self.offset += 1
+        message = InboundMessage(
+            DISPATCH.name, 0, self.offset, event.order_id.encode(), event.to_kafka_value()
+        )
+        await self.logistics.handle_dispatch_event(message)
+
+    def delivery_sends(self) -> list[dict[str, Any]]:
+        return [body for path, body in self.wechat.calls if path == DELIVERY_SEND]
+
+    def reports(self) -> list[ShipmentReported]:
+        return [e for e in self.producer.published() if isinstance(e, ShipmentReported)]
+
+
+@pytest.fixture
+def world() -> World:
+    wechat, producer, subscriber = WeChat(), Producer(), Subscriber()
+    logistics = Logistics(
+        parcels=InMemory(),
+        deliveries=InMemory(),
+        ship_by=InMemory(),
+        orphans=InMemory(),
+        alerts=InMemory(),
+        confirmed_orders=InMemory(),
+        held=InMemory(),
+        producer=producer,
+        wechat=wechat,
+        subscriber=subscriber,
+        policy=DeadlinePolicy(),
+        clock=lambda: at(1),
+    )
+    return World(logistics, wechat, producer, subscriber)
+
+
+def offered(dispatch_id: str, *, case_id: str | None) -> DispatchOffered:
+    return DispatchOffered(
+        order_id=ORDER_ID,
+        occurred_at=T0,
+        dispatch_id=dispatch_id,
+        shop_id=SHOP,
+        supplier_id="sup-a",
+        version=1,
+        state=DispatchState.OFFERED,
+        lines=[line.model_copy(update={"shipped_quantity": 0}) for line in LINES],
+        receiver=ADDRESS,
+        ship_by=T0 + timedelta(days=2),
+        paid_at=T0,
+        aftersale_case_id=case_id,
+    )
+
+
+def shipped(
+    dispatch_id: str, waybill: str, *, case_id: str | None, occurred_at: datetime = T0
+) -> DispatchShipped:
+    return DispatchShipped(
+        order_id=ORDER_ID,
+        occurred_at=occurred_at,
+        dispatch_id=dispatch_id,
+        shop_id=SHOP,
+        supplier_id="sup-a",
+        version=3,
+        state=DispatchState.SHIPPED,
+        parcels=[
+            Parcel(
+                parcel_no=1,
+                carrier_code="ZTO",
+                waybill_no=waybill,
+                lines=[ParcelLine(line_no=0, quantity=1)],
+                shipped_at=occurred_at,
+            )
+        ],
+        lines=LINES,
+        aftersale_case_id=case_id,
+    )
+
+
+def shipments_counted(outcome: DeliveryOutcome) -> float:
+    value = REGISTRY.get_sample_value("lvyue_logistics_shipments_total", {"outcome": outcome.value})
+    return value or 0.0
+
+
+async def test_the_orders_own_shipment_is_told_with_delivery_send(world: World) -> None:
+    told_before = shipments_counted(DeliveryOutcome.TOLD)
+
+    await world.deliver(shipped(f"{ORDER_ID}-1", "78800000001", case_id=None))
+
+    [body] = world.delivery_sends()
+    assert body["order_id"] == int(ORDER_ID)
+    assert [p["waybill_id"] for p in body["delivery_list"]] == ["78800000001"]
+    [report] = world.reports()
+    assert report.outcome == DeliveryOutcome.TOLD
+    assert [p.waybill_no for p in report.parcels] == ["78800000001"]
+    assert shipments_counted(DeliveryOutcome.TOLD) == told_before + 1
+
+
+async def test_a_replacement_is_tracked_but_never_sent_with_delivery_send(world: World) -> None:
+    counted_before = shipments_counted(DeliveryOutcome.AFTERSALE_REPLACEMENT)
+
+    await world.deliver(shipped(f"{ORDER_ID}-2", "78800000002", case_id=CASE_ID))
+
+    assert world.wechat.calls == []
+    key = parcel_key("ZTO", "78800000002")
+    tracking = world.logistics.parcels.get(key)
+    assert tracking is not None and tracking.parcel.dispatch_id == f"{ORDER_ID}-2"
+    assert world.subscriber.waybills == [("ZTO", "78800000002")]
+    [report] = world.reports()
+    assert report.outcome == DeliveryOutcome.AFTERSALE_REPLACEMENT
+    assert (report.order_id, report.shop_id, report.errcode) == (ORDER_ID, SHOP, 0)
+    assert [(p.dispatch_id, p.waybill_no) for p in report.parcels] == [(f"{ORDER_ID}-2", "78800000002")]
+    assert list(world.logistics.held) == []
+    assert shipments_counted(DeliveryOutcome.AFTERSALE_REPLACEMENT) == counted_before + 1
+
+
+async def test_a_redelivered_replacement_is_announced_once(world: World) -> None:
+    event = shipped(f"{ORDER_ID}-2", "78800000002", case_id=CASE_ID)
+
+    await world.deliver(event)
+    await world.deliver(event)
+
+    assert world.wechat.calls == []
+    assert len(world.reports()) == 1
+
+
+async def test_a_replacement_is_not_held_while_its_case_is_open(world: World) -> None:
+    world.wechat.errcode = 108009  # what delivery/send answers while the exchange is open
+
+    await world.deliver(shipped(f"{ORDER_ID}-2", "78800000002", case_id=CASE_ID))
+    retried = await world.logistics.retry_held_shipments()
+
+    assert world.wechat.calls == []
+    assert retried == 0 and list(world.logistics.held) == []
+    assert [r.outcome for r in world.reports()] == [DeliveryOutcome.AFTERSALE_REPLACEMENT]
+
+
+async def test_the_orders_own_shipment_is_still_held_while_a_case_is_open(world: World) -> None:
+    world.wechat.errcode = 108009
+
+    await world.deliver(shipped(f"{ORDER_ID}-1", "78800000001", case_id=None))
+
+    assert len(world.delivery_sends()) == 1
+    assert [h.shipment.dispatch_id for h in world.logistics.held] == [f"{ORDER_ID}-1"]
+    assert [r.outcome for r in world.reports()] == [DeliveryOutcome.HELD_FOR_AFTERSALE]
+
+
+async def test_a_replacement_keeps_its_deadlines_and_tracking(world: World) -> None:
+    dispatch_id = f"{ORDER_ID}-2"
+    await world.deliver(offered(dispatch_id, case_id=CASE_ID))
+    watch = world.logistics.ship_by.get(dispatch_id)
+    assert watch is not None and not watch.shipped
+
+    await world.deliver(shipped(dispatch_id, "78800000002", case_id=CASE_ID))
+    known = await world.logistics.track(
+        "ZTO",
+        "78800000002",
+        [entry(1, TrackingState.PICKED_UP)],
+        source=TrackingSource.KUAIDI100,
+        cause="kuaidi100:1",
+    )
+
+    watch = world.logistics.ship_by.get(dispatch_id)
+    assert watch is not None and watch.shipped and not watch.cancelled
+    assert known
+    tracking = world.logistics.parcels.get(parcel_key("ZTO", "78800000002"))
+    assert tracking is not None and tracking.state == TrackingState.PICKED_UP
+    assert world.wechat.calls == []

@@ -19,38 +19,96 @@ from shared.settings import ServiceSettings
 Handler = Callable[[InboundMessage], Awaitable[None]]
 
 
+class KeyChains:
+    """Per key, the completion of the last message handed out: a batch taken while an earlier one is
+    still running waits, key by key, for the earlier batch's messages of the same order."""
+
+    def __init__(self) -> None:
+        self._tails: dict[bytes | None, asyncio.Future[None]] = {}
+
+    def link(self, key: bytes | None) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """(what to wait for, what to resolve when done): call in the batches' order, without awaiting."""
+        previous = self._tails.get(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = done
+        return previous, done
+
+    def release(self, key: bytes | None, done: asyncio.Future[None]) -> None:
+        done.set_result(None)
+        if self._tails.get(key) is done:
+            del self._tails[key]
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+
 async def process_by_order(
-    messages: Sequence[InboundMessage], handler: Handler, processor: MessageProcessor
+    messages: Sequence[InboundMessage],
+    handler: Handler,
+    processor: MessageProcessor,
+    chains: KeyChains | None = None,
 ) -> None:
+    """Orders in parallel, each order's messages in order. With `chains`, batches may overlap: an
+    order's messages in a later batch start only once its messages in earlier batches are done."""
     by_key: dict[bytes | None, list[InboundMessage]] = defaultdict(list)
     for message in messages:
         by_key[message.key].append(message)
+    chains = chains if chains is not None else KeyChains()
 
-    async def one_order(queue: list[InboundMessage]) -> None:
-        for message in queue:
-            await processor.process(message, handler)
+    async def one_order(
+        key: bytes | None,
+        queue: list[InboundMessage],
+        previous: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous
+            for message in queue:
+                await processor.process(message, handler)
+        finally:
+            chains.release(key, done)
 
-    await asyncio.gather(*(one_order(q) for q in by_key.values()))
+    # Linked here, synchronously and in batch order, before any of them runs.
+    links = [(key, queue, *chains.link(key)) for key, queue in by_key.items()]
+    try:
+        await asyncio.gather(*(one_order(*link) for link in links))
+    finally:  # cancelled before some of them started: later batches must not wait on them forever
+        for key, _, _, done in links:
+            if not done.done():
+                chains.release(key, done)
 
 
 class OrderedAgents:
-    def __init__(self, faust_app: faust.App, settings: ServiceSettings, *, batch_size: int) -> None:
+    """`concurrency` batches of one topic may be in flight at once (faust agent instances sharing the
+    topic's stream): while one batch waits on the database and Kafka, the next is decided. Order per
+    key is kept by `KeyChains`; faust commits an offset only once every earlier one is acknowledged."""
+
+    def __init__(
+        self, faust_app: faust.App, settings: ServiceSettings, *, batch_size: int, concurrency: int = 1
+    ) -> None:
         self._app = faust_app
         self._settings = settings
         self._batch_size = batch_size
+        self._concurrency = concurrency
         self._bound: dict[str, tuple[Handler, MessageProcessor]] = {}
+        self._chains: dict[str, KeyChains] = defaultdict(KeyChains)
 
     def consume(self, name: str, spec: TopicSpec, *, within_s: float = 0.05) -> None:
+        chains = self._chains[name]
+
         async def agent(stream: Any) -> None:
             async for events in stream.take_events(self._batch_size, within=within_s):
                 handler, processor = self._bound[name]
                 await process_by_order(
-                    [InboundMessage.from_faust(e.message) for e in events], handler, processor
+                    [InboundMessage.from_faust(e.message) for e in events], handler, processor, chains
                 )
 
         agent.__name__ = f"{self._settings.service_name}_{name}"
         self._app.agent(
-            faust_topic(self._app, spec, self._settings), name=f"{self._settings.service_name}.{name}"
+            faust_topic(self._app, spec, self._settings),
+            name=f"{self._settings.service_name}.{name}",
+            concurrency=self._concurrency,
         )(agent)
 
     def bind(self, name: str, handler: Handler, processor: MessageProcessor) -> None:

@@ -8,7 +8,7 @@ always. Topics are created from the registry before the app starts (`topic_allow
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,27 @@ class DurableProducer(faust_aiokafka.Producer):
         return {"acks": "all", "enable_idempotence": True}
 
 
+def head_is_missing(acked: Sequence[int], committed: int | None) -> bool:
+    """True when the oldest acknowledged offset is beyond the committed one (the next to read): a
+    message before it is still being processed, so nothing may be committed yet."""
+    return bool(acked) and committed is not None and min(acked) > committed
+
+
+class GaplessConsumer(faust_aiokafka.Consumer):
+    """faust 0.15 commits past a gap of exactly one unacknowledged message at the head (its check is
+    `min(acked) - committed > 1`, faust-streaming#606): with agents taking batches concurrently, a
+    crash could then lose that message. Nothing is committed while the head is missing."""
+
+    def _new_offset(self, tp: Any) -> int | None:
+        if not self._gap[tp] and head_is_missing(self._acked[tp], self._committed_offset[tp]):
+            return None
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+
 class DurableTransport(faust_aiokafka.Transport):
     Producer = DurableProducer
+    Consumer = GaplessConsumer
 
 
 def broker_urls(bootstrap_servers: str) -> str:

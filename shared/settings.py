@@ -125,6 +125,9 @@ class DispatchSettings(ServiceSettings):
     # Waybills and labels come from logistics over HTTP.
     logistics_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
+    # Batches in flight at once per topic (order per order id kept): one decides while another waits
+    # on the database and Kafka.
+    worker_concurrency: int = Field(default=3, ge=1)
 
 
 class LogisticsSettings(ServiceSettings):
@@ -150,6 +153,9 @@ class LogisticsSettings(ServiceSettings):
     # Where carriers push tracking: this service's public base URL.
     public_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
+    # Batches in flight at once per topic (order per order id kept): one decides while another waits
+    # on the database and Kafka.
+    worker_concurrency: int = Field(default=3, ge=1)
 
 
 class AftersaleSettings(ServiceSettings):
@@ -164,6 +170,9 @@ class AftersaleSettings(ServiceSettings):
     # Deferred refunds, deadline warnings and supplier return addresses are revisited this often.
     tick_interval_s: float = Field(default=5.0, gt=0)
     worker_batch_size: int = Field(default=200, ge=1)
+    # Batches in flight at once per topic (order per order id kept): one decides while another waits
+    # on the database and Kafka.
+    worker_concurrency: int = Field(default=3, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

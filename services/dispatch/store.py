@@ -8,10 +8,14 @@ second writer of the same change collides on the unique `_id`, which makes the w
 compare-and-set on MongoDB and FerretDB alike. Reads come from the projection held in memory, built
 at start-up from the documents.
 
-Effects are made durable before they are announced: the version document (with its events) is the
-commit; events are then published on Kafka and appended to the supplier's feed. A feed entry is
-the record that an event was relayed: at start-up, events of version documents with no feed entry
-are relayed again (same deterministic event ids, so consumers drop copies).
+The version document is also the feed's record: it carries the feed positions (per supplier, or
+`OPS_AUDIENCE` for plan events) of its changes, allocated before the write, so a change is in the
+supplier's feed exactly when its document is committed, and cursors survive restarts. A position
+whose write failed is a gap; readers see positions only in order, never past one still being written.
+
+Events are published on Kafka after the commit. Which versions were published is recorded in
+batches (`dispatch_relayed`, off the hot path); at start-up, the events of versions not recorded are
+published again (same deterministic event ids, so consumers drop copies).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
@@ -40,7 +46,8 @@ log = logging.getLogger(__name__)
 
 PLAN_VERSIONS = "dispatch_plan_versions"
 ORDER_VERSIONS = "dispatch_order_versions"
-FEED = "supplier_feed"
+FEED = "supplier_feed"  # feed positions before they moved into the version documents: read only
+RELAYED = "dispatch_relayed"
 INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
 OPS_AUDIENCE = "~ops"  # plan events (holds) are relayed through the same feed, under this name
 
@@ -59,6 +66,11 @@ class Relay:
     audience: str
     events: list[Event]
     snapshot: DispatchOrder | None
+    written_at: datetime | None = None
+
+    @property
+    def written_order(self) -> tuple[datetime, str]:
+        return (self.written_at or datetime.min.replace(tzinfo=UTC), self.version_id)
 
     def changes(self) -> list[FeedChange | None]:
         """The feed changes of this version: one per event, each with the order as committed."""
@@ -70,6 +82,12 @@ class Relay:
             for e in self.events
         ]
 
+    def entries(self, seqs: Sequence[int]) -> list[FeedEntry]:
+        return [
+            FeedEntry(seq, self.version_id, _body(change, seq))
+            for seq, change in zip(seqs, self.changes(), strict=True)
+        ]
+
 
 @dataclass(frozen=True)
 class FeedEntry:
@@ -79,82 +97,69 @@ class FeedEntry:
 
 
 class SupplierFeed:
-    """Per-supplier ordered changes. Cursors are durable: an entry is readable only after its
-    document (`<supplier>#<seq>`) is written, so a supplier never skips a change after a restart."""
+    """Per-supplier ordered changes. An entry is readable once its version document is written and
+    every position before it is written or abandoned (see the module docstring)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._collection = db[FEED]
-        self._inserts = InsertBatcher(self._collection)
+    def __init__(self) -> None:
         self._entries: dict[str, list[FeedEntry]] = defaultdict(list)
         self._next_seq: dict[str, int] = defaultdict(lambda: 1)
-        self._committed_seq: dict[str, int] = defaultdict(int)
+        self._settled: dict[str, dict[int, FeedEntry | None]] = defaultdict(dict)  # beyond the visible
+        self._visible_seq: dict[str, int] = defaultdict(int)  # every position up to here is settled
         self._changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self._relayed: set[str] = set()
-        # Per audience: seq order = write order = read order within one supplier's feed.
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._closing = False
 
-    def relayed(self, version_id: str) -> bool:
-        return version_id in self._relayed
+    def restore(self, entries: Iterable[tuple[str, FeedEntry]]) -> None:
+        """At start-up: the committed entries, from the version documents."""
+        for audience, entry in sorted(entries, key=lambda item: (item[0], item[1].seq)):
+            self._entries[audience].append(entry)
+        for audience, listed in self._entries.items():
+            self._next_seq[audience] = listed[-1].seq + 1
+            self._visible_seq[audience] = listed[-1].seq
 
-    async def load(self, changes_of: Callable[[str], list[FeedChange | None]]) -> None:
-        """`changes_of(version_id)`: the feed changes of a version document, rebuilt from it (the feed
-        stores only references, so a snapshot is written once, in its version document)."""
-        documents = [d async for d in self._collection.find({})]
-        rebuilt: dict[str, list[FeedChange | None]] = {}
-        for document in sorted(documents, key=lambda d: (d["audience"], d["seq"])):
-            audience, version_id = document["audience"], document["version_id"]
-            if version_id not in rebuilt:
-                rebuilt[version_id] = changes_of(version_id)
-            changes = rebuilt[version_id]
-            index = document.get("index", 0)
-            change = changes[index] if index < len(changes) else None
-            self._entries[audience].append(
-                FeedEntry(document["seq"], version_id, _body(change, document["seq"]))
-            )
-            self._next_seq[audience] = document["seq"] + 1
-            self._committed_seq[audience] = document["seq"]
-            self._relayed.add(document["version_id"])
+    def reserve(self, audience: str, count: int) -> list[int]:
+        first = self._next_seq[audience]
+        self._next_seq[audience] = first + count
+        return list(range(first, first + count))
 
-    async def append(self, audience: str, version_id: str, changes: Sequence[FeedChange | None]) -> None:
-        """One entry per change (None: an event with no supplier-facing snapshot, still recorded)."""
-        async with self._locks[audience]:
-            documents, entries = [], []
-            for index, change in enumerate(changes):
-                seq = self._next_seq[audience]
-                self._next_seq[audience] = seq + 1
-                body = _body(change, seq)
-                documents.append(
-                    {
-                        "_id": f"{audience}#{seq:012d}",
-                        "audience": audience,
-                        "seq": seq,
-                        "version_id": version_id,
-                        "index": index,
-                    }
-                )
-                entries.append(FeedEntry(seq, version_id, body))
-            written = await asyncio.gather(
-                *(self._inserts.insert(document) for document in documents), return_exceptions=True
-            )
-            failures = [w for w in written if isinstance(w, BaseException)]
-            if failures:  # another process wrote these seqs: the next append takes later ones
-                self._next_seq[audience] += len(documents)
-                raise VersionConflict(f"feed {audience}: {failures[0]}") from failures[0]
-            self._entries[audience].extend(entries)
-            self._committed_seq[audience] = entries[-1].seq if entries else self._committed_seq[audience]
-            self._relayed.add(version_id)
-        self._changed[audience].set()
-        self._changed[audience] = asyncio.Event()
+    def commit(self, audience: str, entries: Sequence[FeedEntry]) -> None:
+        settled = self._settled[audience]
+        for entry in entries:
+            settled[entry.seq] = entry
+        self._advance(audience)
+
+    def abandon(self, audience: str, seqs: Iterable[int]) -> None:
+        """Positions whose write failed: gaps, so later ones are not held back."""
+        settled = self._settled[audience]
+        for seq in seqs:
+            settled[seq] = None
+        self._advance(audience)
+
+    def _advance(self, audience: str) -> None:
+        settled, visible = self._settled[audience], self._visible_seq[audience]
+        appended = False
+        while visible + 1 in settled:
+            visible += 1
+            entry = settled.pop(visible)
+            if entry is not None:
+                self._entries[audience].append(entry)
+                appended = True
+        self._visible_seq[audience] = visible
+        if appended:
+            self._changed[audience].set()
+            self._changed[audience] = asyncio.Event()
 
     def after(self, audience: str, cursor: int, limit: int) -> list[FeedEntry]:
         entries = self._entries.get(audience, [])
         start = bisect.bisect_right(entries, cursor, key=lambda e: e.seq)
         return [e for e in entries[start : start + limit] if e.json != b"{}"]
 
+    def _last_seq(self, audience: str) -> int:
+        entries = self._entries.get(audience)
+        return entries[-1].seq if entries else 0
+
     async def wait(self, audience: str, cursor: int, timeout_s: float) -> None:
-        """Return when the audience has a committed entry after `cursor`, at the timeout, or at shutdown."""
-        if self._committed_seq[audience] > cursor or timeout_s <= 0 or self._closing:
+        """Return when the audience has a readable entry after `cursor`, at the timeout, or at shutdown."""
+        if self._last_seq(audience) > cursor or timeout_s <= 0 or self._closing:
             return
         changed = self._changed[audience]
         try:
@@ -175,12 +180,16 @@ def _body(change: FeedChange | None, seq: int) -> bytes:
 
 
 class DispatchStore:
-    def __init__(self, db: AsyncDatabase[Document], producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], producer: AIOKafkaProducer, *, mark_interval_s: float = 1.0
+    ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
+        self._marks_collection = db[RELAYED]
+        self._legacy_feed = db[FEED]
         self._plan_inserts = InsertBatcher(self._plans_collection)
         self._order_inserts = InsertBatcher(self._orders_collection)
-        self.feed = SupplierFeed(db)
+        self.feed = SupplierFeed()
         self._producer = producer
         self.plans: dict[str, OrderPlan] = {}
         self._plan_revisions: dict[str, int] = {}
@@ -190,36 +199,59 @@ class DispatchStore:
         self.by_order: dict[str, list[str]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._allocated: dict[str, int] = {}
+        self._relayed: set[str] = set()
+        self._unmarked: list[str] = []  # published, not yet recorded as such
+        self._mark_interval_s = mark_interval_s
+        self._marker: asyncio.Task[None] | None = None
 
     def lock(self, order_id: str) -> asyncio.Lock:
         """Serializes the changes of one WeChat order (its plan and dispatch orders) in this process."""
         return self._locks[order_id]
 
-    # --- start-up ---
+    # --- start-up and shutdown ---
     async def load(self) -> int:
-        """Build the projection; relay what a crash left unannounced. Returns how many were relayed."""
-        versions: dict[str, Relay] = {}
+        """Build the projection and the feeds; publish what a crash left unpublished. Returns how many
+        versions were published again."""
         order_documents = [d async for d in self._orders_collection.find({})]
         plan_documents = [d async for d in self._plans_collection.find({})]
+        marks = [d async for d in self._marks_collection.find({})]
+        legacy_feed = [d async for d in self._legacy_feed.find({})]  # positions written before v2
+        self._relayed = {version_id for mark in marks for version_id in mark["version_ids"]}
+        self._relayed |= {d["version_id"] for d in legacy_feed}
+        versions: dict[str, Relay] = {}
         for document in order_documents:
             versions[document["_id"]] = _relay_of(document, DispatchOrder.model_validate(document["order"]))
         for document in plan_documents:
             if document.get("events"):
                 versions[document["_id"]] = _relay_of(document, None)
 
-        def changes_of(version_id: str) -> list[FeedChange | None]:
-            relay = versions.get(version_id)
-            return [] if relay is None else relay.changes()
+        entries: list[tuple[str, FeedEntry]] = []
+        for document in [*order_documents, *plan_documents]:
+            feed = document.get("feed")
+            relay = versions.get(document["_id"])
+            if feed and relay is not None:
+                entries.extend((feed["audience"], entry) for entry in relay.entries(feed["seqs"]))
+            elif relay is not None and relay.events and document["_id"] not in self._relayed:
+                log.warning("version %s predates feed positions and was never relayed", document["_id"])
+                self._relayed.add(document["_id"])
+        for document in legacy_feed:
+            relay = versions.get(document["version_id"])
+            changes = relay.changes() if relay is not None else []
+            index = document.get("index", 0)
+            change = changes[index] if index < len(changes) else None
+            entries.append(
+                (
+                    document["audience"],
+                    FeedEntry(document["seq"], document["version_id"], _body(change, document["seq"])),
+                )
+            )
+        self.feed.restore(entries)
 
-        await self.feed.load(changes_of)
-        pending: list[Relay] = []
         newest_orders: dict[str, Document] = {}
         for document in order_documents:
             key = document["dispatch_id"]
             if key not in newest_orders or document["revision"] > newest_orders[key]["revision"]:
                 newest_orders[key] = document
-            if not self.feed.relayed(document["_id"]):
-                pending.append(versions[document["_id"]])
         for document in sorted(newest_orders.values(), key=lambda d: d["order"]["created_at"]):
             self._remember_order(DispatchOrder.model_validate(document["order"]), document["revision"])
         for document in plan_documents:
@@ -227,11 +259,43 @@ class DispatchStore:
             if document["revision"] > self._plan_revisions.get(key, 0):
                 self.plans[key] = OrderPlan.model_validate(document["plan"])
                 self._plan_revisions[key] = document["revision"]
-            if document.get("events") and not self.feed.relayed(document["_id"]):
-                pending.append(versions[document["_id"]])
+        pending = [
+            relay
+            for version_id, relay in sorted(versions.items(), key=lambda item: item[1].written_order)
+            if relay.events and version_id not in self._relayed
+        ]
         for relay in pending:
             await self.relay(relay)
+        self._marker = asyncio.create_task(self._mark_forever())
         return len(pending)
+
+    async def close(self) -> None:
+        """Stop the marker, recording what was published (a copy more is harmless; one less is not)."""
+        self.feed.close()
+        if self._marker is not None:
+            self._marker.cancel()
+            await asyncio.gather(self._marker, return_exceptions=True)
+        await self._mark()
+
+    async def _mark_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._mark_interval_s)
+            try:
+                await self._mark()
+            except Exception:  # the next round retries; at worst a restart publishes copies
+                log.exception("recording published versions failed")
+
+    async def _mark(self) -> None:
+        if not self._unmarked:
+            return
+        version_ids, self._unmarked = self._unmarked, []
+        try:
+            await self._marks_collection.insert_one(
+                {"_id": uuid.uuid4().hex, "version_ids": version_ids, "written_at": utc_now()}
+            )
+        except BaseException:
+            self._unmarked[:0] = version_ids
+            raise
 
     def _remember_order(self, order: DispatchOrder, revision: int) -> None:
         previous = self.orders.get(order.dispatch_id)
@@ -273,13 +337,15 @@ class DispatchStore:
             await self.relay(relay)
 
     async def write_transition(self, transition: Transition, *, cause: str) -> Relay | None:
-        """Commit one dispatch order change; what to announce once the caller's commit is complete."""
+        """Commit one dispatch order change (in its supplier's feed from then on); what to publish."""
         if not transition.changed:
             return None
         order = transition.order
         created = isinstance(transition.events[0], DispatchOffered)
         revision = 0 if created else self._order_revisions.get(order.dispatch_id, 0)
         version_id = _version_id(order.dispatch_id, revision)
+        relay = Relay(version_id, order.supplier_id, list(transition.events), order)
+        seqs = self.feed.reserve(relay.audience, len(relay.events))
         document = {
             "_id": version_id,
             "dispatch_id": order.dispatch_id,
@@ -288,19 +354,26 @@ class DispatchStore:
             "cause": cause,
             "order": order.model_dump(mode="json"),
             "events": [e.model_dump(mode="json") for e in transition.events],
+            "feed": {"audience": relay.audience, "seqs": seqs},
             "written_at": utc_now(),
         }
         try:
             await self._order_inserts.insert(document)
         except DuplicateKeyError as exc:
+            self.feed.abandon(relay.audience, seqs)
             stored = await self._orders_collection.find_one({"_id": version_id})
             if stored is None or stored.get("cause") != cause:
                 raise VersionConflict(f"{order.dispatch_id} changed meanwhile") from exc
-            # The same change, written before a crash: carry on from what is stored.
-            document = stored
+            # The same change, written before (its feed positions are the stored ones): carry on.
             order = DispatchOrder.model_validate(stored["order"])
+            relay = _relay_of(stored, order)
+        except BaseException:
+            self.feed.abandon(relay.audience, seqs)
+            raise
+        else:
+            self.feed.commit(relay.audience, relay.entries(seqs))
         self._remember_order(order, revision + 1)
-        return _relay_of(document, order)
+        return relay
 
     async def save_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> None:
         relay = await self.write_plan(plan, events, cause=cause)
@@ -310,7 +383,9 @@ class DispatchStore:
     async def write_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> Relay | None:
         revision = self._plan_revisions.get(plan.order_id, 0)
         version_id = _version_id(f"plan:{plan.order_id}", revision)
-        document = {
+        relay = Relay(version_id, OPS_AUDIENCE, list(events), None)
+        seqs = self.feed.reserve(OPS_AUDIENCE, len(relay.events))
+        document: Document = {
             "_id": version_id,
             "order_id": plan.order_id,
             "revision": revision + 1,
@@ -319,26 +394,36 @@ class DispatchStore:
             "events": [e.model_dump(mode="json") for e in events],
             "written_at": utc_now(),
         }
+        if seqs:
+            document["feed"] = {"audience": OPS_AUDIENCE, "seqs": seqs}
         try:
             await self._plan_inserts.insert(document)
         except DuplicateKeyError as exc:
+            self.feed.abandon(OPS_AUDIENCE, seqs)
             stored = await self._plans_collection.find_one({"_id": version_id})
             if stored is None or stored.get("cause") != cause:
                 raise VersionConflict(f"plan {plan.order_id} changed meanwhile") from exc
-            document, plan = stored, OrderPlan.model_validate(stored["plan"])
+            plan = OrderPlan.model_validate(stored["plan"])
+            relay = _relay_of(stored, None)
+        except BaseException:
+            self.feed.abandon(OPS_AUDIENCE, seqs)
+            raise
+        else:
+            self.feed.commit(OPS_AUDIENCE, relay.entries(seqs))
         self.plans[plan.order_id] = plan
         self._plan_revisions[plan.order_id] = revision + 1
-        return _relay_of(document, None) if events else None
+        return relay if relay.events else None
 
     async def relay(self, relay: Relay) -> None:
-        """Announce a committed change: Kafka first, then the feed (whose entry records the relay)."""
-        if self.feed.relayed(relay.version_id):
+        """Publish a committed change's events on Kafka (once per process; recorded in batches)."""
+        if relay.version_id in self._relayed:
             return
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
-        await self.feed.append(relay.audience, relay.version_id, relay.changes())
+        self._relayed.add(relay.version_id)
+        self._unmarked.append(relay.version_id)
 
 
 def _relay_of(document: Document, snapshot: DispatchOrder | None) -> Relay:
     events: list[Event] = [DISPATCH_EVENTS.validate_python(e) for e in document.get("events", [])]
     audience = snapshot.supplier_id if snapshot is not None else OPS_AUDIENCE
-    return Relay(document["_id"], audience, events, snapshot)
+    return Relay(document["_id"], audience, events, snapshot, document.get("written_at"))

@@ -1,0 +1,148 @@
+"""The dispatch store on the real FerretDB and Kafka: the feed's positions live in the version
+documents, so a restart rebuilds the same feeds; what a crash left unpublished is published at
+start-up, and what was published is not published again."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from ops.stack import LocalStack
+from services.dispatch.domain import dispatch_order as dispatch
+from services.dispatch.domain.plan import OrderPlan, PlanStatus
+from services.dispatch.store import OPS_AUDIENCE, DispatchStore, VersionConflict
+from shared.db import Document
+from shared.events.dispatch import HoldReason, OrderHeld
+from shared.kafka.admin import ensure_topics
+from shared.kafka.producer import create_producer
+from shared.kafka.topics import ALL_TOPICS, DISPATCH
+from shared.settings import KafkaSettings
+from tests.integration.helpers import read_topic
+from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, SHOP, T0, at, dline
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def _stores(stack: LocalStack) -> AsyncIterator[Any]:
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    await ensure_topics(kafka, ALL_TOPICS)
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+    producer = create_producer(kafka, client_id="test-dispatch-store")
+    await producer.start()
+    db = mongo[f"t_store_{uuid.uuid4().hex[:8]}"]
+
+    async def open_store() -> DispatchStore:
+        store = DispatchStore(db, producer, mark_interval_s=0.1)
+        await store.load()
+        return store
+
+    try:
+        yield open_store
+    finally:
+        await producer.stop()
+        await mongo.close()
+
+
+def _offer(order_id: str, n: int, supplier: str = "alpha") -> dispatch.Transition:
+    return dispatch.offer(
+        dispatch_id=f"{order_id}-{n}",
+        order_id=order_id,
+        shop_id=SHOP,
+        supplier_id=supplier,
+        lines=[dline(0, 2)],
+        receiver=ADDRESS,
+        ship_by=SHIP_BY,
+        paid_at=PAID_AT,
+        now=T0,
+    )
+
+
+def _feed(store: DispatchStore, audience: str = "alpha") -> list[tuple[int, str, dict[str, Any]]]:
+    return [(e.seq, e.version_id, json.loads(e.json)) for e in store.feed.after(audience, 0, 1000)]
+
+
+async def _published(stack: LocalStack, event_ids: set[str]) -> list[str]:
+    records = await read_topic(
+        stack.kafka_bootstrap,
+        DISPATCH.name,
+        until=lambda rs: event_ids <= {json.loads(r.value)["event_id"] for r in rs if r.value},
+    )
+    return [
+        json.loads(r.value)["event_id"]
+        for r in records
+        if r.value and json.loads(r.value)["event_id"] in event_ids
+    ]
+
+
+async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(stack: LocalStack) -> None:
+    order_id = str(7_000_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store()
+        first = _offer(order_id, 1)
+        await store.save_transition(first, cause="paid")
+        await store.save_transition(_offer(order_id, 2, supplier="beta"), cause="paid")
+        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+        await store.save_transition(accept, cause="accept-1")
+        held = OrderHeld(
+            order_id=order_id,
+            occurred_at=T0,
+            shop_id=SHOP,
+            reason=HoldReason.NO_ROUTE,
+            line_nos=[1],
+        )
+        plan = OrderPlan(order_id=order_id, shop_id=SHOP, version=1, status=PlanStatus.HELD)
+        await store.save_plan(plan, [held], cause="paid")
+        feed_before = _feed(store)
+        assert [(seq, change["change"]) for seq, _, change in feed_before] == [
+            (1, "dispatch_offered"),
+            (2, "dispatch_accepted"),
+        ]
+        assert [change["cursor"] for _, _, change in feed_before] == [1, 2]
+        assert len(_feed(store, "beta")) == 1
+        await store.close()  # records what was published
+
+        again = await open_store()
+        assert _feed(again) == feed_before
+        assert _feed(again, "beta") == _feed(store, "beta")
+        assert [e.seq for e in again.feed.after(OPS_AUDIENCE, 0, 10)] == [
+            e.seq for e in store.feed.after(OPS_AUDIENCE, 0, 10)
+        ]
+        assert again.orders[f"{order_id}-1"] == accept.order
+        assert again.plans[order_id] == plan
+        assert again.feed.reserve("alpha", 1) == [3]  # positions go on after a restart
+        ids = {str(e.event_id) for t in (first, accept) for e in t.events}
+        assert sorted(await _published(stack, ids)) == sorted(ids)  # once each: not again at load
+        await again.close()
+
+
+async def test_what_a_crash_left_unpublished_is_published_at_start_up(stack: LocalStack) -> None:
+    order_id = str(7_100_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store()
+        offer = _offer(order_id, 1)
+        relay = await store.write_transition(offer, cause="paid")  # committed, then the process dies
+        assert relay is not None
+        assert [seq for seq, _, _ in _feed(store)] == [1]  # in the feed from the commit on
+        restarted = await open_store()
+        assert [seq for seq, _, _ in _feed(restarted)] == [1]
+        (event_id,) = {str(e.event_id) for e in offer.events}
+        assert await _published(stack, {event_id}) == [event_id]
+        # The same change again (the message redelivered): nothing new, nothing published twice.
+        again = await restarted.write_transition(offer, cause="paid")
+        assert again is not None and again.version_id == relay.version_id
+        await restarted.relay(again)
+        assert [seq for seq, _, _ in _feed(restarted)] == [1]
+        with pytest.raises(VersionConflict):  # another change of the same version: a conflict
+            await restarted.write_transition(_offer(order_id, 1), cause="someone else")
+        second = _offer(order_id, 2)
+        await restarted.save_transition(second, cause="paid-2")
+        # 2 and 3 were reserved by the redelivered write and the conflict: gaps, holding nothing back
+        assert [seq for seq, _, _ in _feed(restarted)] == [1, 4]
+        await restarted.close()

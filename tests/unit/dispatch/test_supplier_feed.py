@@ -1,0 +1,60 @@
+"""The supplier feed's visibility rule: positions are readable in order, once written, never past one
+still being written; a failed write leaves a gap that holds nothing back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.dispatch.store import FeedEntry, SupplierFeed
+
+
+def _entry(seq: int) -> FeedEntry:
+    return FeedEntry(seq, f"v{seq}", b'{"cursor":%d}' % seq)
+
+
+def _seqs(feed: SupplierFeed, after: int = 0) -> list[int]:
+    return [e.seq for e in feed.after("alpha", after, 100)]
+
+
+def test_a_position_is_readable_only_once_every_earlier_one_is_settled() -> None:
+    feed = SupplierFeed()
+    assert feed.reserve("alpha", 2) == [1, 2]
+    assert feed.reserve("alpha", 1) == [3]
+    feed.commit("alpha", [_entry(3)])
+    assert _seqs(feed) == []  # 1 and 2 are still being written
+    feed.commit("alpha", [_entry(1)])
+    assert _seqs(feed) == [1]
+    feed.abandon("alpha", [2])  # that write failed: a gap
+    assert _seqs(feed) == [1, 3]
+    assert _seqs(feed, after=1) == [3]
+    assert feed.reserve("alpha", 1) == [4]
+    assert feed.reserve("beta", 1) == [1]  # each supplier its own positions
+
+
+def test_restored_entries_continue_their_positions() -> None:
+    feed = SupplierFeed()
+    feed.restore([("alpha", _entry(5)), ("alpha", _entry(2)), ("beta", _entry(1))])
+    assert _seqs(feed) == [2, 5]
+    assert feed.reserve("alpha", 1) == [6]
+    assert feed.reserve("beta", 1) == [2]
+
+
+async def test_a_long_poll_wakes_when_its_position_becomes_readable() -> None:
+    feed = SupplierFeed()
+    first, second = feed.reserve("alpha", 2)
+    poll = asyncio.create_task(feed.wait("alpha", 0, timeout_s=5))
+    feed.commit("alpha", [_entry(second)])
+    await asyncio.sleep(0.05)
+    assert not poll.done()  # the second is written, not yet readable
+    feed.commit("alpha", [_entry(first)])
+    await asyncio.wait_for(poll, timeout=1)
+    assert _seqs(feed) == [1, 2]
+    assert feed.after("alpha", 0, 1) == [_entry(1)]  # the page limit
+
+
+async def test_closing_answers_parked_polls() -> None:
+    feed = SupplierFeed()
+    poll = asyncio.create_task(feed.wait("alpha", 0, timeout_s=30))
+    await asyncio.sleep(0)
+    feed.close()
+    await asyncio.wait_for(poll, timeout=1)

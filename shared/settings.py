@@ -30,6 +30,10 @@ class KafkaSettings(BaseSettings):
     # Bounds per-hop latency; measured by the benchmarks.
     producer_linger_ms: int = Field(default=5, ge=0)
     fetch_max_wait_ms: int = Field(default=100, ge=0)
+    # faust's consumers fetch with aiokafka's fetch_min_bytes=1: under load the broker answers a
+    # fetch per few messages. Waiting up to `stream_fetch_max_wait_ms` for this many bytes batches them.
+    stream_fetch_min_bytes: int = Field(default=16_384, ge=1)
+    stream_fetch_max_wait_ms: int = Field(default=25, ge=0)
     request_timeout_ms: int = Field(default=4_000, ge=500)
     # Where a consumer group with no committed offset starts. "earliest": a new service instance
     # processes everything kept; tests that start fresh groups on a shared broker use "latest".

@@ -32,6 +32,17 @@ def head_is_missing(acked: Sequence[int], committed: int | None) -> bool:
     return bool(acked) and committed is not None and min(acked) > committed
 
 
+class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The worker consumer with the app's fetch batching (faust hard-codes aiokafka's defaults)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        fetch: tuple[int, int] | None = getattr(self.app, "lvyue_fetch", None)
+        if fetch is not None:  # read by aiokafka when the consumer starts
+            consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch
+        return consumer
+
+
 class GaplessConsumer(faust_aiokafka.Consumer):
     """faust 0.15 commits past a gap of exactly one unacknowledged message at the head (its check is
     `min(acked) - committed > 1`, faust-streaming#606): with agents taking batches concurrently, a
@@ -42,6 +53,9 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             return None
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    def _new_consumer_thread(self) -> BatchingConsumerThread:
+        return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class DurableTransport(faust_aiokafka.Transport):
@@ -78,7 +92,9 @@ def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **
         "datadir": str(datadir_root / "{conf.name}-data"),
     }
     options.update(overrides)
-    return faust.App(app_id or settings.consumer_group, **options)
+    app = faust.App(app_id or settings.consumer_group, **options)
+    app.lvyue_fetch = (kafka.stream_fetch_min_bytes, kafka.stream_fetch_max_wait_ms)  # type: ignore[attr-defined]
+    return app
 
 
 def faust_topic(app: faust.App, spec: TopicSpec, settings: ServiceSettings, **kwargs: Any) -> faust.TopicT:

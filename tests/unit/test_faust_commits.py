@@ -1,5 +1,5 @@
-"""Offsets are committed only up to the first message still being processed (agents take batches
-concurrently, so acknowledgements arrive out of order)."""
+"""faust consumers: offsets are committed only up to the first message still being processed (agents take
+batches concurrently, so acknowledgements arrive out of order), and fetches wait to batch."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def test_head_is_missing() -> None:
     assert not head_is_missing([4, 5], 4)
     assert not head_is_missing([], 4)
     assert not head_is_missing([5], None)
+
+
+async def test_the_stream_consumers_batch_their_fetches() -> None:
+    from shared.kafka.faust_app import BatchingConsumerThread, create_faust_app
+    from shared.settings import DispatchSettings, KafkaSettings
+
+    kafka = KafkaSettings(stream_fetch_min_bytes=4096, stream_fetch_max_wait_ms=30)
+    app = create_faust_app(DispatchSettings(kafka=kafka))
+    assert isinstance(app.consumer, GaplessConsumer)
+    thread = app.consumer._thread
+    assert isinstance(thread, BatchingConsumerThread)
+    consumer = thread._create_worker_consumer(app.transport)  # created, not started: no broker needed
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (4096, 30)
+    await consumer.stop()

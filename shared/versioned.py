@@ -24,6 +24,11 @@ from shared.events.base import utc_now
 M = TypeVar("M", bound=BaseModel)
 
 
+def revision_id(key: str, revision: int) -> str:
+    """The `_id` of a key's document of this revision."""
+    return f"{key}#{revision:06d}"
+
+
 class VersionConflict(Exception):
     """Another writer saved this revision first; re-read and decide again."""
 
@@ -63,7 +68,7 @@ class VersionedProjection(Generic[M]):
         """Write the next revision of `key`. The same cause written before (a redelivery after a
         crash) is taken as done and the stored value returned; anything else raises VersionConflict."""
         revision = self._revisions.get(key, 0) + 1
-        document_id = f"{key}#{revision:06d}"
+        document_id = revision_id(key, revision)
         try:
             await self._inserts.insert(
                 {

@@ -52,11 +52,17 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         processor = MessageProcessor(
             name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()
         )
-        workers.append(
-            ingest.IngestWorker(
-                db=runtime.db, producer=runtime.producer, shops=shops, client=client, processor=processor
-            )
+        worker = ingest.IngestWorker(
+            db=runtime.db,
+            producer=runtime.producer,
+            shops=shops,
+            client=client,
+            processor=processor,
+            breaker_patience_s=settings.breaker_patience_s,
         )
+        if runs_worker:
+            await worker.load()
+        workers.append(worker)
         if settings.reconcile_interval_s > 0:
             task = asyncio.create_task(
                 reconcile_forever(

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.order_ingest.worker import ORDERS_COLLECTION
+from services.order_ingest.worker import ORDERS_COLLECTION, first_version_id
 from shared.db import Document
 from shared.events.shop_events import RECONCILE_EVENT, PushSource, WeChatPushReceived
 from shared.kafka.producer import publish
@@ -51,12 +51,13 @@ async def reconcile_shop(
     while True:
         page = await client.list_updated_orders(shop, start, end, next_key)
         if page.order_id_list:
+            first_versions = [first_version_id(order_id) for order_id in page.order_id_list]
             known = {
                 d["_id"]
-                async for d in db[ORDERS_COLLECTION].find({"_id": {"$in": page.order_id_list}}, {"_id": 1})
+                async for d in db[ORDERS_COLLECTION].find({"_id": {"$in": first_versions}}, {"_id": 1})
             }
             for order_id in page.order_id_list:
-                if order_id in known:
+                if first_version_id(order_id) in known:
                     continue
                 push = WeChatPushReceived(
                     source=PushSource.RECONCILIATION,

@@ -1,13 +1,18 @@
 """The ingest worker: raw pushes -> WeChat order detail -> stored order -> normalized order events.
 
-Idempotent by construction: the order is upserted by WeChat's `update_time` (an older detail never
+Idempotent by construction: the order is stored by WeChat's `update_time` (an older detail never
 overwrites a newer one), events are derived from the newest stored detail and what was already
 published (`PublishedFacts`), and event ids are deterministic. A crash between publishing and
 recording the facts republishes the same events with the same ids, which consumers drop.
+
+Orders are stored insert-only (`shared/versioned.py`): a new document per change, read back from the
+in-memory projection, because FerretDB scans the whole collection for every update (a live sale of a
+few thousand orders made every write slower than the last). The worker runs as one process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -16,28 +21,26 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
-from shared.db import Document, IndexSpec, versioned_upsert
+from shared.db import Document, IndexSpec
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
 from shared.kafka.agents import process_by_order
 from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
 from shared.kafka.producer import publish
 from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
+from shared.versioned import VersionedProjection, revision_id
 from shared.wechat.api import ErrCode, Order
-from shared.wechat.client import WeChatApiError, WeChatShopClient
-from shared.wechat.shops import ShopCache
+from shared.wechat.client import WeChatApiError, WeChatCircuitOpen, WeChatShopClient
+from shared.wechat.shops import Shop, ShopCache
 
 log = logging.getLogger(__name__)
 
-ORDERS_COLLECTION = "orders"
-INDEXES = [
-    IndexSpec(ORDERS_COLLECTION, [("shop_id", 1), ("update_time", -1)]),
-    IndexSpec(ORDERS_COLLECTION, [("status", 1)]),
-]
+ORDERS_COLLECTION = "order_versions"
+INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
 AFTERSALE_EVENT = "channels_ec_aftersale_update"
 EWAYBILL_EVENT = "ewaybill_push_path"
 ORDER_EVENT_PREFIX = "channels_ec_order_"
@@ -50,6 +53,9 @@ PUSHES_HANDLED = Counter(
 )
 ORDER_EVENTS_PUBLISHED = Counter(
     "lvyue_order_events_published_total", "Order events published.", ["event_type"]
+)
+BREAKER_WAITS = Counter(
+    "lvyue_ingest_breaker_waits_total", "Times a push waited for a shop's open WeChat circuit breaker."
 )
 INGEST_LAG = Histogram(
     "lvyue_ingest_lag_seconds",
@@ -78,6 +84,25 @@ def _push_context(push: WeChatPushReceived) -> PushContext:
     )
 
 
+class StoredOrder(BaseModel):
+    """The newest WeChat detail of an order and what has been published of it."""
+
+    shop_id: str
+    status: int
+    update_time: int
+    order: Order
+    published: dict[str, Any]
+
+
+def stored_key(order_id: str) -> str:
+    return order_id
+
+
+def first_version_id(order_id: str) -> str:
+    """The document every stored order has (reconciliation asks which orders are stored)."""
+    return revision_id(stored_key(order_id), 1)
+
+
 class IngestWorker:
     def __init__(
         self,
@@ -87,8 +112,12 @@ class IngestWorker:
         shops: ShopCache,
         client: WeChatShopClient,
         processor: MessageProcessor,
+        breaker_patience_s: float = 300.0,
     ) -> None:
-        self._orders = db[ORDERS_COLLECTION]
+        self._breaker_patience_s = breaker_patience_s
+        self._orders: VersionedProjection[StoredOrder] = VersionedProjection(
+            db, ORDERS_COLLECTION, StoredOrder
+        )
         # order id -> update_time of the newest detail whose events are all published. Orders are
         # partitioned by id, so this process is their only writer; the cache only ever skips work
         # (a detail no newer than one fully handled), it never decides what to publish.
@@ -97,6 +126,14 @@ class IngestWorker:
         self._shops = shops
         self._client = client
         self._processor = processor
+
+    async def load(self) -> int:
+        """Read the stored orders into memory; returns how many."""
+        await self._orders.load()
+        return len(self._orders)
+
+    def stored(self, order_id: str) -> StoredOrder | None:
+        return self._orders.get(stored_key(order_id))
 
     async def process_batch(self, messages: Sequence[InboundMessage]) -> None:
         """Orders in parallel, each order's pushes in their partition order."""
@@ -131,7 +168,7 @@ class IngestWorker:
                 DeadLetterReason.VALIDATION_FAILED, f"shop {push.shop_id} is not registered"
             )
         try:
-            order = await self._client.get_order(shop, push.order_id)
+            order = await self._fetch_order(shop, push.order_id)
         except WeChatApiError as exc:
             if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
                 raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
@@ -141,39 +178,45 @@ class IngestWorker:
         if settled is not None and order.update_time <= settled and context.ext_info_type is None:
             PUSHES_HANDLED.labels(push.event, "already_settled").inc()
             return
-        # One read, events decided and published, one write. A crash before the write republishes
-        # the same events (same ids) on redelivery; consumers drop the copies.
-        stored = await self._orders.find_one({"_id": order.order_id})
-        stored_order = Order.model_validate(stored["order"]) if stored else None
-        fetched_is_newer = stored_order is None or order.update_time > stored_order.update_time
-        newest = order if fetched_is_newer or stored_order is None else stored_order
-        published = PublishedFacts.from_document(stored.get("published") if stored else None)
-        events, facts = decide_order_events(
-            shop_id=push.shop_id, order=newest, published=published, push=context
-        )
-        for event in events:
-            await publish(self._producer, ORDERS, event)
-            ORDER_EVENTS_PUBLISHED.labels(event.event_type).inc()
-        if fetched_is_newer:
-            await versioned_upsert(
-                self._orders,
-                order.order_id,
-                version=order.update_time,
-                fields={
-                    "shop_id": push.shop_id,
-                    "status": order.status,
-                    "update_time": order.update_time,
-                    "order": order.model_dump(mode="json"),
-                    "published": facts.as_document(),
-                },
-                current=stored,  # read just above: no second round trip
+        # Events decided from the newest detail and published, then one write. A crash before the
+        # write republishes the same events (same ids) on redelivery; consumers drop the copies.
+        key = stored_key(order.order_id)
+        async with self._orders.lock(key):
+            stored = self._orders.get(key)
+            stored_order = stored.order if stored else None
+            fetched_is_newer = stored_order is None or order.update_time > stored_order.update_time
+            newest = order if fetched_is_newer or stored_order is None else stored_order
+            published = PublishedFacts.from_document(stored.published if stored else None)
+            events, facts = decide_order_events(
+                shop_id=push.shop_id, order=newest, published=published, push=context
             )
-        elif facts != published:
-            await self._orders.update_one(
-                {"_id": order.order_id, "version": newest.update_time},
-                {"$set": {"published": facts.as_document()}},
-            )
+            for event in events:
+                await publish(self._producer, ORDERS, event)
+                ORDER_EVENTS_PUBLISHED.labels(event.event_type).inc()
+            if fetched_is_newer or facts != published:
+                record = StoredOrder(
+                    shop_id=push.shop_id,
+                    status=newest.status,
+                    update_time=newest.update_time,
+                    order=newest,
+                    published=facts.as_document(),
+                )
+                await self._orders.save(key, record, cause=f"{push.dedupe_key}|{newest.update_time}")
         self._remember_settled(order.order_id, newest.update_time)
+
+    async def _fetch_order(self, shop: Shop, order_id: str) -> Order:
+        """The order's detail. While the shop's circuit breaker is open, wait for it to close (up to
+        `breaker_patience_s`): an outage of a minute must not dead-letter every push it spans."""
+        deadline = time.monotonic() + self._breaker_patience_s
+        while True:
+            try:
+                return await self._client.get_order(shop, order_id)
+            except WeChatCircuitOpen as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                BREAKER_WAITS.inc()
+                await asyncio.sleep(min(max(exc.retry_after_s, 0.5), left))
 
     def _remember_settled(self, order_id: str, update_time: int) -> None:
         self._settled[order_id] = update_time

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client import Counter, Histogram
 from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 from pymongo.asynchronous.database import AsyncDatabase
 from tenacity import (
     AsyncRetrying,
@@ -83,6 +84,14 @@ class WeChatApiError(Exception):
 
 class WeChatUnavailableError(Exception):
     """Transport failure or 5xx: WeChat could not be reached; worth retrying later."""
+
+
+class WeChatCircuitOpen(WeChatUnavailableError):
+    """The shop's circuit breaker is open (WeChat kept failing): no call is made until it closes."""
+
+    def __init__(self, shop_id: str, retry_after_s: float) -> None:
+        super().__init__(f"circuit for shop {shop_id} is open; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
 
 
 class TokenSource(Protocol):
@@ -225,19 +234,24 @@ class WeChatShopClient:
             if idempotent
             else retry_if_exception(_refused_for_quota)
         )
-        async with await self._breakers.get_breaker(f"wechat:{shop.shop_id}"):
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._settings.api_max_attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self._settings.api_backoff_initial_s,
-                    max=5,
-                    jitter=self._settings.api_backoff_initial_s,
-                ),
-                retry=retry,
-                reraise=True,
-            ):
-                with attempt:
-                    return await self._call_once(shop, path, body)
+        breaker = await self._breakers.get_breaker(f"wechat:{shop.shop_id}")
+        try:
+            async with breaker:  # raises OpenedState on entry while open; nothing inside raises it
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self._settings.api_max_attempts),
+                    wait=wait_exponential_jitter(
+                        multiplier=self._settings.api_backoff_initial_s,
+                        max=5,
+                        jitter=self._settings.api_backoff_initial_s,
+                    ),
+                    retry=retry,
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._call_once(shop, path, body)
+        except OpenedState as exc:
+            retry_after = exc.opened_at + self._settings.breaker_reset_timeout_s - time.time()
+            raise WeChatCircuitOpen(shop.shop_id, max(0.0, retry_after)) from exc
         raise AssertionError("unreachable: tenacity reraises")
 
     async def _call_once(self, shop: Shop, path: str, body: dict[str, Any]) -> dict[str, Any]:

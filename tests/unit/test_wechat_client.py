@@ -11,7 +11,7 @@ from purgatory.domain.model import OpenedState
 from pydantic import SecretStr
 
 from shared.settings import WeChatSettings
-from shared.wechat.client import WeChatApiError, WeChatShopClient, WeChatUnavailableError
+from shared.wechat.client import WeChatApiError, WeChatCircuitOpen, WeChatShopClient, WeChatUnavailableError
 from shared.wechat.shops import Shop
 
 SHOP = Shop(
@@ -81,9 +81,11 @@ async def test_the_breaker_opens_when_wechat_keeps_failing_and_not_for_missing_o
         with pytest.raises(WeChatApiError):
             await busy.get_order(SHOP, "1")
     calls_before = len(seen)
-    with pytest.raises(OpenedState):
+    with pytest.raises(WeChatCircuitOpen) as opened:
         await busy.get_order(SHOP, "1")  # fails fast: WeChat is not called while the breaker is open
     assert len(seen) == calls_before == 4
+    assert isinstance(opened.value.__cause__, OpenedState)
+    assert 0 < opened.value.retry_after_s <= WeChatSettings().breaker_reset_timeout_s
 
 
 async def test_a_non_idempotent_call_is_not_sent_again_when_its_answer_may_be_lost() -> None:

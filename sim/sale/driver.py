@@ -76,6 +76,9 @@ class SaleDriver:
         self.traces: dict[int, OrderTrace] = {p.index: OrderTrace(p) for p in plan}
         self._started = 0.0
         self._rng = random.Random(f"driver|{settings.seed}")
+        # Buyers' calls in flight at once: thousands queued in httpx's pool cost it quadratic time
+        # (it re-scans its queue for every request), which starved the whole sale.
+        self._in_flight = asyncio.Semaphore(settings.max_control_requests)
 
     # --- the whole sale ---------------------------------------------------------------------------
 
@@ -407,9 +410,10 @@ class SaleDriver:
     ) -> Any:
         """One control call; its answer, or None when it failed (a refusal is counted by name: the order
         moved on meanwhile, e.g. it shipped before the address change)."""
-        due = time.monotonic()
+        due = time.monotonic()  # before the queue: waiting for a free slot counts as latency
         try:
-            answer = await self._wechat.request(method, path, json=body)
+            async with self._in_flight:
+                answer = await self._wechat.request(method, path, json=body)
         except httpx.HTTPError as exc:
             self.errors[f"{name}_{type(exc).__name__}"] += 1
             return None

@@ -144,6 +144,7 @@ class SaleSettings(_Frozen):
     poll_interval_s: float = Field(default=1.0, gt=0, description="real seconds between looks")
     settle_timeout_s: float = Field(default=600, gt=0, description="real seconds to wait for quiescence")
     request_timeout_s: float = Field(default=15, gt=0)
+    max_control_requests: int = Field(default=32, ge=1, description="buyers' calls in flight at once")
 
     def scaled(self, sale_seconds: float) -> float:
         return sale_seconds / self.time_scale

@@ -12,7 +12,6 @@ import logging
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
-import httpx
 from fastapi import FastAPI
 
 from services.aftersale.domain.case import Policy
@@ -27,7 +26,7 @@ from shared.kafka.topics import DISPATCH, LOGISTICS, WECHAT_AFTERSALE_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import AftersaleSettings
 from shared.suppliers import return_addresses
-from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient
+from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient, wechat_http_client
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopCache, ShopRepository
 
@@ -45,7 +44,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
     agents.consume("logistics", LOGISTICS)
 
     async def start_aftersale(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
-        http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+        http = wechat_http_client(settings.wechat)
         stack.push_async_callback(http.aclose)
         shops = ShopCache(ShopRepository(runtime.db), ttl_s=30.0)
         wechat = ShopApi(

@@ -23,7 +23,6 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Protocol
 
-import httpx
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -74,6 +73,7 @@ from shared.wechat.client import (
     WeChatApiError,
     WeChatShopClient,
     WeChatUnavailableError,
+    wechat_http_client,
 )
 from shared.wechat.shops import Shop, ShopCache, ShopRepository
 
@@ -468,7 +468,7 @@ async def open_dropship_mirrors(
     runtime: ServiceRuntime, settings: DispatchSettings, catalog: SupplierCatalog, stack: AsyncExitStack
 ) -> DropshipMirrors:
     """The mirror as the service runs it: records loaded, what a crash left unpublished published."""
-    http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+    http = wechat_http_client(settings.wechat)
     stack.push_async_callback(http.aclose)
     shops = ShopCache(ShopRepository(runtime.db), ttl_s=SHOP_CACHE_TTL_S)
     wechat = ShopApi(

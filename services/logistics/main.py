@@ -12,7 +12,6 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-import httpx
 from fastapi import FastAPI
 
 from services.logistics.aggregator import AggregatorClient, CarrierSubscriber
@@ -28,7 +27,7 @@ from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection
-from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient
+from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient, wechat_http_client
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopCache, ShopRepository
 
@@ -46,7 +45,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
     agents.consume("orders", ORDERS)
 
     async def start_logistics(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
-        http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+        http = wechat_http_client(settings.wechat)
         stack.push_async_callback(http.aclose)
         shops = ShopCache(ShopRepository(runtime.db), ttl_s=30.0)
         wechat = ShopApi(

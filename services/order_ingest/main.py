@@ -10,7 +10,6 @@ import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from services.order_ingest import worker as ingest
@@ -23,7 +22,7 @@ from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import OrderIngestSettings
 from shared.wechat import shops as shop_store
-from shared.wechat.client import AccessTokenManager, WeChatShopClient
+from shared.wechat.client import AccessTokenManager, WeChatShopClient, wechat_http_client
 
 
 def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
@@ -41,7 +40,7 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
                 await workers[0].process_batch(ingest.faust_messages(events))
 
     async def start_ingest(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
-        http = httpx.AsyncClient(timeout=settings.wechat.request_timeout_s)
+        http = wechat_http_client(settings.wechat)
         stack.push_async_callback(http.aclose)
         repository = shop_store.ShopRepository(runtime.db)
         shops = shop_store.ShopCache(repository, settings.shop_cache_ttl_s)

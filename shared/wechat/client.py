@@ -94,6 +94,13 @@ class WeChatCircuitOpen(WeChatUnavailableError):
         self.retry_after_s = retry_after_s
 
 
+def wechat_http_client(settings: WeChatSettings) -> httpx.AsyncClient:
+    """The HTTP client for WeChat's API. Waiting for one of our own pooled connections has no time
+    limit: a burst queued behind the pool is not WeChat failing (a pool timeout counted as one
+    dead-lettered pushes and could open the circuit breaker); each request still has its timeout."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout_s, pool=None))
+
+
 class TokenSource(Protocol):
     async def token(self, shop: Shop, *, rejected: str | None = None) -> str: ...
 

@@ -11,7 +11,13 @@ from purgatory.domain.model import OpenedState
 from pydantic import SecretStr
 
 from shared.settings import WeChatSettings
-from shared.wechat.client import WeChatApiError, WeChatCircuitOpen, WeChatShopClient, WeChatUnavailableError
+from shared.wechat.client import (
+    WeChatApiError,
+    WeChatCircuitOpen,
+    WeChatShopClient,
+    WeChatUnavailableError,
+    wechat_http_client,
+)
 from shared.wechat.shops import Shop
 
 SHOP = Shop(
@@ -120,3 +126,10 @@ async def test_a_non_idempotent_call_is_not_sent_again_when_its_answer_may_be_lo
     with pytest.raises(WeChatUnavailableError):
         await wechat.call(SHOP, "/channels/ec/order/dropship/get", {"ds_order_id": "9"})
     assert len(seen) == 1 + WeChatSettings().api_max_attempts  # a read is retried
+
+
+async def test_waiting_for_a_pooled_connection_is_not_a_wechat_failure() -> None:
+    settings = WeChatSettings()
+    async with wechat_http_client(settings) as http:
+        assert http.timeout.pool is None  # a burst queues behind the pool without timing out
+        assert http.timeout.read == http.timeout.connect == settings.request_timeout_s

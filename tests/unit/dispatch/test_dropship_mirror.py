@@ -39,6 +39,7 @@ from sim.wechat.state import Shop as SimShop
 from sim.wechat.state import SimState
 from sim.wechat.testing import SimClient
 from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, T0, at
+from tests.unit.dispatch.test_dropship import offer_event
 
 APPID = "wx5823bf96d3bd56c7"
 SECRET = "s3cret"
@@ -213,18 +214,7 @@ def message(event: DispatchEvent) -> InboundMessage:
 
 
 def offered_message(order: DispatchOrder) -> InboundMessage:
-    event = dispatch.offer(
-        dispatch_id=order.dispatch_id,
-        order_id=order.order_id,
-        shop_id=order.shop_id,
-        supplier_id=order.supplier_id,
-        lines=order.lines,
-        receiver=order.receiver,
-        ship_by=order.ship_by,
-        paid_at=order.paid_at,
-        now=order.created_at,
-    ).events[0]
-    return message(event)
+    return message(offer_event(order))
 
 
 def rejected_message(order: DispatchOrder) -> InboundMessage:

@@ -131,9 +131,10 @@ class DispatchSettings(ServiceSettings):
     # Waybills and labels come from logistics over HTTP.
     logistics_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic (order per order id kept): one decides while another waits
-    # on the database and Kafka.
-    worker_concurrency: int = Field(default=3, ge=1)
+    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
+    # one shared stream, so two batches can interleave an order's messages: the version guards keep
+    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
+    worker_concurrency: int = Field(default=1, ge=1)
 
 
 class LogisticsSettings(ServiceSettings):
@@ -159,9 +160,10 @@ class LogisticsSettings(ServiceSettings):
     # Where carriers push tracking: this service's public base URL.
     public_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic (order per order id kept): one decides while another waits
-    # on the database and Kafka.
-    worker_concurrency: int = Field(default=3, ge=1)
+    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
+    # one shared stream, so two batches can interleave an order's messages: the version guards keep
+    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
+    worker_concurrency: int = Field(default=1, ge=1)
 
 
 class AftersaleSettings(ServiceSettings):
@@ -176,9 +178,10 @@ class AftersaleSettings(ServiceSettings):
     # Deferred refunds, deadline warnings and supplier return addresses are revisited this often.
     tick_interval_s: float = Field(default=5.0, gt=0)
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic (order per order id kept): one decides while another waits
-    # on the database and Kafka.
-    worker_concurrency: int = Field(default=3, ge=1)
+    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
+    # one shared stream, so two batches can interleave an order's messages: the version guards keep
+    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
+    worker_concurrency: int = Field(default=1, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

@@ -81,8 +81,11 @@ async def process_by_order(
 
 class OrderedAgents:
     """`concurrency` batches of one topic may be in flight at once (faust agent instances sharing the
-    topic's stream): while one batch waits on the database and Kafka, the next is decided. Order per
-    key is kept by `KeyChains`; faust commits an offset only once every earlier one is acknowledged."""
+    topic's stream): while one batch waits on the database and Kafka, the next is decided. Batches
+    are linked by `KeyChains` in the order they are handed out, and faust commits an offset only once
+    every earlier one is acknowledged (`GaplessConsumer`). Caveat: the instances fill their buffers
+    from the shared stream concurrently, so a later batch can hold an earlier message of an order:
+    with concurrency above 1, per-order order rests on the consumers' version guards."""
 
     def __init__(
         self, faust_app: faust.App, settings: ServiceSettings, *, batch_size: int, concurrency: int = 1

@@ -131,10 +131,6 @@ class DispatchSettings(ServiceSettings):
     # Waybills and labels come from logistics over HTTP.
     logistics_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
-    # one shared stream, so two batches can interleave an order's messages: the version guards keep
-    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
-    worker_concurrency: int = Field(default=1, ge=1)
 
 
 class LogisticsSettings(ServiceSettings):
@@ -160,10 +156,6 @@ class LogisticsSettings(ServiceSettings):
     # Where carriers push tracking: this service's public base URL.
     public_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
-    # one shared stream, so two batches can interleave an order's messages: the version guards keep
-    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
-    worker_concurrency: int = Field(default=1, ge=1)
 
 
 class AftersaleSettings(ServiceSettings):
@@ -178,10 +170,6 @@ class AftersaleSettings(ServiceSettings):
     # Deferred refunds, deadline warnings and supplier return addresses are revisited this often.
     tick_interval_s: float = Field(default=5.0, gt=0)
     worker_batch_size: int = Field(default=200, ge=1)
-    # Batches in flight at once per topic. Above 1, faust's agent instances fill their batches from
-    # one shared stream, so two batches can interleave an order's messages: the version guards keep
-    # the outcome, but not the order of processing. Kept at 1 until one reader hands out batches.
-    worker_concurrency: int = Field(default=1, ge=1)
 
 
 SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {

@@ -36,9 +36,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
     settings = settings or AftersaleSettings()
     faust_app = create_faust_app(settings)
-    agents = OrderedAgents(
-        faust_app, settings, batch_size=settings.worker_batch_size, concurrency=settings.worker_concurrency
-    )
+    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("pushes", WECHAT_AFTERSALE_EVENTS)
     agents.consume("dispatch", DISPATCH)
     agents.consume("logistics", LOGISTICS)

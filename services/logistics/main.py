@@ -37,9 +37,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
     settings = settings or LogisticsSettings()
     faust_app = create_faust_app(settings)
-    agents = OrderedAgents(
-        faust_app, settings, batch_size=settings.worker_batch_size, concurrency=settings.worker_concurrency
-    )
+    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("dispatch", DISPATCH)
     agents.consume("ewaybill", WECHAT_EWAYBILL_EVENTS)
     agents.consume("orders", ORDERS)

@@ -80,20 +80,16 @@ async def process_by_order(
 
 
 class OrderedAgents:
-    """`concurrency` batches of one topic may be in flight at once (faust agent instances sharing the
-    topic's stream): while one batch waits on the database and Kafka, the next is decided. Batches
-    are linked by `KeyChains` in the order they are handed out, and faust commits an offset only once
-    every earlier one is acknowledged (`GaplessConsumer`). Caveat: the instances fill their buffers
-    from the shared stream concurrently, so a later batch can hold an earlier message of an order:
-    with concurrency above 1, per-order order rests on the consumers' version guards."""
+    """One faust agent per topic, one batch at a time. Not faust's `concurrency`: its agent instances
+    fill their batches from one shared stream, so an order's messages would interleave across
+    batches (tried: a sale left refund cases waiting). Offsets are committed only up to the first
+    message still in flight (`GaplessConsumer`); `KeyChains` keeps each order's messages in order if
+    batches ever overlap."""
 
-    def __init__(
-        self, faust_app: faust.App, settings: ServiceSettings, *, batch_size: int, concurrency: int = 1
-    ) -> None:
+    def __init__(self, faust_app: faust.App, settings: ServiceSettings, *, batch_size: int) -> None:
         self._app = faust_app
         self._settings = settings
         self._batch_size = batch_size
-        self._concurrency = concurrency
         self._bound: dict[str, tuple[Handler, MessageProcessor]] = {}
         self._chains: dict[str, KeyChains] = defaultdict(KeyChains)
 
@@ -111,7 +107,6 @@ class OrderedAgents:
         self._app.agent(
             faust_topic(self._app, spec, self._settings),
             name=f"{self._settings.service_name}.{name}",
-            concurrency=self._concurrency,
         )(agent)
 
     def bind(self, name: str, handler: Handler, processor: MessageProcessor) -> None:

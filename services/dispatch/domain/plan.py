@@ -10,7 +10,7 @@ the payment leaves a cancelled plan, so the late payment dispatches nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -196,6 +196,44 @@ def _hold(
     return held, [event]
 
 
+def _offer_each(
+    plan: OrderPlan,
+    lines_by_supplier: Mapping[str, Sequence[int]],
+    lines: Sequence[DispatchLine],
+    *,
+    receiver: ShippingAddress,
+    ship_by: datetime | None,
+    paid_at: datetime,
+    now: datetime,
+    allocations_of: Callable[[str], dict[str, int]] | None = None,
+    replaces_dispatch_id: str | None = None,
+    aftersale_case_id: str | None = None,
+) -> tuple[OrderPlan, list[Transition]]:
+    """One new dispatch order per supplier with its lines (by line number), numbered in the plan."""
+    by_line = {line.line_no: line for line in lines}
+    transitions: list[Transition] = []
+    for supplier_id, numbers in sorted(lines_by_supplier.items()):
+        dispatch_id = plan.next_dispatch_id()
+        transitions.append(
+            dispatch.offer(
+                dispatch_id=dispatch_id,
+                order_id=plan.order_id,
+                shop_id=plan.shop_id,
+                supplier_id=supplier_id,
+                lines=[by_line[n] for n in numbers],
+                receiver=receiver,
+                ship_by=ship_by,
+                paid_at=paid_at,
+                now=now,
+                allocations=allocations_of(supplier_id) if allocations_of else None,
+                replaces_dispatch_id=replaces_dispatch_id,
+                aftersale_case_id=aftersale_case_id,
+            )
+        )
+        plan = plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]})
+    return plan, transitions
+
+
 def _offer_routed(
     plan: OrderPlan,
     decision: Routed,
@@ -208,26 +246,17 @@ def _offer_routed(
     """New dispatch orders for these suppliers' lines (of a routing decision); any hold is released.
     `replaces`: the rejected dispatch order these take over (shown to the fallback supplier)."""
     assert plan.receiver is not None and plan.paid_at is not None  # a plan with lines was paid
-    by_line = {line.line_no: line for line in plan.lines}
-    transitions: list[Transition] = []
-    for supplier_id, numbers in sorted(lines_by_supplier.items()):
-        dispatch_id = plan.next_dispatch_id()
-        transitions.append(
-            dispatch.offer(
-                dispatch_id=dispatch_id,
-                order_id=plan.order_id,
-                shop_id=plan.shop_id,
-                supplier_id=supplier_id,
-                lines=[by_line[n] for n in numbers],
-                receiver=plan.receiver,
-                ship_by=plan.ship_by,
-                paid_at=plan.paid_at,
-                now=now,
-                allocations=_allocations_for(supplier_id, context.routes, decision.allocations),
-                replaces_dispatch_id=replaces,
-            )
-        )
-        plan = plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]})
+    plan, transitions = _offer_each(
+        plan,
+        lines_by_supplier,
+        plan.lines,
+        receiver=plan.receiver,
+        ship_by=plan.ship_by,
+        paid_at=plan.paid_at,
+        now=now,
+        allocations_of=lambda supplier: _allocations_for(supplier, context.routes, decision.allocations),
+        replaces_dispatch_id=replaces,
+    )
     released: list[Event] = []
     if plan.status == PlanStatus.HELD:
         released.append(
@@ -392,26 +421,17 @@ def _replacement_elsewhere(
     )
     if isinstance(decision, Held):
         return PlanOutcome(None)
-    by_line = {line.line_no: line for line in rejected.lines}
-    transitions: list[Transition] = []
-    for supplier_id, numbers in sorted(decision.lines_by_supplier.items()):
-        dispatch_id = plan.next_dispatch_id()
-        transitions.append(
-            dispatch.offer(
-                dispatch_id=dispatch_id,
-                order_id=plan.order_id,
-                shop_id=plan.shop_id,
-                supplier_id=supplier_id,
-                lines=[by_line[n] for n in numbers],
-                receiver=rejected.receiver,
-                ship_by=rejected.ship_by,
-                paid_at=rejected.paid_at,
-                now=now,
-                replaces_dispatch_id=rejected.replaces_dispatch_id,
-                aftersale_case_id=rejected.aftersale_case_id,
-            )
-        )
-        plan = plan.model_copy(update={"dispatch_ids": [*plan.dispatch_ids, dispatch_id]})
+    plan, transitions = _offer_each(
+        plan,
+        decision.lines_by_supplier,
+        rejected.lines,
+        receiver=rejected.receiver,
+        ship_by=rejected.ship_by,
+        paid_at=rejected.paid_at,
+        now=now,
+        replaces_dispatch_id=rejected.replaces_dispatch_id,
+        aftersale_case_id=rejected.aftersale_case_id,
+    )
     return PlanOutcome(plan, transitions)
 
 

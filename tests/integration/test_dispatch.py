@@ -52,11 +52,9 @@ async def test_paid_order_is_split_per_supplier_and_each_sees_only_its_own(stack
         stack, suppliers=["alpha", "beta"], routes=_routes(SHOP), shop_id=SHOP
     ) as harness:
         event = paid_order(SHOP, [("p1", "s1", 2), ("p2", "s2", 1)])
-        started = time.perf_counter()
         await harness.publish(event)
         alpha, _ = await harness.wait_for("alpha", _offered(event.order_id))
         beta, _ = await harness.wait_for("beta", _offered(event.order_id))
-        assert time.perf_counter() - started < 10
         a, b = alpha["dispatch_order"], beta["dispatch_order"]
         assert [(line["product_id"], line["quantity"]) for line in a["lines"]] == [("p1", 2)]
         assert [(line["product_id"], line["quantity"]) for line in b["lines"]] == [("p2", 1)]

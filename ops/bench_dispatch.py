@@ -23,17 +23,19 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 import uvloop
 from aiokafka import AIOKafkaConsumer
 from hdrh.histogram import HdrHistogram
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -178,6 +180,54 @@ def bucket_latencies(samples: Iterable[tuple[float, int]], width_s: int = 1) -> 
     return buckets
 
 
+@dataclass(frozen=True)
+class GcPauses:
+    """One generation's collections in a process, from its `lvyue_gc_pause_seconds` histogram."""
+
+    count: int
+    total_s: float
+    over_100ms: int
+
+
+def gc_pauses(metrics_text: str) -> dict[str, GcPauses]:
+    """Generation -> collections so far, parsed from a service's /metrics."""
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "lvyue_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            generation = sample.labels["generation"]
+            if sample.name.endswith("_count"):
+                found[generation]["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                found[generation]["sum"] = sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.1":
+                found[generation]["le_100ms"] = sample.value
+    return {
+        generation: GcPauses(
+            int(f.get("count", 0)), f.get("sum", 0.0), int(f.get("count", 0) - f.get("le_100ms", 0))
+        )
+        for generation, f in sorted(found.items())
+    }
+
+
+def gc_pauses_between(before: dict[str, GcPauses], after: dict[str, GcPauses]) -> dict[str, GcPauses]:
+    zero = GcPauses(0, 0.0, 0)
+    return {
+        generation: GcPauses(
+            a.count - before.get(generation, zero).count,
+            a.total_s - before.get(generation, zero).total_s,
+            a.over_100ms - before.get(generation, zero).over_100ms,
+        )
+        for generation, a in after.items()
+    }
+
+
+async def scrape_gc_pauses(service_url: str) -> dict[str, GcPauses]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return gc_pauses((await client.get(f"{service_url}/metrics")).text)
+
+
 def histogram_summary(h: HdrHistogram) -> dict[str, float | int]:
     if h.get_total_count() == 0:
         return {"count": 0}
@@ -300,6 +350,8 @@ class FeedWatchers:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.seen: dict[tuple[str, str], float] = {}  # (order id, supplier) -> perf_counter when first seen
+        # (order id, supplier) -> the dispatch order's created_at (dispatch's clock), parsed after the run
+        self.created: dict[tuple[str, str], str] = {}
         self.stats = PollStats()
 
     async def start(self) -> None:
@@ -350,6 +402,7 @@ class FeedWatchers:
                 key = (change["dispatch_order"]["order_id"], supplier)
                 if key not in seen:
                     seen[key] = now
+                    self.created[key] = change["dispatch_order"]["created_at"]
             after = page["next_cursor"]
 
     def missing(self, expected: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -502,7 +555,9 @@ class Measured:
     load: LoadResult
     orders: list[PlannedOrder]
     t0: float
+    wall_minus_perf: float  # time.time() - time.perf_counter(): perf_counter moments as wall-clock time
     seen: dict[tuple[str, str], float]
+    created: dict[tuple[str, str], str]
     missing: list[tuple[str, str]]
     drain_s: float
     ceiling_seen: dict[str, float]
@@ -515,6 +570,7 @@ class Measured:
     other_benchmarks: list[int]
     other_cpu_s: float  # CPU used during load + drain by processes that are not this benchmark's
     profile_path: Path | None
+    gc_load: dict[str, GcPauses]  # dispatch's collections during load + drain, by generation
 
 
 async def _measure(
@@ -594,6 +650,7 @@ async def _measure(
 
         others = set(other_benchmarks(stack.run_dir))
         cpu_b = {n: _proc_figures(p)[0] for n, p in pids.items()}
+        gc_b = await scrape_gc_pauses(stack.service_url("dispatch"))
         machine_b = machine_cpu_s()
         polls_b = watchers.stats.copy()
         if profile_path is not None:
@@ -614,6 +671,7 @@ async def _measure(
         # open_loop's clock starts within microseconds of this one (the coroutine runs at once):
         # order i is scheduled at t0 + i / rate.
         t0 = time.perf_counter()
+        wall_minus_perf = time.time() - t0
         load = await open_loop(
             "publish OrderPaid",
             lambda i: send(len(warmup) + i),
@@ -628,6 +686,7 @@ async def _measure(
         end = time.perf_counter()
         drain_s = max(0.0, end - t0 - duration)
         figures = {n: _proc_figures(p) for n, p in pids.items()}
+        gc_load = gc_pauses_between(gc_b, await scrape_gc_pauses(stack.service_url("dispatch")))
         machine_used = machine_cpu_s() - machine_b
         poll_load = watchers.stats.since(polls_b, end - t0, suppliers)
         others.update(other_benchmarks(stack.run_dir))
@@ -641,7 +700,9 @@ async def _measure(
         load=load,
         orders=orders,
         t0=t0,
+        wall_minus_perf=wall_minus_perf,
         seen=dict(watchers.seen),
+        created=dict(watchers.created),
         missing=missing,
         drain_s=drain_s,
         ceiling_seen=ceiling_seen,
@@ -654,6 +715,7 @@ async def _measure(
         other_benchmarks=sorted(others),
         other_cpu_s=max(0.0, machine_used - sum(figures[n][0] - cpu_b.get(n, 0.0) for n in figures)),
         profile_path=profile_path,
+        gc_load=gc_load,
     )
 
 
@@ -703,6 +765,10 @@ def _report(
     rate_of = 1.0 / rate
     feed = new_histogram()
     ceiling = new_histogram()
+    # The feed latency in two stages, split at the dispatch order's created_at (dispatch's clock,
+    # the same machine's): consumed and planned, then stored, announced and polled.
+    to_created = new_histogram()
+    created_to_seen = new_histogram()
     samples: list[tuple[float, int]] = []
     expected = 0
     ceiling_missing = 0
@@ -716,6 +782,13 @@ def _report(
             latency_us = max(1, int((seen - scheduled) * 1_000_000))
             feed.record_value(min(latency_us, _HIGHEST_US))
             samples.append((seen - m.t0, latency_us))
+            created = datetime.fromisoformat(m.created[(order.order_id, supplier)]).timestamp()
+            created_perf = created - m.wall_minus_perf
+            for stage, start, end in (
+                (to_created, scheduled, created_perf),
+                (created_to_seen, created_perf, seen),
+            ):
+                stage.record_value(min(max(1, int((end - start) * 1_000_000)), _HIGHEST_US))
         consumed = m.ceiling_seen.get(order.order_id)
         if consumed is None:
             ceiling_missing += 1
@@ -729,6 +802,8 @@ def _report(
         table.add_column(column, justify="right")
     for name, h in (
         ("dispatch order in the supplier's feed", feed),
+        ("  stage 1: published → dispatch order created", to_created),
+        ("  stage 2: created → stored, announced, polled", created_to_seen),
         ("ceiling: bare aiokafka consumer (one hop)", ceiling),
         ("publish ack (acks=all)", load.histogram),
     ):
@@ -788,6 +863,15 @@ def _report(
         polls.add_row(key, str(m.poll_idle.get(key, "")), str(m.poll_load[key]))
     console.print(polls)
 
+    collections = Table(
+        title="dispatch's garbage collections during load + drain (the event loop stands still)"
+    )
+    for column in ("generation", "collections", "total s", "over 100 ms"):
+        collections.add_column(column, justify="right")
+    for generation, pauses in m.gc_load.items():
+        collections.add_row(generation, str(pauses.count), f"{pauses.total_s:.2f}", str(pauses.over_100ms))
+    console.print(collections)
+
     processes = Table(title="Processes (CPU seconds, peak RSS)")
     for column in (
         "process",
@@ -844,9 +928,14 @@ def _report(
                     "drain_s": round(m.drain_s, 2),
                 },
                 "feed_latency": histogram_summary(feed),
+                "feed_latency_stages": {
+                    "published_to_created": histogram_summary(to_created),
+                    "created_to_seen": histogram_summary(created_to_seen),
+                },
                 "ceiling_one_hop": {**histogram_summary(ceiling), "missed": ceiling_missing},
                 "target": {"p99_ms": TARGET_P99_MS, "met": met, "verdict": verdict},
                 "long_polls": {"idle": m.poll_idle, "load_and_drain": m.poll_load},
+                "dispatch_gc_load_and_drain": {g: asdict(p) for g, p in m.gc_load.items()},
                 "processes": {
                     n: {
                         "cpu_s_idle": round(m.cpu_idle.get(n, 0.0), 2),

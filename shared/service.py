@@ -26,7 +26,7 @@ from shared.health import HealthChecks
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer
 from shared.logs import configure_logging
-from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint
+from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint, observe_gc_pauses
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def create_service_app(
             # Everything built at start-up lives for the process's lifetime: keep it out of the
             # collector's full passes, which otherwise show up as latency spikes under load.
             gc.freeze()
+            stack.callback(observe_gc_pauses(settings.service_name))
             log.info("service started", extra={"port": settings.http_port})
             yield
             log.info("service stopping")

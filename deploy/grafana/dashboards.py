@@ -167,6 +167,17 @@ def _process_panels(jobs: str, by: str) -> list[Panel]:
             [(f'sum by ({by}) (rate(process_cpu_seconds_total{{job=~"{jobs}"}}[{RATE}]))', legend)],
             width=12,
         ),
+        Panel(
+            "Garbage collector pauses (share of time the event loop stood still)",
+            [
+                (
+                    f'sum by ({by}, generation) (rate(lvyue_gc_pause_seconds_sum{{job=~"{jobs}"}}[{RATE}]))',
+                    f"{legend} gen {{{{generation}}}}",
+                )
+            ],
+            unit="percentunit",
+            width=12,
+        ),
     ]
 
 

@@ -1,6 +1,11 @@
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
 from ops.bench_dispatch import (
+    GcPauses,
     PollStats,
     bucket_latencies,
+    gc_pauses,
+    gc_pauses_between,
     plan_orders,
     sku_routes,
     speedscope_inclusive,
@@ -73,3 +78,21 @@ def test_speedscope_profiles_are_ranked_by_self_and_inclusive_time() -> None:
     assert rows[0] == ("allocated (services/dispatch/store.py:9)", 0.5, 0.5)
     assert ("run (uvicorn/main.py:1)", 0.25, 1.0) in rows
     assert speedscope_inclusive(profile) == [("allocated (services/dispatch/store.py)", 0.5)]
+
+
+def test_gc_pauses_are_read_from_a_services_metrics_and_differenced() -> None:
+    registry = CollectorRegistry()
+    pauses = Histogram(
+        "lvyue_gc_pause_seconds", "", ["service", "generation"], buckets=(0.01, 0.1, 1), registry=registry
+    )
+    pauses.labels("dispatch", "0").observe(0.002)
+    before = gc_pauses(generate_latest(registry).decode())
+    for seconds in (0.003, 0.3, 0.6):
+        pauses.labels("dispatch", "2").observe(seconds)
+    pauses.labels("dispatch", "0").observe(0.004)
+    after = gc_pauses(generate_latest(registry).decode())
+    assert after["2"] == GcPauses(count=3, total_s=after["2"].total_s, over_100ms=2)
+    assert round(after["2"].total_s, 6) == 0.903
+    during = gc_pauses_between(before, after)
+    assert during["0"].count == 1 and round(during["0"].total_s, 6) == 0.004
+    assert during["2"].over_100ms == 2

@@ -4,8 +4,10 @@ private local stack (real Kafka, FerretDB and the dispatch service, each its own
 Open loop: `OrderPaid` events are published on `orders` at a fixed rate whatever happens downstream;
 suppliers (one long-polling client each, `GET /supplier/v1/feed?wait_s=...`) record when they first
 see each dispatch order, and the latency of a dispatch order is that moment minus its order's
-scheduled publish time (HdrHistogram, no coordinated omission). Beside it, in its own process, a bare
-aiokafka consumer reads the same messages off `orders`: the one-hop ceiling in the same run.
+scheduled publish time (HdrHistogram, no coordinated omission). Then, in the same run and once the
+feeds are drained, the same messages are published at the same rate on a topic of their own, read
+by a bare aiokafka consumer in its own process: the one-hop ceiling. (It ran beside the load until
+session 4 and took 12-15% of a core from what it was measuring.)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from shared.db import create_mongo_client, database
 from shared.events.orders import OrderLine, OrderPaid, Receiver
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer, event_headers
-from shared.kafka.topics import ALL_TOPICS, ORDERS
+from shared.kafka.topics import ALL_TOPICS, ORDERS, TopicSpec
 from shared.settings import KafkaSettings, MongoSettings
 
 console = Console()
@@ -58,7 +60,6 @@ RESULTS = REPO_ROOT / "bench-results"
 SHOP_ID = "bench-shop"
 TARGET_P99_MS = 1000.0
 BENCH_PROCESS = "bench process (publisher + pollers)"
-CEILING_PROCESS = "ceiling consumer (bare aiokafka)"
 # 1 µs .. 1 h, 3 significant digits: a backlog can hold dispatch orders for minutes, beyond the
 # 60 s of ops.loadgen's histograms.
 _HIGHEST_US = 3_600_000_000
@@ -223,9 +224,23 @@ def gc_pauses_between(before: dict[str, GcPauses], after: dict[str, GcPauses]) -
     }
 
 
-async def scrape_gc_pauses(service_url: str) -> dict[str, GcPauses]:
+def insert_batches(metrics_text: str) -> dict[str, tuple[int, float]]:
+    """Collection -> (insert_many calls, documents) of dispatch's insert batchers so far."""
+    found: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "lvyue_db_insert_batch_documents":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                found[sample.labels["collection"]][0] = sample.value
+            elif sample.name.endswith("_sum"):
+                found[sample.labels["collection"]][1] = sample.value
+    return {collection: (int(calls), documents) for collection, (calls, documents) in sorted(found.items())}
+
+
+async def scrape_metrics(service_url: str) -> str:
     async with httpx.AsyncClient(timeout=10) as client:
-        return gc_pauses((await client.get(f"{service_url}/metrics")).text)
+        return (await client.get(f"{service_url}/metrics")).text
 
 
 def histogram_summary(h: HdrHistogram) -> dict[str, float | int]:
@@ -459,14 +474,22 @@ def _ceiling_consumer(
         out.put(runner.run(run()))
 
 
+CEILING_TOPIC = TopicSpec(
+    "bench.dispatch-ceiling",
+    "bench-dispatch's ceiling phase: the load's OrderPaid messages again, for a bare consumer.",
+    retention_ms=3_600_000,
+    has_dead_letter=False,
+)
+
+
 class Ceiling:
-    def __init__(self, bootstrap: str, fetch_max_wait_ms: int) -> None:
+    def __init__(self, bootstrap: str, fetch_max_wait_ms: int, topic: str = CEILING_TOPIC.name) -> None:
         context = multiprocessing.get_context("spawn")
         self._ready, self._stop = context.Event(), context.Event()
         self._out: MpQueue[Any] = context.Queue()
         self.process = context.Process(
             target=_ceiling_consumer,
-            args=(bootstrap, ORDERS.name, fetch_max_wait_ms, self._ready, self._stop, self._out),
+            args=(bootstrap, topic, fetch_max_wait_ms, self._ready, self._stop, self._out),
             name="bench-ceiling",
             daemon=True,
         )
@@ -561,6 +584,7 @@ class Measured:
     missing: list[tuple[str, str]]
     drain_s: float
     ceiling_seen: dict[str, float]
+    ceiling_t0: float  # the ceiling phase's order i was scheduled at ceiling_t0 + i / rate
     poll_load: dict[str, float | int]
     poll_idle: dict[str, float | int]
     cpu_idle: dict[str, float]
@@ -571,6 +595,7 @@ class Measured:
     other_cpu_s: float  # CPU used during load + drain by processes that are not this benchmark's
     profile_path: Path | None
     gc_load: dict[str, GcPauses]  # dispatch's collections during load + drain, by generation
+    inserts_load: dict[str, tuple[int, float]]  # collection -> (insert_many calls, documents) in that time
 
 
 async def _measure(
@@ -590,7 +615,7 @@ async def _measure(
 ) -> Measured:
     suppliers = len(prepared.tokens)
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
-    await ensure_topics(kafka, ALL_TOPICS)
+    await ensure_topics(kafka, (*ALL_TOPICS, CEILING_TOPIC))
     base_id = random.Random(seed).randrange(10**17, 9 * 10**17) * 10
     total = int(rate * duration)
     warmup = plan_orders(
@@ -622,12 +647,10 @@ async def _measure(
     profile_path = RESULTS / f"dispatch-profile-{stamp}.speedscope.json" if profile else None
     try:
         await watchers.start()
-        await ceiling.start()
-        pids[CEILING_PROCESS] = ceiling.process.pid or 0
 
-        async def send(i: int) -> bool:
+        async def send(i: int, topic: str = ORDERS.name) -> bool:
             key, value, headers = messages[i]
-            await producer.send_and_wait(ORDERS.name, value=value, key=key, headers=headers)
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
             return True
 
         # Warm-up: connections, routes loaded, consumer group assigned; every dispatch order seen.
@@ -650,7 +673,7 @@ async def _measure(
 
         others = set(other_benchmarks(stack.run_dir))
         cpu_b = {n: _proc_figures(p)[0] for n, p in pids.items()}
-        gc_b = await scrape_gc_pauses(stack.service_url("dispatch"))
+        metrics_b = await scrape_metrics(stack.service_url("dispatch"))
         machine_b = machine_cpu_s()
         polls_b = watchers.stats.copy()
         if profile_path is not None:
@@ -686,15 +709,40 @@ async def _measure(
         end = time.perf_counter()
         drain_s = max(0.0, end - t0 - duration)
         figures = {n: _proc_figures(p) for n, p in pids.items()}
-        gc_load = gc_pauses_between(gc_b, await scrape_gc_pauses(stack.service_url("dispatch")))
+        metrics_end = await scrape_metrics(stack.service_url("dispatch"))
+        gc_load = gc_pauses_between(gc_pauses(metrics_b), gc_pauses(metrics_end))
+        batches_b = insert_batches(metrics_b)
+        inserts_load = {
+            collection: (
+                calls - batches_b.get(collection, (0, 0.0))[0],
+                documents - batches_b.get(collection, (0, 0.0))[1],
+            )
+            for collection, (calls, documents) in insert_batches(metrics_end).items()
+        }
         machine_used = machine_cpu_s() - machine_b
         poll_load = watchers.stats.since(polls_b, end - t0, suppliers)
         others.update(other_benchmarks(stack.run_dir))
         if profiler is not None:
             await asyncio.wait_for(profiler, timeout=duration + profile_seconds + 60)
+
+        console.print(
+            f"ceiling: the same {len(orders)} messages at {rate:g}/s to a bare aiokafka consumer "
+            f"({CEILING_TOPIC.name}) ..."
+        )
+        await ceiling.start()
+        ceiling_t0 = time.perf_counter()
+        await open_loop(
+            "publish (ceiling)",
+            lambda i: send(len(warmup) + i, CEILING_TOPIC.name),
+            rate=rate,
+            duration_s=duration,
+        )
+        await asyncio.sleep(2)  # the last fetches
+        ceiling_seen = await ceiling.stop()
     finally:
         await watchers.stop()
-        ceiling_seen = await ceiling.stop() if ceiling.process.is_alive() else {}
+        if ceiling.process.is_alive():
+            await ceiling.stop()
         await producer.stop()
     return Measured(
         load=load,
@@ -706,6 +754,7 @@ async def _measure(
         missing=missing,
         drain_s=drain_s,
         ceiling_seen=ceiling_seen,
+        ceiling_t0=ceiling_t0,
         poll_load=poll_load,
         poll_idle=poll_idle,
         cpu_idle={n: cpu_b[n] - cpu_a.get(n, 0.0) for n in cpu_b},
@@ -716,6 +765,7 @@ async def _measure(
         other_cpu_s=max(0.0, machine_used - sum(figures[n][0] - cpu_b.get(n, 0.0) for n in figures)),
         profile_path=profile_path,
         gc_load=gc_load,
+        inserts_load=inserts_load,
     )
 
 
@@ -793,7 +843,8 @@ def _report(
         if consumed is None:
             ceiling_missing += 1
         else:
-            ceiling.record_value(min(max(1, int((consumed - scheduled) * 1_000_000)), _HIGHEST_US))
+            ceiling_scheduled = m.ceiling_t0 + i * rate_of
+            ceiling.record_value(min(max(1, int((consumed - ceiling_scheduled) * 1_000_000)), _HIGHEST_US))
     seen_count = feed.get_total_count()
     load = m.load
 
@@ -804,7 +855,7 @@ def _report(
         ("dispatch order in the supplier's feed", feed),
         ("  stage 1: published → dispatch order created", to_created),
         ("  stage 2: created → stored, announced, polled", created_to_seen),
-        ("ceiling: bare aiokafka consumer (one hop)", ceiling),
+        ("ceiling (own phase): bare aiokafka consumer, one hop", ceiling),
         ("publish ack (acks=all)", load.histogram),
     ):
         if h.get_total_count() == 0:
@@ -872,6 +923,15 @@ def _report(
         collections.add_row(generation, str(pauses.count), f"{pauses.total_s:.2f}", str(pauses.over_100ms))
     console.print(collections)
 
+    inserts = Table(title="dispatch's batched inserts during load + drain")
+    for column in ("collection", "insert_many calls", "documents", "documents per call"):
+        inserts.add_column(column, justify="right")
+    for collection, (calls, documents) in m.inserts_load.items():
+        inserts.add_row(
+            collection, str(calls), f"{documents:.0f}", f"{documents / calls:.1f}" if calls else "-"
+        )
+    console.print(inserts)
+
     processes = Table(title="Processes (CPU seconds, peak RSS)")
     for column in (
         "process",
@@ -936,6 +996,10 @@ def _report(
                 "target": {"p99_ms": TARGET_P99_MS, "met": met, "verdict": verdict},
                 "long_polls": {"idle": m.poll_idle, "load_and_drain": m.poll_load},
                 "dispatch_gc_load_and_drain": {g: asdict(p) for g, p in m.gc_load.items()},
+                "dispatch_inserts_load_and_drain": {
+                    c: {"calls": calls, "documents": documents}
+                    for c, (calls, documents) in m.inserts_load.items()
+                },
                 "processes": {
                     n: {
                         "cpu_s_idle": round(m.cpu_idle.get(n, 0.0), 2),

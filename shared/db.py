@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from prometheus_client import Histogram
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +25,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from shared.settings import MongoSettings
 
 Document = dict[str, Any]
+
+INSERT_BATCH_DOCUMENTS = Histogram(
+    "lvyue_db_insert_batch_documents",
+    "Documents per insert_many of an InsertBatcher (FerretDB's cost is mostly per call).",
+    ["collection"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 
 
 def create_mongo_client(settings: MongoSettings, *, app_name: str) -> AsyncMongoClient[Document]:
@@ -185,6 +193,7 @@ class InsertBatcher:
         self._max_batch = max_batch
         self._pending: list[tuple[Document, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._batch_sizes = INSERT_BATCH_DOCUMENTS.labels(collection.name)
 
     async def insert(self, document: Document) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -196,6 +205,7 @@ class InsertBatcher:
     async def _write_all(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            self._batch_sizes.observe(len(batch))
             try:
                 await self._collection.insert_many([document for document, _ in batch], ordered=False)
             except BulkWriteError as exc:

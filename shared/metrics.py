@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,30 +41,7 @@ SERVICE_INFO = Gauge(
     multiprocess_mode="max",
 )
 
-GC_PAUSE = Histogram(
-    "lvyue_gc_pause_seconds",
-    "Time the event loop stood still in Python's garbage collector, by generation.",
-    ["service", "generation"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-
 UNMATCHED_ROUTE = "<unmatched>"
-
-
-def observe_gc_pauses(service: str) -> Callable[[], None]:
-    """Time every collection (a full one over a large heap stalls every request); returns the undo."""
-    pauses = [GC_PAUSE.labels(service, str(generation)) for generation in range(3)]
-    started = 0.0
-
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        nonlocal started
-        if phase == "start":
-            started = time.perf_counter()
-        else:
-            pauses[info["generation"]].observe(time.perf_counter() - started)
-
-    gc.callbacks.append(on_gc)
-    return lambda: gc.callbacks.remove(on_gc)
 
 
 def _paths_by_endpoint(router: Any) -> dict[Any, str]:

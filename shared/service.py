@@ -6,6 +6,7 @@ handler writes, and the producer is connected before the first request is accept
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,11 +23,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.db import Document, IndexSpec, create_mongo_client, database, ensure_indexes, ping
+from shared.gc_policy import GcPolicy
 from shared.health import HealthChecks
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer
 from shared.logs import configure_logging
-from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint, observe_gc_pauses
+from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,11 @@ def create_service_app(
             # Everything built at start-up lives for the process's lifetime: keep it out of the
             # collector's full passes, which otherwise show up as latency spikes under load.
             gc.freeze()
-            stack.callback(observe_gc_pauses(settings.service_name))
+            gc_policy = GcPolicy(settings.service_name, settings.gc)
+            gc_policy.install()
+            stack.callback(gc_policy.uninstall)
+            sweeper = asyncio.create_task(gc_policy.sweep_forever())
+            stack.callback(sweeper.cancel)
             log.info("service started", extra={"port": settings.http_port})
             yield
             log.info("service stopping")

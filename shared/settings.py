@@ -64,6 +64,18 @@ class WeChatSettings(BaseSettings):
     breaker_reset_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class GcSettings(BaseSettings):
+    """Python's garbage collector in a service (see shared/gc_policy.py): GC_YOUNG_THRESHOLD, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="GC_", extra="ignore")
+
+    # CPython's default is 700: under load, a batch's objects outlive that and get promoted.
+    young_threshold: int = Field(default=10_000, ge=100)
+    freeze_survivors: bool = True
+    # 0: never sweep (only sensible with freeze_survivors off).
+    full_sweep_interval_s: float = Field(default=900.0, ge=0)
+
+
 class ServiceSettings(BaseSettings):
     """Fields every service has; subclasses set the env prefix and the defaults."""
 
@@ -77,6 +89,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
 
     # Set when uvicorn runs several worker processes: prometheus_client reads the same variable.
     prometheus_multiproc_dir: str | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
@@ -131,6 +144,9 @@ class DispatchSettings(ServiceSettings):
     # Waybills and labels come from logistics over HTTP.
     logistics_url: str = "http://127.0.0.1:8003"
     worker_batch_size: int = Field(default=200, ge=1)
+    # Batches of one topic processed at once (each order's messages stay in order across them): a
+    # batch's database writes and Kafka publishes overlap the next batch's routing.
+    worker_batches_in_flight: int = Field(default=3, ge=1, le=16)
 
 
 class LogisticsSettings(ServiceSettings):

@@ -187,6 +187,15 @@ class Dispatcher:
         return self.routes.context(shop_id, lines, self.store.allocated())
 
     async def _commit(self, outcome: PlanOutcome, *, cause: str) -> None:
+        # Called right after the decision, with nothing awaited in between: the stock caps it took are
+        # counted before any other order is routed.
+        held = self.store.hold_allocations(outcome.transitions)
+        try:
+            await self._write(outcome, cause=cause)
+        finally:
+            self.store.release_allocations(held)
+
+    async def _write(self, outcome: PlanOutcome, *, cause: str) -> None:
         # Dispatch orders first, the plan last: the plan's version is the commit point a redelivered
         # event is checked against, and a recomputed change finds its dispatch orders already written.
         # The dispatch orders are written together, then the plan; only then is anything announced

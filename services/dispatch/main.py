@@ -31,7 +31,12 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     settings = settings or DispatchSettings()
     faust_app = create_faust_app(settings)
     # Agents start after the start-up hooks (shared/service.py): handlers are bound by then.
-    agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+    agents = OrderedAgents(
+        faust_app,
+        settings,
+        batch_size=settings.worker_batch_size,
+        batches_in_flight=settings.worker_batches_in_flight,
+    )
     agents.consume("orders", ORDERS, within_s=0.02)
     agents.consume("aftersale", AFTERSALE, within_s=0.02)
     # The WeChat drop-ship mirror (dropship.py) follows dispatch's own events, for shops that turn it on.

@@ -199,6 +199,8 @@ class DispatchStore:
         self.by_order: dict[str, list[str]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._allocated: dict[str, int] = {}
+        self._allocating: dict[str, int] = {}  # decided, not yet written (see hold_allocations)
+        self._holding: dict[str, dict[str, int]] = {}  # dispatch id -> its units in _allocating
         self._relayed: set[str] = set()
         self._unmarked: list[str] = []  # published, not yet recorded as such
         self._mark_interval_s = mark_interval_s
@@ -298,6 +300,7 @@ class DispatchStore:
             raise
 
     def _remember_order(self, order: DispatchOrder, revision: int) -> None:
+        self._release(order.dispatch_id)  # its held units are counted as written below
         previous = self.orders.get(order.dispatch_id)
         if previous is None:
             self.by_supplier[order.supplier_id].append(order.dispatch_id)
@@ -320,13 +323,52 @@ class DispatchStore:
 
     def allocated(self) -> dict[str, int]:
         """Units each capped route has given to dispatch orders still live or shipped (kept as orders
-        change, so routing a paid order does not scan every order)."""
-        return self._allocated
+        change, so routing a paid order does not scan every order), with those decided and still
+        being written."""
+        if not self._allocating:
+            return self._allocated
+        merged = dict(self._allocated)
+        for route_id, units in self._allocating.items():
+            merged[route_id] = merged.get(route_id, 0) + units
+        return merged
+
+    def hold_allocations(self, transitions: Sequence[Transition]) -> list[str]:
+        """Count these changes' stock-cap units at once, before their writes: orders decided while
+        they are written (other orders of the batch, the next batch) see the cap already taken.
+        Each change's units move to the written count when it is remembered; `release_allocations`
+        gives back those of changes that were not written."""
+        held: list[str] = []
+        for transition in transitions:
+            order = transition.order
+            delta = dict(_live_allocations(order))
+            previous = self.orders.get(order.dispatch_id)
+            if previous is not None:
+                for route_id, units in _live_allocations(previous).items():
+                    delta[route_id] = delta.get(route_id, 0) - units
+            delta = {route_id: units for route_id, units in delta.items() if units}
+            if not delta:
+                continue
+            self._release(order.dispatch_id)  # the lock serializes an order's changes: none is left
+            self._holding[order.dispatch_id] = delta
+            for route_id, units in delta.items():
+                self._allocating[route_id] = self._allocating.get(route_id, 0) + units
+            held.append(order.dispatch_id)
+        return held
+
+    def release_allocations(self, dispatch_ids: Iterable[str]) -> None:
+        for dispatch_id in dispatch_ids:
+            self._release(dispatch_id)
+
+    def _release(self, dispatch_id: str) -> None:
+        for route_id, units in self._holding.pop(dispatch_id, {}).items():
+            left = self._allocating.get(route_id, 0) - units
+            if left:
+                self._allocating[route_id] = left
+            else:
+                self._allocating.pop(route_id, None)
 
     def _count_allocations(self, order: DispatchOrder, sign: int) -> None:
-        if order.state in (DispatchState.CANCELLED, DispatchState.REJECTED):
-            return
-        for route_id, units in order.allocations.items():
+        for route_id, units in _live_allocations(order).items():
             self._allocated[route_id] = self._allocated.get(route_id, 0) + sign * units
 
     # --- writes ---
@@ -421,6 +463,13 @@ class DispatchStore:
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
         self._relayed.add(relay.version_id)
         self._unmarked.append(relay.version_id)
+
+
+def _live_allocations(order: DispatchOrder) -> dict[str, int]:
+    """Stock-cap units the order holds: none once it was cancelled or rejected (given back)."""
+    if order.state in (DispatchState.CANCELLED, DispatchState.REJECTED):
+        return {}
+    return order.allocations
 
 
 def _relay_of(document: Document, snapshot: DispatchOrder | None) -> Relay:

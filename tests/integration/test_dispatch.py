@@ -437,3 +437,18 @@ async def test_state_and_cursors_survive_a_restart(stack: LocalStack) -> None:
             assert after["changes"] == before["changes"]
             current = (await client.get(f"/dispatch-orders/{order['dispatch_id']}")).json()
             assert current["state"] == "accepted" and current["version"] == 2
+
+
+async def test_a_stock_cap_holds_against_a_burst_of_orders_routed_together(stack: LocalStack) -> None:
+    """Orders of one batch (and of overlapping batches) are routed before any of them is written:
+    each must see the units the others took."""
+    shop = f"shop-cap-{time.time_ns()}"
+    capped = Route(shop_id=shop, supplier_id="alpha", product_id="pc", sku_id="sc", stock_cap=5)
+    async with dispatch_service(stack, suppliers=["alpha"], routes=[capped], shop_id=shop) as harness:
+        events = [paid_order(shop, [("pc", "sc", 1)]) for _ in range(12)]
+        await asyncio.gather(*(harness.publish(event) for event in events))
+        async with asyncio.timeout(60):
+            while len(plans := [p for p in await current_plans(harness.db) if p.shop_id == shop]) < 12:
+                await asyncio.sleep(0.2)
+        assert sorted(p.status for p in plans) == ["dispatched"] * 5 + ["held"] * 7
+        assert {p.hold_reason for p in plans if p.status == "held"} == {"stock_cap_reached"}

@@ -1,12 +1,11 @@
 import asyncio
-import gc
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from shared.health import HealthChecks
-from shared.metrics import REDMetricsMiddleware, metrics_endpoint, observe_gc_pauses
+from shared.metrics import REDMetricsMiddleware, metrics_endpoint
 
 
 def _app(checks: HealthChecks) -> FastAPI:
@@ -83,20 +82,6 @@ async def test_red_metrics_label_by_route_template_not_raw_path() -> None:
     assert _sample("lvyue_http_requests_total", {**labels, "route": "/metrics"}) >= 1
     duration = {"service": "unit", "method": "GET", "route": "/orders/{order_id}"}
     assert _sample("lvyue_http_request_duration_seconds_count", duration) >= 3
-
-
-def test_gc_pauses_are_timed_per_generation_until_undone() -> None:
-    full = {"service": "gc-unit", "generation": "2"}
-    undo = observe_gc_pauses("gc-unit")
-    try:
-        gc.collect()
-        gc.collect(0)
-    finally:
-        undo()
-    assert _sample("lvyue_gc_pause_seconds_count", full) == 1
-    assert _sample("lvyue_gc_pause_seconds_count", {**full, "generation": "0"}) >= 1
-    gc.collect()
-    assert _sample("lvyue_gc_pause_seconds_count", full) == 1  # no longer observed
 
 
 def test_a_faust_app_without_agents_is_refused() -> None:

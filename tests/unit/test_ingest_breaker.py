@@ -4,6 +4,7 @@ its retries and landing in the dead-letter topic; past its patience, it is given
 from __future__ import annotations
 
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,7 +28,8 @@ class _FlakyWeChat:
 
 def _worker(client: _FlakyWeChat, patience_s: float) -> IngestWorker:
     return IngestWorker(
-        db=defaultdict(object),  # type: ignore[arg-type]  # no database call is made here
+        # No database call is made here: collections are only named (for the insert batchers' metrics).
+        db=defaultdict(lambda: SimpleNamespace(name="unused")),  # type: ignore[arg-type]
         producer=None,
         shops=None,  # type: ignore[arg-type]
         client=client,  # type: ignore[arg-type]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from shared.kafka.agents import KeyChains, process_by_order
+import pytest
+
+from shared.kafka.agents import BatchPipeline, KeyChains, Link, link_batch, process_by_order, run_linked
 from shared.kafka.consumer import InboundMessage, MessageProcessor
 
 
@@ -72,3 +74,69 @@ async def test_a_cancelled_batch_does_not_block_the_next() -> None:
     await asyncio.gather(first, return_exceptions=True)
     await asyncio.wait_for(process_by_order([_message("1", 2)], handler, processor, chains), timeout=2)
     assert handled == [2]
+
+
+async def test_a_pipeline_of_linked_batches_keeps_order_and_its_limit() -> None:
+    """The agent's pattern: link each batch as it is taken, run up to `limit` batches at once."""
+    rng = random.Random(11)
+    handled: dict[bytes | None, list[int]] = {}
+    batches_running = 0
+    most_batches = 0
+
+    async def handler(message: InboundMessage) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.005))
+        handled.setdefault(message.key, []).append(int(message.value))
+
+    async def batch(links: list[Link]) -> None:
+        nonlocal batches_running, most_batches
+        batches_running += 1
+        most_batches = max(most_batches, batches_running)
+        try:
+            await run_linked(links, handler, processor, chains)
+        finally:
+            batches_running -= 1
+
+    processor = MessageProcessor(name="test", producer=_NoProducer())
+    chains = KeyChains()
+    pipeline = BatchPipeline(3)
+    sent = [_message(rng.choice("12345"), n) for n in range(300)]
+    for start in range(0, len(sent), 10):
+        await pipeline.submit(batch(link_batch(sent[start : start + 10], chains)))
+        assert len(pipeline) <= 3
+    await pipeline.drain()
+    for key in "12345":
+        assert handled[key.encode()] == [int(m.value) for m in sent if m.key == key.encode()]
+    assert most_batches == 3
+    assert len(chains) == 0
+
+
+async def test_a_failed_batch_stops_the_pipeline_and_a_waiting_batch_never_starts() -> None:
+    pipeline = BatchPipeline(1)
+    started: list[str] = []
+
+    async def failing() -> None:
+        started.append("failing")
+        raise RuntimeError("broker gone")
+
+    async def next_batch() -> None:
+        started.append("next")
+
+    await pipeline.submit(failing())
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await pipeline.submit(next_batch())
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await pipeline.drain()
+    assert started == ["failing"]
+
+
+async def test_cancelling_the_pipeline_cancels_its_batches() -> None:
+    pipeline = BatchPipeline(2)
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await never.wait()
+
+    await pipeline.submit(stuck())
+    await pipeline.submit(stuck())
+    await pipeline.cancel()
+    assert len(pipeline) == 0

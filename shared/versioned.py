@@ -9,17 +9,18 @@ once at start-up. A service using it runs as one process per database.
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.compact import share_field_sets
 from shared.db import Document, InsertBatcher
 from shared.events.base import utc_now
+from shared.locks import KeyedLocks
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,7 +41,7 @@ class VersionedProjection(Generic[M]):
         self._model = model
         self._current: dict[str, M] = {}
         self._revisions: dict[str, int] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = KeyedLocks()
 
     async def load(self) -> list[Document]:
         """Build the projection; returns every document (for callers that replay what they carry)."""
@@ -50,6 +51,7 @@ class VersionedProjection(Generic[M]):
             if document["revision"] > self._revisions.get(key, 0):
                 self._revisions[key] = document["revision"]
                 self._current[key] = self._model.model_validate(document["value"])
+                share_field_sets(self._current[key])
         return documents
 
     def get(self, key: str) -> M | None:
@@ -61,8 +63,9 @@ class VersionedProjection(Generic[M]):
     def __len__(self) -> int:
         return len(self._current)
 
-    def lock(self, key: str) -> asyncio.Lock:
-        return self._locks[key]
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Serializes the changes of one key in this process."""
+        return self._locks.hold(key)
 
     async def save(self, key: str, value: M, *, cause: str, extra: dict[str, Any] | None = None) -> M:
         """Write the next revision of `key`. The same cause written before (a redelivery after a
@@ -87,5 +90,6 @@ class VersionedProjection(Generic[M]):
                 raise VersionConflict(f"{self._collection.name}/{key} changed meanwhile") from exc
             value = self._model.model_validate(stored["value"])
         self._revisions[key] = revision
+        share_field_sets(value)
         self._current[key] = value
         return value

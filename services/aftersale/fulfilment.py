@@ -148,10 +148,13 @@ def stage_for(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine])
         ]
         if shipped:
             states = [fulfilment.parcels.get(f"{c}:{w}", TrackingState.AWAITING_PICKUP) for c, w in shipped]
-            if any(s == TrackingState.RETURNED for s in states):
-                stage = Stage.RETURNED
-            elif all(s == TrackingState.DELIVERED for s in states):
+            ended = all(s in (TrackingState.DELIVERED, TrackingState.RETURNED) for s in states)
+            if ended and any(s == TrackingState.DELIVERED for s in states):
+                # Some of these units reached the buyer (others came back): there is something to
+                # return or exchange, and a refund-only request needs a person.
                 stage = Stage.DELIVERED
+            elif any(s == TrackingState.RETURNED for s in states):
+                stage = Stage.RETURNED
             else:
                 stage = Stage.IN_TRANSIT
             return Fulfilment(stage, view.dispatch_id, view.supplier_id, tuple(shipped))

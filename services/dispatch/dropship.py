@@ -15,11 +15,10 @@ busy) leaves the call pending: the message is retried, and the retry asks WeChat
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -140,7 +139,7 @@ class MirrorRecords(Protocol):
 
     def __iter__(self) -> Iterator[DropshipMirror]: ...
 
-    def lock(self, key: str) -> asyncio.Lock: ...
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]: ...
 
     async def save(
         self, key: str, value: DropshipMirror, *, cause: str, extra: dict[str, Any] | None = None

@@ -26,21 +26,26 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
 from shared.api.supplier import FeedChange
+from shared.compact import share_field_sets
 from shared.db import Document, IndexSpec, InsertBatcher
 from shared.events.base import Event, utc_now
 from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
 from shared.kafka.producer import publish
 from shared.kafka.topics import DISPATCH
+from shared.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +202,7 @@ class DispatchStore:
         self._order_revisions: dict[str, int] = {}  # the `n` of the newest version document
         self.by_supplier: dict[str, list[str]] = defaultdict(list)
         self.by_order: dict[str, list[str]] = defaultdict(list)
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = KeyedLocks()
         self._allocated: dict[str, int] = {}
         self._allocating: dict[str, int] = {}  # decided, not yet written (see hold_allocations)
         self._holding: dict[str, dict[str, int]] = {}  # dispatch id -> its units in _allocating
@@ -206,9 +211,9 @@ class DispatchStore:
         self._mark_interval_s = mark_interval_s
         self._marker: asyncio.Task[None] | None = None
 
-    def lock(self, order_id: str) -> asyncio.Lock:
+    def lock(self, order_id: str) -> AbstractAsyncContextManager[None]:
         """Serializes the changes of one WeChat order (its plan and dispatch orders) in this process."""
-        return self._locks[order_id]
+        return self._locks.hold(order_id)
 
     # --- start-up and shutdown ---
     async def load(self) -> int:
@@ -259,7 +264,7 @@ class DispatchStore:
         for document in plan_documents:
             key = document["order_id"]
             if document["revision"] > self._plan_revisions.get(key, 0):
-                self.plans[key] = OrderPlan.model_validate(document["plan"])
+                self.plans[key] = _compact(OrderPlan.model_validate(document["plan"]))
                 self._plan_revisions[key] = document["revision"]
         pending = [
             relay
@@ -308,7 +313,7 @@ class DispatchStore:
         else:
             self._count_allocations(previous, -1)
         self._count_allocations(order, +1)
-        self.orders[order.dispatch_id] = order
+        self.orders[order.dispatch_id] = _compact(order)
         self._order_revisions[order.dispatch_id] = revision
 
     # --- reads ---
@@ -452,7 +457,7 @@ class DispatchStore:
             raise
         else:
             self.feed.commit(OPS_AUDIENCE, relay.entries(seqs))
-        self.plans[plan.order_id] = plan
+        self.plans[plan.order_id] = _compact(plan)
         self._plan_revisions[plan.order_id] = revision + 1
         return relay if relay.events else None
 
@@ -463,6 +468,14 @@ class DispatchStore:
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
         self._relayed.add(relay.version_id)
         self._unmarked.append(relay.version_id)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _compact(model: Model) -> Model:
+    share_field_sets(model)
+    return model
 
 
 def _live_allocations(order: DispatchOrder) -> dict[str, int]:

@@ -14,6 +14,7 @@ import httpx
 
 from shared.carriers.kuaidi100 import TrackingState
 from shared.wechat.api import OrderStatus
+from sim.wechat.app import SIM_NOW_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,15 @@ class Observer:
                 order_id = str(doc["order_id"])
                 self.orders[order_id] = doc
                 self.order_appid[order_id] = appid
-                self._since[appid] = max(self._since.get(appid, 0), int(doc["update_time"]))
+            # The stand-in's clock, not the newest update_time: an order changed several times in a
+            # second runs ahead of the clock, and marking by it skipped other orders' later changes.
+            self._since[appid] = int(answer.headers[SIM_NOW_HEADER])
         params = {"since": self._cases_since - 1} if self._cases_since else {}
         answer = await self._wechat.get("/sim/aftersales", params=params)
         answer.raise_for_status()
         for doc in answer.json():
             self.cases[str(doc["after_sale_order_id"])] = doc
-            self._cases_since = max(self._cases_since, int(doc["update_time"]))
+        self._cases_since = int(answer.headers[SIM_NOW_HEADER])
         if any(self._unfinished_parcels()):
             answer = await self._carriers.get("/sim/waybills")
             answer.raise_for_status()

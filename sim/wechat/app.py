@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import httpx
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
@@ -253,6 +253,8 @@ def wechat_router(state: SimState) -> APIRouter:
 
 # ---- the control API (not WeChat's) ---------------------------------------------------------------
 
+SIM_NOW_HEADER = "X-Sim-Now"
+
 _CONTROL_STATUS = {
     OrderErrorCode.UNKNOWN_ORDER: 404,
     OrderErrorCode.UNKNOWN_AFTERSALE: 404,
@@ -406,10 +408,14 @@ def control_router(state: SimState) -> APIRouter:
 
     @router.get("/orders", response_model=list[dict[str, Any]])
     async def list_orders(
+        response: Response,
         appid: Annotated[str | None, Query()] = None,
         since: Annotated[int | None, Query(description="update_time at or after (unix s)")] = None,
     ) -> list[dict[str, Any]]:
-        """Every order (of one shop), or those changed since a time: what the sale simulator watches."""
+        """Every order (of one shop), or those changed since a time: what the sale simulator watches.
+        `X-Sim-Now` is the stand-in's clock when the list was taken: ask `since` it next time (an
+        order's update_time can run ahead of the clock, so the newest one seen is not a safe mark)."""
+        response.headers[SIM_NOW_HEADER] = str(state.now())
         return [
             r.doc
             for r in state.orders.orders.values()
@@ -473,11 +479,14 @@ def control_router(state: SimState) -> APIRouter:
 
     @router.get("/aftersales", response_model=list[dict[str, Any]])
     async def list_aftersales(
+        response: Response,
         appid: Annotated[str | None, Query()] = None,
         order_id: Annotated[str | None, Query()] = None,
         since: Annotated[int | None, Query(description="update_time at or after (unix s)")] = None,
     ) -> list[dict[str, Any]]:
-        """Every after-sale case (of one shop or order), or those changed since a time."""
+        """Every after-sale case (of one shop or order), or those changed since a time (`X-Sim-Now`:
+        as for /sim/orders)."""
+        response.headers[SIM_NOW_HEADER] = str(state.now())
         return [
             a.doc
             for a in state.orders.aftersales.values()

@@ -5,8 +5,6 @@ any other but never sent with delivery/send nor held, and announced once."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -37,6 +35,7 @@ from shared.events.logistics import (
 )
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.topics import DISPATCH, LOGISTICS
+from shared.locks import KeyedLocks
 from shared.versioned import VersionedProjection
 from shared.wechat.client import WeChatApiError
 from tests.unit.logistics.builders import ORDER_ID, SHOP, T0, at, entry
@@ -56,7 +55,7 @@ class InMemory(VersionedProjection[M]):
     def __init__(self) -> None:
         self._current: dict[str, M] = {}
         self._revisions: dict[str, int] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = KeyedLocks()
 
     async def save(self, key: str, value: M, *, cause: str, extra: dict[str, Any] | None = None) -> M:
         self._revisions[key] = self._revisions.get(key, 0) + 1

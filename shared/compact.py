@@ -1,0 +1,33 @@
+"""Smaller in-memory projections of frozen pydantic models.
+
+Every pydantic instance carries its own `__pydantic_fields_set__` (the names given at construction,
+read only by `exclude_unset` dumps): a set of 5-20 names takes 728 bytes, often more than the
+instance's values. A projection holds hundreds of thousands of instances whose sets are equal, so
+each is replaced by one shared set per distinct content. Only frozen models: pydantic adds to the
+set on attribute assignment, which a frozen model refuses; `model_copy` copies the set first.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+_SHARED: dict[frozenset[str], set[str]] = {}
+
+
+def share_field_sets(model: BaseModel) -> None:
+    """Point the model's (and its nested frozen models') field sets at shared equal sets."""
+    if not model.model_config.get("frozen"):
+        return
+    names = frozenset(model.__pydantic_fields_set__)
+    shared = _SHARED.get(names)
+    if shared is None:
+        shared = _SHARED[names] = set(names)
+    if model.__pydantic_fields_set__ is not shared:
+        object.__setattr__(model, "__pydantic_fields_set__", shared)
+    for value in model.__dict__.values():
+        if isinstance(value, BaseModel):
+            share_field_sets(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    share_field_sets(item)

@@ -20,7 +20,7 @@ from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain import plan as planning
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
-from services.dispatch.domain.plan import PlanOutcome, RoutingContext
+from services.dispatch.domain.plan import PlanOutcome, PlanStatus, RoutingContext
 from services.dispatch.domain.routing import Route
 from services.dispatch.store import DispatchStore
 from shared.events.aftersale import (
@@ -105,6 +105,7 @@ class RouteBook:
         self._index: dict[tuple[str, ...], list[Route]] = {}
         self._active: set[str] = set()
         self._fingerprint: tuple[object, ...] = ()
+        self.generation = 0  # bumped by every change: a decision knows which routes it saw
 
     async def reload(self) -> bool:
         """True if anything changed since the last load."""
@@ -124,6 +125,7 @@ class RouteBook:
         self._index = dict(index)
         self._active = {s.supplier_id for s in suppliers if s.active}
         self._fingerprint = fingerprint
+        self.generation += 1
         return True
 
     def context(self, shop_id: str, lines: Iterable[LineKeys], allocated: dict[str, int]) -> RoutingContext:
@@ -187,13 +189,20 @@ class Dispatcher:
         return self.routes.context(shop_id, lines, self.store.allocated())
 
     async def _commit(self, outcome: PlanOutcome, *, cause: str) -> None:
-        # Called right after the decision, with nothing awaited in between: the stock caps it took are
-        # counted before any other order is routed.
+        # Called right after the decision, with nothing awaited in between (and with the order's lock
+        # held): the stock caps it took are counted before any other order is routed, and the routes
+        # it was decided with are the current generation.
+        generation = self.routes.generation
         held = self.store.hold_allocations(outcome.transitions)
         try:
             await self._write(outcome, cause=cause)
         finally:
             self.store.release_allocations(held)
+        plan = outcome.plan
+        if plan is not None and plan.status == PlanStatus.HELD and self.routes.generation != generation:
+            # Routes changed while this hold was written: the scan of held orders may have missed it.
+            retried = planning.retry_hold(plan, self._context(plan.shop_id, plan.lines), self._clock())
+            await self._commit(retried, cause=f"retry:{uuid.uuid4()}")
 
     async def _write(self, outcome: PlanOutcome, *, cause: str) -> None:
         # Dispatch orders first, the plan last: the plan's version is the commit point a redelivered

@@ -14,15 +14,20 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from ops.stack import LocalStack
+from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
+from services.dispatch.domain.routing import Route
+from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.store import OPS_AUDIENCE, DispatchStore, VersionConflict
 from shared.db import Document
 from shared.events.dispatch import HoldReason, OrderHeld
 from shared.kafka.admin import ensure_topics
+from shared.kafka.consumer import InboundMessage
 from shared.kafka.producer import create_producer
 from shared.kafka.topics import ALL_TOPICS, DISPATCH
 from shared.settings import KafkaSettings
+from tests.integration.dispatch_support import paid_order
 from tests.integration.helpers import read_topic
 from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, SHOP, T0, at, dline
 
@@ -146,3 +151,53 @@ async def test_what_a_crash_left_unpublished_is_published_at_start_up(stack: Loc
         # 2 and 3 were reserved by the redelivered write and the conflict: gaps, holding nothing back
         assert [seq for seq, _, _ in _feed(restarted)] == [1, 4]
         await restarted.close()
+
+
+async def test_a_hold_written_while_the_routes_change_is_routed_at_once(stack: LocalStack) -> None:
+    """The scan of held orders after a route change cannot see a hold still being written: the order
+    decided with the old routes is routed again as soon as its hold is written."""
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    await ensure_topics(kafka, ALL_TOPICS)
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+    producer = create_producer(kafka, client_id="test-dispatch-routes")
+    await producer.start()
+    try:
+        db = mongo[f"t_routes_{uuid.uuid4().hex[:8]}"]
+        catalog = Catalog(db)
+        await catalog.add_supplier(Supplier(supplier_id="alpha", name="ALPHA"))
+        store = DispatchStore(db, producer)
+        await store.load()
+        routes = RouteBook(catalog)
+        await routes.reload()  # no route yet: the order will be held
+        dispatcher = Dispatcher(store, routes)
+        write_plan = store.write_plan
+        scanned: list[int] = []
+
+        async def route_added_meanwhile(plan: OrderPlan, events: Any, *, cause: str) -> Any:
+            if plan.status == PlanStatus.HELD and not scanned:
+                await catalog.set_route(
+                    Route(shop_id=SHOP, supplier_id="alpha", product_id="p1", sku_id="s1")
+                )
+                assert await routes.reload()
+                scanned.append(await dispatcher.retry_holds())
+            return await write_plan(plan, events, cause=cause)
+
+        store.write_plan = route_added_meanwhile  # type: ignore[method-assign]
+        event = paid_order(SHOP, [("p1", "s1", 1)])
+        message = InboundMessage(
+            topic="orders",
+            partition=0,
+            offset=0,
+            key=event.kafka_key,
+            value=event.to_kafka_value(),
+            headers=(),
+            timestamp_ms=0,
+        )
+        await dispatcher.handle_order_event(message)
+        assert scanned == [0]  # the scan ran while the hold was being written, and missed it
+        assert store.plans[event.order_id].status == PlanStatus.DISPATCHED
+        assert [o.supplier_id for o in store.orders_of(event.order_id)] == ["alpha"]
+        await store.close()
+    finally:
+        await producer.stop()
+        await mongo.close()

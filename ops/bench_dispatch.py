@@ -190,25 +190,30 @@ class GcPauses:
     over_100ms: int
 
 
-def gc_pauses(metrics_text: str) -> dict[str, GcPauses]:
-    """Generation -> collections so far, parsed from a service's /metrics."""
+def histogram_series(metrics_text: str, family_name: str, label: str) -> dict[str, dict[str, float]]:
+    """A histogram of a service's /metrics, per value of `label`: "count", "sum" and "le=<bound>"."""
     found: dict[str, dict[str, float]] = defaultdict(dict)
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != "lvyue_gc_pause_seconds":
+        if family.name != family_name:
             continue
         for sample in family.samples:
-            generation = sample.labels["generation"]
+            series = found[sample.labels[label]]
             if sample.name.endswith("_count"):
-                found[generation]["count"] = sample.value
+                series["count"] = sample.value
             elif sample.name.endswith("_sum"):
-                found[generation]["sum"] = sample.value
-            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.1":
-                found[generation]["le_100ms"] = sample.value
+                series["sum"] = sample.value
+            elif sample.name.endswith("_bucket"):
+                series[f"le={sample.labels['le']}"] = sample.value
+    return dict(sorted(found.items()))
+
+
+def gc_pauses(metrics_text: str) -> dict[str, GcPauses]:
+    """Generation -> collections so far, parsed from a service's /metrics."""
     return {
         generation: GcPauses(
-            int(f.get("count", 0)), f.get("sum", 0.0), int(f.get("count", 0) - f.get("le_100ms", 0))
+            int(f.get("count", 0)), f.get("sum", 0.0), int(f.get("count", 0) - f.get("le=0.1", 0))
         )
-        for generation, f in sorted(found.items())
+        for generation, f in histogram_series(metrics_text, "lvyue_gc_pause_seconds", "generation").items()
     }
 
 
@@ -226,16 +231,8 @@ def gc_pauses_between(before: dict[str, GcPauses], after: dict[str, GcPauses]) -
 
 def insert_batches(metrics_text: str) -> dict[str, tuple[int, float]]:
     """Collection -> (insert_many calls, documents) of dispatch's insert batchers so far."""
-    found: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "lvyue_db_insert_batch_documents":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                found[sample.labels["collection"]][0] = sample.value
-            elif sample.name.endswith("_sum"):
-                found[sample.labels["collection"]][1] = sample.value
-    return {collection: (int(calls), documents) for collection, (calls, documents) in sorted(found.items())}
+    series = histogram_series(metrics_text, "lvyue_db_insert_batch_documents", "collection")
+    return {collection: (int(f.get("count", 0)), f.get("sum", 0.0)) for collection, f in series.items()}
 
 
 async def scrape_metrics(service_url: str) -> str:

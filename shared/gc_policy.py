@@ -51,6 +51,8 @@ GC_SWEPT = Counter(
 class GcPolicy:
     """Installs the collector settings and the timing callback for one service; `uninstall` undoes."""
 
+    _installed: GcPolicy | None = None
+
     def __init__(self, service: str, settings: GcSettings) -> None:
         self._settings = settings
         self._pauses = [GC_PAUSE.labels(service, str(generation)) for generation in range(3)]
@@ -59,14 +61,23 @@ class GcPolicy:
         self._started = 0.0
         self._previous_threshold: tuple[int, int, int] | None = None
 
-    def install(self) -> None:
+    def install(self) -> bool:
+        """False if another policy of this process is installed: the collector is one per process
+        (tests run several services in one), so the first one governs it."""
+        if GcPolicy._installed is not None:
+            return False
+        GcPolicy._installed = self
         self._previous_threshold = gc.get_threshold()
         _, middle, old = self._previous_threshold
         gc.set_threshold(self._settings.young_threshold, middle, old)
         gc.callbacks.append(self._on_gc)
         self._frozen.set(gc.get_freeze_count())
+        return True
 
     def uninstall(self) -> None:
+        if GcPolicy._installed is not self:
+            return
+        GcPolicy._installed = None
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
         if self._previous_threshold is not None:

@@ -128,10 +128,10 @@ def create_service_app(
             # collector's full passes, which otherwise show up as latency spikes under load.
             gc.freeze()
             gc_policy = GcPolicy(settings.service_name, settings.gc)
-            gc_policy.install()
-            stack.callback(gc_policy.uninstall)
-            sweeper = asyncio.create_task(gc_policy.sweep_forever())
-            stack.callback(sweeper.cancel)
+            if gc_policy.install():
+                stack.callback(gc_policy.uninstall)
+                sweeper = asyncio.create_task(gc_policy.sweep_forever())
+                stack.callback(sweeper.cancel)
             log.info("service started", extra={"port": settings.http_port})
             yield
             log.info("service stopping")

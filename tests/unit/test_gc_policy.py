@@ -91,3 +91,19 @@ def test_frozen_objects_without_cycles_are_still_freed_by_reference_counting() -
 class Box:
     def __init__(self, value: object) -> None:
         self.value = value
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_one_policy_governs_a_process_that_runs_several_services() -> None:
+    first = GcPolicy("gc-first", GcSettings(young_threshold=11_111))
+    second = GcPolicy("gc-second", GcSettings(young_threshold=22_222))
+    assert first.install()
+    try:
+        assert not second.install()
+        assert gc.get_threshold()[0] == 11_111
+        second.uninstall()  # not installed: changes nothing
+        assert gc.get_threshold()[0] == 11_111
+    finally:
+        first.uninstall()
+    assert second.install()
+    second.uninstall()

@@ -38,6 +38,10 @@ class KafkaSettings(BaseSettings):
     # Where a consumer group with no committed offset starts. "earliest": a new service instance
     # processes everything kept; tests that start fresh groups on a shared broker use "latest".
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # A consumer that stops (or gives up partitions) waits this long for the events it is still
+    # processing; what is unfinished then stays uncommitted and is processed again by the next owner.
+    # Bounded so a handler waiting out a WeChat outage cannot hold a shutdown past its deadline.
+    stop_grace_s: float = Field(default=15.0, ge=0)
 
 
 class MongoSettings(BaseSettings):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -16,8 +15,9 @@ from services.order_ingest import worker as ingest
 from services.order_ingest.reconcile import reconcile_forever
 from services.order_ingest.webhook import PushEndpoint, WebhookDependencies
 from services.order_ingest.webhook import router as webhook_router
+from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
-from shared.kafka.faust_app import create_faust_app, faust_topic
+from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import OrderIngestSettings
@@ -29,15 +29,14 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
     settings = settings or OrderIngestSettings()
     runs_worker = settings.role in ("all", "worker")
     runs_webhook = settings.role in ("all", "web")
-    workers: list[ingest.IngestWorker] = []
     faust_app = create_faust_app(settings) if runs_worker else None
-    if faust_app is not None:
-        raw_pushes = faust_topic(faust_app, WECHAT_SHOP_EVENTS, settings)
-
-        @faust_app.agent(raw_pushes)
-        async def ingest_pushes(stream: Any) -> None:
-            async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-                await workers[0].process_batch(ingest.faust_messages(events))
+    agents = (
+        OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+        if faust_app is not None
+        else None
+    )
+    if agents is not None:
+        agents.consume("pushes", WECHAT_SHOP_EVENTS)
 
     async def start_ingest(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = wechat_http_client(settings.wechat)
@@ -59,9 +58,9 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
             processor=processor,
             breaker_patience_s=settings.breaker_patience_s,
         )
-        if runs_worker:
+        if agents is not None:
             await worker.load()
-        workers.append(worker)
+            agents.bind("pushes", worker.handle, processor)
         if settings.reconcile_interval_s > 0:
             task = asyncio.create_task(
                 reconcile_forever(

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +27,6 @@ from services.order_ingest.domain.order_events import PublishedFacts, PushContex
 from shared.db import Document, IndexSpec
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
-from shared.kafka.agents import process_by_order
 from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
 from shared.kafka.producer import publish
 from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
@@ -135,10 +133,6 @@ class IngestWorker:
     def stored(self, order_id: str) -> StoredOrder | None:
         return self._orders.get(stored_key(order_id))
 
-    async def process_batch(self, messages: Sequence[InboundMessage]) -> None:
-        """Orders in parallel, each order's pushes in their partition order."""
-        await process_by_order(messages, self.handle, self._processor)
-
     async def handle(self, message: InboundMessage) -> None:
         try:
             push = WeChatPushReceived.model_validate_json(message.value)
@@ -223,7 +217,3 @@ class IngestWorker:
         self._settled.move_to_end(order_id)
         while len(self._settled) > SETTLED_CACHE_SIZE:
             self._settled.popitem(last=False)
-
-
-def faust_messages(events: Sequence[Any]) -> list[InboundMessage]:
-    return [InboundMessage.from_faust(event.message) for event in events]

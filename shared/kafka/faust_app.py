@@ -7,18 +7,23 @@ always. Topics are created from the registry before the app starts (`topic_allow
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.transport.consumer import CONSUMER_WAIT_EMPTY
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
 from shared.kafka.topics import TopicSpec
 from shared.settings import ServiceSettings
 
 BROKER_SCHEME = "lvyue"
+
+log = logging.getLogger(__name__)
 
 
 class DurableProducer(faust_aiokafka.Producer):
@@ -53,6 +58,28 @@ class GaplessConsumer(faust_aiokafka.Consumer):
             return None
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    @Service.transitions_to(CONSUMER_WAIT_EMPTY)
+    async def wait_empty(self) -> None:
+        """faust's version waits for in-flight events without limit, and neither its stop timeout nor
+        a cancellation ends it (it swallows CancelledError; mode stops children under a shield). After
+        the app's grace, what is unfinished is left uncommitted, for the partitions' next owner to
+        process again (consumers are idempotent)."""
+        grace_s: float = getattr(self.app, "lvyue_stop_grace_s", 15.0)
+        deadline = self.loop.time() + grace_s
+        while not self.should_stop and self._unacked_messages:
+            if self.loop.time() >= deadline:
+                log.warning(
+                    "stopped waiting for in-flight events: they stay uncommitted and will be redelivered",
+                    extra={"unfinished": len(self._unacked_messages), "grace_s": grace_s},
+                )
+                break
+            await self.commit()
+            if not self._unacked_messages:
+                break
+            await self._wait_for_ack(timeout=1)  # woken by any ack; faust caps the wait at 1 s
+            self._clean_unacked_messages()
+        await self.commit_and_end_transactions()
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -94,6 +121,7 @@ def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **
     options.update(overrides)
     app = faust.App(app_id or settings.consumer_group, **options)
     app.lvyue_fetch = (kafka.stream_fetch_min_bytes, kafka.stream_fetch_max_wait_ms)  # type: ignore[attr-defined]
+    app.lvyue_stop_grace_s = kafka.stop_grace_s  # type: ignore[attr-defined]
     return app
 
 

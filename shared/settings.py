@@ -140,6 +140,9 @@ class DispatchSettings(ServiceSettings):
     feed_max_wait_s: float = Field(default=30.0, ge=0)
     feed_linger_s: float = Field(default=0.1, ge=0, le=1)
     feed_max_page: int = Field(default=500, ge=1)
+    # The JSON of this many newest feed changes is kept in memory (about 1 KB each); a supplier reading
+    # further back gets older changes rendered from the database.
+    feed_cached_changes: int = Field(default=5_000, ge=0)
     # A revoked key stops working within this long (keys are cached per process).
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     idempotency_cache_size: int = Field(default=50_000, ge=0)

@@ -44,7 +44,9 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
 
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
-        store = dispatch_store.DispatchStore(runtime.db, runtime.producer)
+        store = dispatch_store.DispatchStore(
+            runtime.db, runtime.producer, feed_cached_changes=settings.feed_cached_changes
+        )
         await store.load()
         stack.push_async_callback(store.close)
         routes = RouteBook(catalog)

@@ -12,6 +12,8 @@ The version document is also the feed's record: it carries the feed positions (p
 `OPS_AUDIENCE` for plan events) of its changes, allocated before the write, so a change is in the
 supplier's feed exactly when its document is committed, and cursors survive restarts. A position
 whose write failed is a gap; readers see positions only in order, never past one still being written.
+The feed keeps the JSON of its newest changes only (suppliers read at the head); an older change is
+rendered again from its version document when a supplier reads that far back.
 
 Events are published on Kafka after the commit. Which versions were published is recorded in
 batches (`dispatch_relayed`, off the hot path); at start-up, the events of versions not recorded are
@@ -24,7 +26,7 @@ import asyncio
 import bisect
 import logging
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ FEED = "supplier_feed"  # feed positions before they moved into the version docu
 RELAYED = "dispatch_relayed"
 INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
 OPS_AUDIENCE = "~ops"  # plan events (holds) are relayed through the same feed, under this name
+NOTHING_TO_SHOW = b"{}"  # a position whose version has no dispatch order to show (a plan's events)
 
 
 class VersionConflict(Exception):
@@ -94,18 +97,22 @@ class Relay:
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FeedEntry:
     seq: int
     version_id: str
-    json: bytes  # FeedChange, serialized once
+    # The FeedChange serialized once; None when not cached (rendered from the version document).
+    json: bytes | None
 
 
 class SupplierFeed:
     """Per-supplier ordered changes. An entry is readable once its version document is written and
-    every position before it is written or abandoned (see the module docstring)."""
+    every position before it is written or abandoned (see the module docstring). The JSON of the
+    newest `cached_changes` changes is kept; older entries keep only their position and version."""
 
-    def __init__(self) -> None:
+    def __init__(self, cached_changes: int = 5_000) -> None:
+        self._cached_changes = cached_changes
+        self._cached: deque[FeedEntry] = deque()
         self._entries: dict[str, list[FeedEntry]] = defaultdict(list)
         self._next_seq: dict[str, int] = defaultdict(lambda: 1)
         self._settled: dict[str, dict[int, FeedEntry | None]] = defaultdict(dict)  # beyond the visible
@@ -114,7 +121,7 @@ class SupplierFeed:
         self._closing = False
 
     def restore(self, entries: Iterable[tuple[str, FeedEntry]]) -> None:
-        """At start-up: the committed entries, from the version documents."""
+        """At start-up: the committed entries, from the version documents (uncached: JSON None)."""
         for audience, entry in sorted(entries, key=lambda item: (item[0], item[1].seq)):
             self._entries[audience].append(entry)
         for audience, listed in self._entries.items():
@@ -147,16 +154,25 @@ class SupplierFeed:
             entry = settled.pop(visible)
             if entry is not None:
                 self._entries[audience].append(entry)
+                self._cache(entry)
                 appended = True
         self._visible_seq[audience] = visible
         if appended:
             self._changed[audience].set()
             self._changed[audience] = asyncio.Event()
 
+    def _cache(self, entry: FeedEntry) -> None:
+        if entry.json is None or entry.json == NOTHING_TO_SHOW:
+            return
+        self._cached.append(entry)
+        while len(self._cached) > self._cached_changes:
+            self._cached.popleft().json = None
+
     def after(self, audience: str, cursor: int, limit: int) -> list[FeedEntry]:
+        """Up to `limit` readable entries after `cursor`; an entry's JSON may need rendering (None)."""
         entries = self._entries.get(audience, [])
         start = bisect.bisect_right(entries, cursor, key=lambda e: e.seq)
-        return [e for e in entries[start : start + limit] if e.json != b"{}"]
+        return [e for e in entries[start : start + limit] if e.json != NOTHING_TO_SHOW]
 
     def _last_seq(self, audience: str) -> int:
         entries = self._entries.get(audience)
@@ -181,12 +197,19 @@ class SupplierFeed:
 
 
 def _body(change: FeedChange | None, seq: int) -> bytes:
-    return b"{}" if change is None else change.model_copy(update={"cursor": seq}).model_dump_json().encode()
+    if change is None:
+        return NOTHING_TO_SHOW
+    return change.model_copy(update={"cursor": seq}).model_dump_json().encode()
 
 
 class DispatchStore:
     def __init__(
-        self, db: AsyncDatabase[Document], producer: AIOKafkaProducer, *, mark_interval_s: float = 1.0
+        self,
+        db: AsyncDatabase[Document],
+        producer: AIOKafkaProducer,
+        *,
+        mark_interval_s: float = 1.0,
+        feed_cached_changes: int = 5_000,
     ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
@@ -194,7 +217,7 @@ class DispatchStore:
         self._legacy_feed = db[FEED]
         self._plan_inserts = InsertBatcher(self._plans_collection)
         self._order_inserts = InsertBatcher(self._orders_collection)
-        self.feed = SupplierFeed()
+        self.feed = SupplierFeed(feed_cached_changes)
         self._producer = producer
         self.plans: dict[str, OrderPlan] = {}
         self._plan_revisions: dict[str, int] = {}
@@ -237,7 +260,10 @@ class DispatchStore:
             feed = document.get("feed")
             relay = versions.get(document["_id"])
             if feed and relay is not None:
-                entries.extend((feed["audience"], entry) for entry in relay.entries(feed["seqs"]))
+                json = None if relay.snapshot is not None else NOTHING_TO_SHOW  # rendered when read
+                entries.extend(
+                    (feed["audience"], FeedEntry(seq, relay.version_id, json)) for seq in feed["seqs"]
+                )
             elif relay is not None and relay.events and document["_id"] not in self._relayed:
                 log.warning("version %s predates feed positions and was never relayed", document["_id"])
                 self._relayed.add(document["_id"])
@@ -460,6 +486,21 @@ class DispatchStore:
         self.plans[plan.order_id] = _compact(plan)
         self._plan_revisions[plan.order_id] = revision + 1
         return relay if relay.events else None
+
+    async def feed_bodies(self, entries: Sequence[FeedEntry]) -> list[bytes]:
+        """The JSON of feed entries (one audience's): cached, or rendered from their version documents."""
+        uncached = list(dict.fromkeys(e.version_id for e in entries if e.json is None))
+        rendered: dict[int, bytes] = {}
+        # One `_id` lookup each: FerretDB scans the collection for `$in`.
+        documents = await asyncio.gather(*(self._orders_collection.find_one({"_id": v}) for v in uncached))
+        for version_id, document in zip(uncached, documents, strict=True):
+            if document is None:  # a position is committed with its document: never expected
+                raise LookupError(f"feed version {version_id} is not stored")
+            relay = _relay_of(document, DispatchOrder.model_validate(document["order"]))
+            rendered.update(
+                (entry.seq, entry.json or b"") for entry in relay.entries(document["feed"]["seqs"])
+            )
+        return [e.json if e.json is not None else rendered[e.seq] for e in entries]
 
     async def relay(self, relay: Relay) -> None:
         """Publish a committed change's events on Kafka (once per process; recorded in batches)."""

@@ -267,7 +267,8 @@ async def feed_body(api: SupplierApi, supplier: str, after: int, wait_s: float, 
             await asyncio.sleep(api.settings.feed_linger_s)
         entries = store.feed.after(supplier, after, limit)
     next_cursor = entries[-1].seq if entries else max(after, 0)
-    body = b'{"schema_version":1,"changes":[' + b",".join(e.json for e in entries) + b'],"next_cursor":'
+    bodies = await store.feed_bodies(entries)
+    body = b'{"schema_version":1,"changes":[' + b",".join(bodies) + b'],"next_cursor":'
     return body + str(next_cursor).encode() + b"}"
 
 

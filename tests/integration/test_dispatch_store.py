@@ -43,8 +43,8 @@ async def _stores(stack: LocalStack) -> AsyncIterator[Any]:
     await producer.start()
     db = mongo[f"t_store_{uuid.uuid4().hex[:8]}"]
 
-    async def open_store() -> DispatchStore:
-        store = DispatchStore(db, producer, mark_interval_s=0.1)
+    async def open_store(feed_cached_changes: int = 5_000) -> DispatchStore:
+        store = DispatchStore(db, producer, mark_interval_s=0.1, feed_cached_changes=feed_cached_changes)
         await store.load()
         return store
 
@@ -69,8 +69,11 @@ def _offer(order_id: str, n: int, supplier: str = "alpha") -> dispatch.Transitio
     )
 
 
-def _feed(store: DispatchStore, audience: str = "alpha") -> list[tuple[int, str, dict[str, Any]]]:
-    return [(e.seq, e.version_id, json.loads(e.json)) for e in store.feed.after(audience, 0, 1000)]
+async def _feed(store: DispatchStore, audience: str = "alpha") -> list[tuple[int, str, dict[str, Any]]]:
+    """The audience's feed as a supplier reads it (uncached changes rendered from the database)."""
+    entries = store.feed.after(audience, 0, 1000)
+    bodies = await store.feed_bodies(entries)
+    return [(e.seq, e.version_id, json.loads(body)) for e, body in zip(entries, bodies, strict=True)]
 
 
 async def _published(stack: LocalStack, event_ids: set[str]) -> list[str]:
@@ -104,18 +107,19 @@ async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(sta
         )
         plan = OrderPlan(order_id=order_id, shop_id=SHOP, version=1, status=PlanStatus.HELD)
         await store.save_plan(plan, [held], cause="paid")
-        feed_before = _feed(store)
+        feed_before = await _feed(store)
         assert [(seq, change["change"]) for seq, _, change in feed_before] == [
             (1, "dispatch_offered"),
             (2, "dispatch_accepted"),
         ]
         assert [change["cursor"] for _, _, change in feed_before] == [1, 2]
-        assert len(_feed(store, "beta")) == 1
+        assert len(await _feed(store, "beta")) == 1
         await store.close()  # records what was published
 
         again = await open_store()
-        assert _feed(again) == feed_before
-        assert _feed(again, "beta") == _feed(store, "beta")
+        assert [e.json for e in again.feed.after("alpha", 0, 10)] == [None, None]  # read from the database
+        assert await _feed(again) == feed_before
+        assert await _feed(again, "beta") == await _feed(store, "beta")
         assert [e.seq for e in again.feed.after(OPS_AUDIENCE, 0, 10)] == [
             e.seq for e in store.feed.after(OPS_AUDIENCE, 0, 10)
         ]
@@ -127,6 +131,26 @@ async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(sta
         await again.close()
 
 
+async def test_changes_beyond_the_cache_read_the_same_from_the_database(stack: LocalStack) -> None:
+    order_id = str(7_200_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store(feed_cached_changes=1)
+        first = _offer(order_id, 1)
+        await store.save_transition(first, cause="paid")
+        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+        await store.save_transition(accept, cause="accept-1")
+        entries = store.feed.after("alpha", 0, 10)
+        assert entries[0].json is None and entries[1].json is not None  # only the newest is kept
+        read = await _feed(store)
+        assert [(seq, change["change"], change["cursor"]) for seq, _, change in read] == [
+            (1, "dispatch_offered", 1),
+            (2, "dispatch_accepted", 2),
+        ]
+        assert read[0][2]["dispatch_order"]["state"] == "offered"  # the order as that change left it
+        assert read[1][2]["dispatch_order"]["state"] == "accepted"
+        await store.close()
+
+
 async def test_what_a_crash_left_unpublished_is_published_at_start_up(stack: LocalStack) -> None:
     order_id = str(7_100_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     async with _stores(stack) as open_store:
@@ -134,22 +158,22 @@ async def test_what_a_crash_left_unpublished_is_published_at_start_up(stack: Loc
         offer = _offer(order_id, 1)
         relay = await store.write_transition(offer, cause="paid")  # committed, then the process dies
         assert relay is not None
-        assert [seq for seq, _, _ in _feed(store)] == [1]  # in the feed from the commit on
+        assert [seq for seq, _, _ in await _feed(store)] == [1]  # in the feed from the commit on
         restarted = await open_store()
-        assert [seq for seq, _, _ in _feed(restarted)] == [1]
+        assert [seq for seq, _, _ in await _feed(restarted)] == [1]
         (event_id,) = {str(e.event_id) for e in offer.events}
         assert await _published(stack, {event_id}) == [event_id]
         # The same change again (the message redelivered): nothing new, nothing published twice.
         again = await restarted.write_transition(offer, cause="paid")
         assert again is not None and again.version_id == relay.version_id
         await restarted.relay(again)
-        assert [seq for seq, _, _ in _feed(restarted)] == [1]
+        assert [seq for seq, _, _ in await _feed(restarted)] == [1]
         with pytest.raises(VersionConflict):  # another change of the same version: a conflict
             await restarted.write_transition(_offer(order_id, 1), cause="someone else")
         second = _offer(order_id, 2)
         await restarted.save_transition(second, cause="paid-2")
         # 2 and 3 were reserved by the redelivered write and the conflict: gaps, holding nothing back
-        assert [seq for seq, _, _ in _feed(restarted)] == [1, 4]
+        assert [seq for seq, _, _ in await _feed(restarted)] == [1, 4]
         await restarted.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.dispatch.store import FeedEntry, SupplierFeed
+from services.dispatch.store import NOTHING_TO_SHOW, FeedEntry, SupplierFeed
 
 
 def _entry(seq: int) -> FeedEntry:
@@ -58,3 +58,14 @@ async def test_closing_answers_parked_polls() -> None:
     await asyncio.sleep(0)
     feed.close()
     await asyncio.wait_for(poll, timeout=1)
+
+
+def test_only_the_newest_changes_keep_their_json() -> None:
+    feed = SupplierFeed(cached_changes=2)
+    feed.reserve("alpha", 3)
+    feed.reserve("~ops", 1)
+    feed.commit("~ops", [FeedEntry(1, "plan", NOTHING_TO_SHOW)])  # nothing to show: never cached
+    feed.commit("alpha", [_entry(1), _entry(2), _entry(3)])
+    assert [e.json for e in feed.after("alpha", 0, 10)] == [None, b'{"cursor":2}', b'{"cursor":3}']
+    assert feed.after("~ops", 0, 10) == []  # still hidden from readers, and still a position
+    assert feed.reserve("~ops", 1) == [2]

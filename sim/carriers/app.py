@@ -38,6 +38,7 @@ from sim.carriers.schemas import (
     ForceStateIn,
     PushOut,
     ScanOut,
+    WaybillLookupIn,
     WaybillOut,
     issued_out,
     push_out,
@@ -339,6 +340,23 @@ def control_router(world: CarrierWorld, tracker: Tracker) -> APIRouter:
     @router.get("/waybills", response_model=list[WaybillOut])
     async def list_waybills() -> list[WaybillOut]:
         return [waybill_out(number, carrier) for number, carrier in all_waybills()]
+
+    @router.post("/waybills/lookup", response_model=list[WaybillOut])
+    async def look_up_waybills(body: WaybillLookupIn) -> list[WaybillOut]:
+        """These waybills only (unknown ones left out): a watcher of unfinished parcels need not read
+        every waybill ever issued."""
+        found: list[WaybillOut] = []
+        for ref in body.waybills:
+            try:
+                carrier = by_delivery_id(ref.delivery_id)
+            except UnknownCarrierError:
+                continue
+            issued = world.waybills.get(ref.number)
+            if (issued is not None and issued.carrier == carrier) or (
+                (carrier.delivery_id, ref.number) in world.parcels
+            ):
+                found.append(waybill_out(ref.number, carrier))
+        return found
 
     @router.get("/waybills/{number}", response_model=WaybillOut)
     async def get_waybill(number: str, company: Annotated[str | None, Query()] = None) -> WaybillOut:

@@ -59,6 +59,15 @@ class WaybillOut(BaseModel):
     tracking: TrackingOut | None
 
 
+class WaybillRef(BaseModel):
+    number: str = Field(min_length=1, max_length=64)
+    delivery_id: str = Field(min_length=1, max_length=32, description="the carrier's WeChat code")
+
+
+class WaybillLookupIn(BaseModel):
+    waybills: list[WaybillRef] = Field(max_length=20_000)
+
+
 class AttemptOut(BaseModel):
     number: int
     at: float

@@ -129,19 +129,24 @@ class Observer:
         for doc in answer.json():
             self.cases[str(doc["after_sale_order_id"])] = doc
         self._cases_since = int(answer.headers[SIM_NOW_HEADER])
-        if any(self._unfinished_parcels()):
-            answer = await self._carriers.get("/sim/waybills")
+        unfinished = [
+            {"number": number, "delivery_id": delivery_id}
+            for number, delivery_id in self._unfinished_parcels()
+        ]
+        if unfinished:  # those only: a finished parcel's tracking does not change
+            answer = await self._carriers.post("/sim/waybills/lookup", json={"waybills": unfinished})
             answer.raise_for_status()
-            self.waybills = {str(w["number"]): w for w in answer.json()}
+            self.waybills.update((str(w["number"]), w) for w in answer.json())
         self.looks += 1
         async with self._changed:
             self._changed.notify_all()
 
-    def _unfinished_parcels(self) -> Iterable[str]:
+    def _unfinished_parcels(self) -> Iterable[tuple[str, str]]:
+        """(waybill number, carrier code) of each parcel WeChat was told of whose journey is not over."""
         for doc in self.orders.values():
             for parcel in parcels_of(doc, self.waybills):
-                if not parcel.finished:
-                    yield parcel.waybill_id
+                if not parcel.finished and parcel.waybill_id and parcel.delivery_id:
+                    yield parcel.waybill_id, parcel.delivery_id
 
     async def next_look(self) -> None:
         """Until the next look has been taken."""

@@ -186,6 +186,23 @@ async def test_each_order_call_mints_a_new_number() -> None:
         assert listed[numbers[0]]["tracking"] is None
 
 
+async def test_a_lookup_answers_only_the_waybills_asked_for() -> None:
+    async with running() as sim:
+        zto = (await sim.label(LabelMethod.ORDER, order_param()))["data"]["kuaidinum"]
+        sf = (await sim.label(LabelMethod.ORDER, order_param(kuaidicom="shunfeng")))["data"]["kuaidinum"]
+        asked = [
+            {"number": zto, "delivery_id": "ZTO"},
+            {"number": sf, "delivery_id": "ZTO"},  # not ZTO's: left out
+            {"number": "73199999999999", "delivery_id": "ZTO"},  # never issued: left out
+            {"number": zto, "delivery_id": "NOSUCH"},  # no such carrier: left out
+        ]
+        found = await sim.control("/sim/waybills/lookup", {"waybills": asked})
+        assert [(w["number"], w["delivery_id"]) for w in found] == [(zto, "ZTO")]
+        assert found[0] == await sim.get(f"/sim/waybills/{zto}")
+        assert [w["number"] for w in await sim.control("/sim/waybills/lookup", {"waybills": []})] == []
+        await sim.control("/sim/waybills/lookup", {"waybills": [{"number": ""}]}, expect=422)
+
+
 async def test_order_refusals_use_the_reply_shape() -> None:
     async with running() as sim:
         wrong_sign = await sim.label(LabelMethod.ORDER, order_param(), secret="not-the-secret")

@@ -98,6 +98,9 @@ class _WaitRetryAfter:
         return float(self._backoff(state))
 
 
+MAX_CONNECTIONS = 32
+
+
 class SupplierApiClient:
     def __init__(
         self,
@@ -115,8 +118,12 @@ class SupplierApiClient:
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "lvyue-supplier-sim/1"},
             timeout=timeout_s,
             transport=transport,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
         )
+        # Requests beyond the pool wait here, not in httpcore's queue: its pool scans every queued
+        # request against every connection whenever one frees (a sale's thousands of offers made
+        # that quadratic scan the simulator's busiest code, and queued calls timed out in the pool).
+        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
         self._policy = policy
         self._timeout_s = timeout_s
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
@@ -174,7 +181,8 @@ class SupplierApiClient:
         )
         async for attempt in retrying:
             with attempt:
-                response = await send()
+                async with self._connections:
+                    response = await send()
                 answer = _answer_of(response)
                 if response.status_code in RETRIED_STATUSES and response.status_code not in no_retry:
                     raise RetryableAnswer(

@@ -122,9 +122,9 @@ class OrderIngestSettings(ServiceSettings):
     worker_batch_size: int = Field(default=200, ge=1)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_initial_s: float = Field(default=0.5, gt=0)
-    # Reconciliation: orders updated in the last window, every interval (0 disables it).
     # A push waits this long for a shop's open WeChat circuit breaker before it is dead-lettered.
     breaker_patience_s: float = Field(default=300.0, ge=0)
+    # Reconciliation (in worker processes): orders updated in the last window, every interval (0: off).
     reconcile_interval_s: float = Field(default=300.0, ge=0)
     reconcile_window_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 

@@ -61,7 +61,7 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         if agents is not None:
             await worker.load()
             agents.bind("pushes", worker.handle, processor)
-        if settings.reconcile_interval_s > 0:
+        if agents is not None and settings.reconcile_interval_s > 0:  # beside the projection it asks
             task = asyncio.create_task(
                 reconcile_forever(
                     shops=repository,
@@ -70,6 +70,7 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
                     producer=runtime.producer,
                     interval_s=settings.reconcile_interval_s,
                     window_s=settings.reconcile_window_s,
+                    known=lambda order_id: worker.stored(order_id) is not None,
                 )
             )
 

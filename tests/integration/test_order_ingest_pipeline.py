@@ -266,6 +266,10 @@ async def test_reconciliation_ingests_an_order_whose_pushes_never_arrived(pipeli
             client = WeChatShopClient(
                 http, AccessTokenManager(pipeline.db, http, settings.wechat), settings.wechat
             )
+            trusted = await reconcile_shop(  # what the worker's projection holds is not looked up
+                shop, client=client, db=pipeline.db, producer=producer, window_s=3600, known=lambda _: True
+            )
+            assert trusted == []
             queued = await reconcile_shop(
                 shop, client=client, db=pipeline.db, producer=producer, window_s=3600
             )

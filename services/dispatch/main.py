@@ -68,12 +68,14 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         )
         logistics = httpx.AsyncClient(base_url=settings.logistics_url, timeout=10.0)
         stack.push_async_callback(logistics.aclose)
+        idempotency = IdempotencyStore(runtime.db, settings.idempotency_cache_size)
+        await idempotency.load()
         api.state.supplier_api = SupplierApi(
             settings=settings,
             dispatcher=dispatcher,
             keys=KeyCache(catalog, settings.api_key_cache_ttl_s),
             limiter=TokenBucket(settings.supplier_rate_per_s, settings.supplier_burst),
-            idempotency=IdempotencyStore(runtime.db, settings.idempotency_cache_size),
+            idempotency=idempotency,
             logistics=logistics,
             catalog=catalog,
             dropship=mirrors,

@@ -426,8 +426,10 @@ async def test_state_and_cursors_survive_a_restart(stack: LocalStack) -> None:
         stack, suppliers=["alpha"], routes=_routes(shop), shop_id=shop, database=database
     ) as harness:
         order = await _offer(harness, "alpha", [("p1", "s1", 1)])
-        async with harness.client("alpha") as client:
-            await client.post(f"/dispatch-orders/{order['dispatch_id']}/accept", json={})
+        accept_path = f"/dispatch-orders/{order['dispatch_id']}/accept"
+        async with harness.client("alpha", **{"Idempotency-Key": "accept-before-restart"}) as client:
+            accepted = await client.post(accept_path, json={})
+            assert accepted.status_code == 200
             before = (await client.get("/feed")).json()
         key = harness.keys["alpha"]
     async with dispatch_service(stack, suppliers=[], shop_id=SHOP, database=database) as again:
@@ -437,6 +439,12 @@ async def test_state_and_cursors_survive_a_restart(stack: LocalStack) -> None:
             assert after["changes"] == before["changes"]
             current = (await client.get(f"/dispatch-orders/{order['dispatch_id']}")).json()
             assert current["state"] == "accepted" and current["version"] == 2
+            # The retried accept gets its first answer: the key is known after the restart.
+            replayed = await client.post(
+                accept_path, json={}, headers={"Idempotency-Key": "accept-before-restart"}
+            )
+            assert replayed.status_code == 200 and replayed.json() == accepted.json()
+            assert replayed.headers.get("Idempotent-Replayed") == "true"
 
 
 async def test_a_stock_cap_holds_against_a_burst_of_orders_routed_together(stack: LocalStack) -> None:

@@ -27,6 +27,7 @@ from tenacity import (
 )
 
 from shared.api.supplier import API_PREFIX, DispatchOrderPublic, FeedPage, SupplierErrorCode
+from shared.http import BoundedTransport
 from sim.suppliers.settings import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,6 @@ class _WaitRetryAfter:
         return float(self._backoff(state))
 
 
-MAX_CONNECTIONS = 32
-
-
 class SupplierApiClient:
     def __init__(
         self,
@@ -117,13 +115,11 @@ class SupplierApiClient:
             base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "lvyue-supplier-sim/1"},
             timeout=timeout_s,
-            transport=transport,
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
+            # Calls beyond the pool wait in the transport, not in httpcore's queue (see BoundedTransport):
+            # a sale's thousands of offers made that queue the simulator's busiest code.
+            transport=transport
+            or BoundedTransport(limits=httpx.Limits(max_connections=32, max_keepalive_connections=16)),
         )
-        # Requests beyond the pool wait here, not in httpcore's queue: its pool scans every queued
-        # request against every connection whenever one frees (a sale's thousands of offers made
-        # that quadratic scan the simulator's busiest code, and queued calls timed out in the pool).
-        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
         self._policy = policy
         self._timeout_s = timeout_s
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
@@ -181,8 +177,7 @@ class SupplierApiClient:
         )
         async for attempt in retrying:
             with attempt:
-                async with self._connections:
-                    response = await send()
+                response = await send()
                 answer = _answer_of(response)
                 if response.status_code in RETRIED_STATUSES and response.status_code not in no_retry:
                     raise RetryableAnswer(

@@ -1,0 +1,43 @@
+"""BoundedTransport keeps requests beyond the pool out of httpcore's queue, and frees each slot
+when its response is closed (a local socket server stands in for the far end)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from shared.http import BoundedTransport
+
+
+async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_back() -> None:
+    in_flight = 0
+    most = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal in_flight, most
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                in_flight += 1
+                most = max(most, in_flight)
+                await asyncio.sleep(0.01)
+                in_flight -= 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = BoundedTransport(limits=httpx.Limits(max_connections=2))
+    async with server, httpx.AsyncClient(transport=transport, base_url=f"http://127.0.0.1:{port}") as client:
+        answers = await asyncio.gather(*(client.get(f"/{n}") for n in range(30)))
+        assert [a.text for a in answers] == ["ok"] * 30
+        assert most == 2  # two at a time, not thirty in httpcore's queue
+        async with client.stream("GET", "/streamed") as streamed:
+            assert await streamed.aread() == b"ok"
+        async with asyncio.timeout(5):  # a slot not given back would leave these two waiting
+            again = await asyncio.gather(client.get("/after-1"), client.get("/after-2"))
+        assert [a.text for a in again] == ["ok", "ok"]

@@ -490,6 +490,8 @@ class DispatchStore:
     async def feed_bodies(self, entries: Sequence[FeedEntry]) -> list[bytes]:
         """The JSON of feed entries (one audience's): cached, or rendered from their version documents."""
         uncached = list(dict.fromkeys(e.version_id for e in entries if e.json is None))
+        if not uncached:  # the long polls at the head: no I/O
+            return [e.json or b"" for e in entries]
         rendered: dict[int, bytes] = {}
         # One `_id` lookup each: FerretDB scans the collection for `$in`.
         documents = await asyncio.gather(*(self._orders_collection.find_one({"_id": v}) for v in uncached))

@@ -143,5 +143,7 @@ class CarrierSubscriber:
         except (httpx.HTTPError, ValueError) as exc:
             raise AggregatorUnavailable(f"subscribe {waybill_no}: {exc}") from exc
         AGGREGATOR_CALLS.labels("subscribe", reply.return_code).inc()
+        if reply.code is kuaidi100.SubscribeReturnCode.SERVER_ERROR:  # nothing subscribed: try again
+            raise AggregatorUnavailable(f"subscribe {waybill_no}: {reply.return_code} {reply.message}")
         if reply.code not in (kuaidi100.SubscribeReturnCode.OK, kuaidi100.SubscribeReturnCode.DUPLICATE):
             log.warning("tracking subscription of %s %s refused: %s", carrier_code, waybill_no, reply.message)

@@ -284,10 +284,13 @@ class Logistics:
         orphan = self.orphans.get(key)
         if orphan is not None:
             tracking = apply_entries(tracking, orphan.entries, now=self.clock()).tracking
+        if self._subscriber is not None:
+            # Before the parcel is saved: a failed subscription fails the message, whose retry (or
+            # replay) subscribes again; saved first, the retry found the parcel and never subscribed
+            # (a 5,000-order sale left parcels without tracking). A repeat answers 501, taken as done.
+            await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
         await self.parcels.save(key, tracking, cause=str(event.event_id))
         self._by_waybill[parcel.waybill_no] = key
-        if self._subscriber is not None:
-            await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
 
     async def _tell_wechat(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         if not told_with_delivery_send(aftersale_case_id=event.aftersale_case_id):

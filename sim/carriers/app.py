@@ -212,6 +212,10 @@ class Aggregator:
             return kuaidi100.subscribe_reply(code.BAD_DATA, "单号为空")
         if not callback.startswith(("http://", "https://")):
             return kuaidi100.subscribe_reply(code.BAD_DATA, "错误的回调地址")
+        if self.world.faults.subscribe_server_errors > 0:
+            left = self.world.faults.subscribe_server_errors - 1
+            self.world.faults = self.world.faults.model_copy(update={"subscribe_server_errors": left})
+            return kuaidi100.subscribe_reply(code.SERVER_ERROR)
         if self.tracker.is_polling(carrier, number):
             return kuaidi100.subscribe_reply(code.DUPLICATE)
         subscription = Kuaidi100Subscription(

@@ -113,6 +113,7 @@ class FaultsIn(BaseModel):
     refusal_share: float | None = Field(default=None, ge=0, le=1)
     duplicate_share: float | None = Field(default=None, ge=0, le=1)
     out_of_order_share: float | None = Field(default=None, ge=0, le=1)
+    subscribe_server_errors: int | None = Field(default=None, ge=0)
 
     def apply(self, current: FaultShares) -> FaultShares:
         return current.model_copy(update=self.model_dump(exclude_none=True))

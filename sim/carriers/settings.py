@@ -8,13 +8,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class FaultShares(BaseModel):
     """How often the world misbehaves. Outcome shares are drawn once per tracked waybill (the rest are
-    delivered normally); duplicate and out-of-order shares are drawn per push."""
+    delivered normally); duplicate and out-of-order shares are drawn per push; counts are used up."""
 
     problem_share: float = Field(default=0.0, ge=0, le=1)  # a failed delivery attempt, then signed
     return_share: float = Field(default=0.0, ge=0, le=1)  # undeliverable: returned, then return-signed
     refusal_share: float = Field(default=0.0, ge=0, le=1)  # refused at the door, returned, return-signed
     duplicate_share: float = Field(default=0.0, ge=0, le=1)  # the same push sent twice
     out_of_order_share: float = Field(default=0.0, ge=0, le=1)  # a push held back until after the next
+    # The next N Kuaidi100 subscriptions (/poll) answer returnCode 500 (服务器错误), as an overloaded
+    # Kuaidi100 does: nothing is subscribed, the subscriber must try again.
+    subscribe_server_errors: int = Field(default=0, ge=0)
 
 
 class KdniaoAccount(BaseModel):

@@ -182,6 +182,34 @@ async def _calls_for(line: Line, order_id: str) -> list[dict[str, Any]]:
     return [c for c in await line.wechat_calls(DELIVERY_SEND) if str(c["request"]["order_id"]) == order_id]
 
 
+async def test_a_tracking_subscription_the_aggregator_fails_is_made_again(line: Line) -> None:
+    await line.carriers.post("/sim/faults", json={"subscribe_server_errors": 1})
+    order_id, waybill_no = await _shipped_by_supplier(line)
+
+    async def subscriptions() -> list[str] | None:
+        calls = (await line.carriers.get("/sim/calls")).json()
+        codes = [
+            str(c["reply"]["returnCode"])
+            for c in calls
+            if c["path"] == "/poll" and waybill_no in str(c["request"].get("param", ""))
+        ]
+        return codes if "200" in codes else None
+
+    assert await line.until(subscriptions) == ["500", "200"]  # refused once, then made
+
+    def tracked(records: list[Any]) -> bool:
+        events = [LOGISTICS_EVENTS.validate_json(r.value) for r in records if r.key == order_id.encode()]
+        return any(
+            isinstance(e, ParcelTrackingChanged)
+            and e.parcel.waybill_no == waybill_no
+            and e.state == TrackingState.DELIVERED
+            for e in events
+        )
+
+    await read_topic(line.stack.kafka_bootstrap, LOGISTICS.name, until=tracked, timeout_s=120)
+    assert len(await _calls_for(line, order_id)) == 1  # the retry did not tell WeChat again
+
+
 async def test_updated_too_often_is_retried_until_wechat_takes_it(line: Line) -> None:
     fault = {"fault": "errcode", "errcode": 100003, "count": 2, "path": DELIVERY_SEND}
     order_id, _ = await _shipped_by_supplier(line, before_shipping=fault)

@@ -120,6 +120,9 @@ class OrderIngestSettings(ServiceSettings):
     shop_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Worker: a push that keeps failing is retried this often, then dead-lettered (replayable).
     worker_batch_size: int = Field(default=200, ge=1)
+    # Batches taken at once (each order's pushes stay in order across them): a few slow order/get
+    # calls of one batch no longer hold back the next batch's orders.
+    worker_batches_in_flight: int = Field(default=3, ge=1, le=16)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_initial_s: float = Field(default=0.5, gt=0)
     # A push waits this long for a shop's open WeChat circuit breaker before it is dead-lettered.

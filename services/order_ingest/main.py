@@ -31,7 +31,12 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
     runs_webhook = settings.role in ("all", "web")
     faust_app = create_faust_app(settings) if runs_worker else None
     agents = (
-        OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
+        OrderedAgents(
+            faust_app,
+            settings,
+            batch_size=settings.worker_batch_size,
+            batches_in_flight=settings.worker_batches_in_flight,
+        )
         if faust_app is not None
         else None
     )

@@ -23,6 +23,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.order_ingest.domain.fetch_policy import push_needs_fetch
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
 from shared.db import Document, IndexSpec
 from shared.events.dead_letter import DeadLetterReason
@@ -51,6 +52,10 @@ PUSHES_HANDLED = Counter(
 )
 ORDER_EVENTS_PUBLISHED = Counter(
     "lvyue_order_events_published_total", "Order events published.", ["event_type"]
+)
+FETCHES_SAVED = Counter(
+    "lvyue_ingest_fetches_saved_total",
+    "Order pushes answered from a detail fetched after they arrived, without an order/get of their own.",
 )
 BREAKER_WAITS = Counter(
     "lvyue_ingest_breaker_waits_total", "Times a push waited for a shop's open WeChat circuit breaker."
@@ -120,6 +125,8 @@ class IngestWorker:
         # partitioned by id, so this process is their only writer; the cache only ever skips work
         # (a detail no newer than one fully handled), it never decides what to publish.
         self._settled: OrderedDict[str, int] = OrderedDict()
+        # order id -> when the fetch of its stored detail began (unix s): see domain/fetch_policy.py.
+        self._fetch_started: OrderedDict[str, float] = OrderedDict()
         self._producer = producer
         self._shops = shops
         self._client = client
@@ -161,12 +168,22 @@ class IngestWorker:
             raise PermanentFailure(
                 DeadLetterReason.VALIDATION_FAILED, f"shop {push.shop_id} is not registered"
             )
-        try:
-            order = await self._fetch_order(shop, push.order_id)
-        except WeChatApiError as exc:
-            if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
-                raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
-            raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
+        stored_before = self._orders.get(stored_key(push.order_id))
+        fetch_started: float | None = None
+        if stored_before is not None and not push_needs_fetch(
+            received_at=push.occurred_at.timestamp(),
+            newest_fetch_started_at=self._fetch_started.get(push.order_id),
+        ):
+            order = stored_before.order
+            FETCHES_SAVED.inc()
+        else:
+            fetch_started = time.time()
+            try:
+                order = await self._fetch_order(shop, push.order_id)
+            except WeChatApiError as exc:
+                if exc.transient or exc.errcode == ErrCode.ORDER_NOT_FOUND:
+                    raise  # retried with backoff; "not found" can be WeChat's own lag right after a push
+                raise PermanentFailure(DeadLetterReason.PERMANENT_API_ERROR, str(exc)) from exc
         context = _push_context(push)
         settled = self._settled.get(order.order_id)
         if settled is not None and order.update_time <= settled and context.ext_info_type is None:
@@ -197,6 +214,8 @@ class IngestWorker:
                 )
                 await self._orders.save(key, record, cause=f"{push.dedupe_key}|{newest.update_time}")
         self._remember_settled(order.order_id, newest.update_time)
+        if fetch_started is not None:  # the stored detail is at least as new as this fetch
+            self._remember_fetch(order.order_id, fetch_started)
 
     async def _fetch_order(self, shop: Shop, order_id: str) -> Order:
         """The order's detail. While the shop's circuit breaker is open, wait for it to close (up to
@@ -211,6 +230,12 @@ class IngestWorker:
                     raise
                 BREAKER_WAITS.inc()
                 await asyncio.sleep(min(max(exc.retry_after_s, 0.5), left))
+
+    def _remember_fetch(self, order_id: str, started_at: float) -> None:
+        self._fetch_started[order_id] = max(started_at, self._fetch_started.get(order_id, started_at))
+        self._fetch_started.move_to_end(order_id)
+        while len(self._fetch_started) > SETTLED_CACHE_SIZE:
+            self._fetch_started.popitem(last=False)
 
     def _remember_settled(self, order_id: str, update_time: int) -> None:
         self._settled[order_id] = update_time

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -202,6 +203,56 @@ async def test_pay_pushed_before_new_still_gives_one_order_paid(pipeline: Pipeli
     assert [type(e) for e in events] == [OrderPaid]
 
 
+async def _publish_pushes(line: Pipeline, *pushes: WeChatPushReceived) -> None:
+    """Straight onto the webhook's topic, in order (as the webhook would have stored them)."""
+    producer = create_producer(KafkaSettings(bootstrap_servers=line.stack.kafka_bootstrap), client_id="t")
+    await producer.start()
+    try:
+        for push in pushes:
+            await producer.send_and_wait(
+                WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key
+            )
+    finally:
+        await producer.stop()
+
+
+async def test_a_push_that_arrived_before_the_newest_fetch_is_answered_without_another(
+    pipeline: Pipeline,
+) -> None:
+    order = await pipeline.sim("POST", "/orders", appid=APPID, paid=True)
+    order_id = str(order["order_id"])
+    await stored_order(pipeline, order_id, 20, paid_published=True)
+
+    async def fetches() -> int:
+        calls = await pipeline.sim("GET", "/calls?path=/channels/ec/order/get")
+        return sum(str(c["request"].get("order_id")) == order_id for c in calls)
+
+    before = await fetches()
+    assert before >= 1
+
+    def pay_push(received_s_ago: float) -> WeChatPushReceived:
+        return WeChatPushReceived(
+            occurred_at=datetime.now(UTC) - timedelta(seconds=received_s_ago),
+            shop_id=SHOP_ID,
+            event="channels_ec_order_pay",
+            create_time=int(order["create_time"]),
+            dedupe_key=f"pay-copy-{received_s_ago}:{order_id}",
+            order_id=order_id,
+            partition_key=order_id,
+            payload={"order_info": {"order_id": int(order_id)}},
+        )
+
+    # A copy received a minute ago (before the worker fetched the order), then one received now.
+    await _publish_pushes(pipeline, pay_push(received_s_ago=60), pay_push(received_s_ago=0))
+    async with asyncio.timeout(60):
+        while await fetches() == before:
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1)  # nothing more is on its way: both copies were taken in partition order
+    assert await fetches() == before + 1  # only the copy received after the fetch asked WeChat again
+    events = await order_events(pipeline, order_id, lambda e: len(e) >= 1)
+    assert [type(e) for e in events] == [OrderPaid]
+
+
 async def test_a_token_expiring_mid_run_is_refreshed_once_and_the_order_goes_through(
     pipeline: Pipeline,
 ) -> None:
@@ -232,12 +283,7 @@ async def test_busy_wechat_is_retried_and_a_missing_order_is_dead_lettered(pipel
         partition_key=ghost,
         payload={"order_info": {"order_id": int(ghost)}},
     )
-    producer = create_producer(KafkaSettings(bootstrap_servers=pipeline.stack.kafka_bootstrap), client_id="t")
-    await producer.start()
-    try:
-        await producer.send_and_wait(WECHAT_SHOP_EVENTS.name, value=push.to_kafka_value(), key=push.kafka_key)
-    finally:
-        await producer.stop()
+    await _publish_pushes(pipeline, push)
     async with asyncio.timeout(60):
         while True:
             letters = await read_dead_letters(

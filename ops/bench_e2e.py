@@ -447,6 +447,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
 
 def _fleet_process(settings_json: str, ready: MpEvent, stop: MpEvent, out: MpQueue[Any]) -> None:
     logging.basicConfig(level=logging.ERROR)
+    os.nice(FLEET_NICENESS)  # the suppliers' own software: off our machine in production
     settings = FleetSettings.model_validate_json(settings_json)
 
     async def run() -> dict[str, int]:
@@ -587,6 +588,9 @@ async def _prepare(stack: LocalStack, shops: int, suppliers: int, skus_per_suppl
             }
             (await sim.post("/sim/shops", json=shop)).raise_for_status()
     return Prepared(keys, len(routes))
+
+
+FLEET_NICENESS = 5  # as the stack's downstream processes (ops.stack.BACKGROUND_NICENESS)
 
 
 def fleet_settings(dispatch_url: str, keys: dict[str, str], seed: int) -> FleetSettings:

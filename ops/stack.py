@@ -58,11 +58,13 @@ SERVICE_PROCESSES: dict[str, tuple[str, dict[str, str]]] = {
     "logistics": ("logistics", {}),
     "aftersale": ("aftersale", {}),
 }
-# CPU priority (`nice`) of background processes: the ingest worker yields to the acknowledgement
-# path (nice 5: about a third of a webhook's share when both want the CPU). At 19 it drained a
-# whole sale's backlog with ~1.5% of a contended CPU and `make run` fell behind for good. The
-# webhook benchmark lowers it, and the database and WeChat stand-in that only it uses, to 19.
-BACKGROUND_NICENESS: dict[str, int] = {"order_ingest_worker": 5}
+# CPU priority (`nice`) when everything shares two cores: the order path (webhook, ingest worker,
+# dispatch, Kafka, FerretDB and the WeChat stand-in they call) at normal priority; what follows a
+# dispatch (waybills, tracking, after-sales and the carrier stand-in) is not latency-bound and yields
+# (nice 5: about a third of the order path's share while both want the CPU, all of it when idle).
+# Before, the ingest worker itself was at 5: under a spike it got a quarter of a core and held every
+# order back by over a minute (bench-e2e). The webhook benchmark sets its own levels.
+BACKGROUND_NICENESS: dict[str, int] = {"logistics": 5, "aftersale": 5, "carrier_sim": 5}
 _DEFAULT_PROCESS_PORTS = {"order_ingest_worker": 8011}
 SERVICES = tuple(SERVICE_PROCESSES)
 ALL_COMPONENTS = INFRASTRUCTURE + STAND_INS + SERVICES

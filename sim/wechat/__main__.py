@@ -11,7 +11,11 @@ from sim.wechat.settings import WeChatSimSettings
 def main() -> None:
     settings = WeChatSimSettings()
     uvicorn.run(
-        create_app(settings=settings), host=settings.http_host, port=settings.http_port, log_level="info"
+        create_app(settings=settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=False,  # every call is in GET /sim/calls; a log line each costs CPU at sale rates
     )
 
 

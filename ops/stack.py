@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import MongoClient
 from supervisor.xmlrpc import SupervisorTransport
 
+from shared.http import KEEP_ALIVE_S
 from shared.settings import SERVICE_SETTINGS, LocalStackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -348,6 +349,8 @@ class LocalStack:
                     str(workers),
                     "--timeout-graceful-shutdown",
                     "20",
+                    "--timeout-keep-alive",
+                    str(KEEP_ALIVE_S),
                 ],
                 {
                     **self.client_environment(),

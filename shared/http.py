@@ -8,6 +8,11 @@ from typing import Any
 
 import httpx
 
+# How long our HTTP servers keep an idle connection open: longer than httpx's keep-alive (5 s), so a
+# client never sends a request on a connection the server is closing at that moment (uvicorn's own
+# 5 s equals httpx's, and the race surfaced as ReadError('') on POSTs, which nothing retries).
+KEEP_ALIVE_S = 75
+
 
 class BoundedTransport(httpx.AsyncHTTPTransport):
     """An httpx transport that lets at most `max_connections` requests into its pool at once (until

@@ -35,11 +35,18 @@ class VersionConflict(Exception):
 
 
 class VersionedProjection(Generic[M]):
-    def __init__(self, db: AsyncDatabase[Document], collection: str, model: type[M]) -> None:
+    """`compact`: keep each newest value as its JSON and validate it on `get` (a WeChat order is ~1.2
+    KB of JSON against ~10.6 KB as pydantic objects), for large projections read once or twice per
+    message; otherwise the objects themselves, with their field sets shared."""
+
+    def __init__(
+        self, db: AsyncDatabase[Document], collection: str, model: type[M], *, compact: bool = False
+    ) -> None:
         self._collection = db[collection]
         self._inserts = InsertBatcher(self._collection)
         self._model = model
-        self._current: dict[str, M] = {}
+        self._compact = compact
+        self._current: dict[str, M | bytes] = {}
         self._revisions: dict[str, int] = {}
         self._locks = KeyedLocks()
 
@@ -50,15 +57,28 @@ class VersionedProjection(Generic[M]):
             key = document["key"]
             if document["revision"] > self._revisions.get(key, 0):
                 self._revisions[key] = document["revision"]
-                self._current[key] = self._model.model_validate(document["value"])
-                share_field_sets(self._current[key])
+                self._keep(key, self._model.model_validate(document["value"]))
         return documents
 
+    def _keep(self, key: str, value: M) -> None:
+        if self._compact:
+            self._current[key] = value.model_dump_json().encode()
+        else:
+            share_field_sets(value)
+            self._current[key] = value
+
+    def _value(self, kept: M | bytes) -> M:
+        return self._model.model_validate_json(kept) if isinstance(kept, bytes) else kept
+
     def get(self, key: str) -> M | None:
-        return self._current.get(key)
+        kept = self._current.get(key)
+        return None if kept is None else self._value(kept)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._current
 
     def __iter__(self) -> Iterator[M]:
-        return iter(list(self._current.values()))
+        return iter([self._value(kept) for kept in list(self._current.values())])
 
     def __len__(self) -> int:
         return len(self._current)
@@ -90,6 +110,5 @@ class VersionedProjection(Generic[M]):
                 raise VersionConflict(f"{self._collection.name}/{key} changed meanwhile") from exc
             value = self._model.model_validate(stored["value"])
         self._revisions[key] = revision
-        share_field_sets(value)
-        self._current[key] = value
+        self._keep(key, value)
         return value

@@ -75,7 +75,7 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
                     producer=runtime.producer,
                     interval_s=settings.reconcile_interval_s,
                     window_s=settings.reconcile_window_s,
-                    known=lambda order_id: worker.stored(order_id) is not None,
+                    known=worker.knows,
                 )
             )
 

@@ -119,7 +119,7 @@ class IngestWorker:
     ) -> None:
         self._breaker_patience_s = breaker_patience_s
         self._orders: VersionedProjection[StoredOrder] = VersionedProjection(
-            db, ORDERS_COLLECTION, StoredOrder
+            db, ORDERS_COLLECTION, StoredOrder, compact=True
         )
         # order id -> update_time of the newest detail whose events are all published. Orders are
         # partitioned by id, so this process is their only writer; the cache only ever skips work
@@ -137,8 +137,8 @@ class IngestWorker:
         await self._orders.load()
         return len(self._orders)
 
-    def stored(self, order_id: str) -> StoredOrder | None:
-        return self._orders.get(stored_key(order_id))
+    def knows(self, order_id: str) -> bool:
+        return stored_key(order_id) in self._orders
 
     async def handle(self, message: InboundMessage) -> None:
         try:

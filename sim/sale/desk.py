@@ -129,3 +129,4 @@ class Desk:
             except (httpx.HTTPError, ValueError) as exc:
                 self.counts["errors"] += 1
                 log.warning("sale desk: intercepting %s failed (%r)", parcel.waybill_id, exc)
+                self._seen.discard(("intercepting", str(case["case_id"])))  # the next look tries again

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,7 @@ class Observer:
         self.waybills: dict[str, dict[str, Any]] = {}
         self.looks = 0
         self.errors = 0
+        self.changed_at = time.monotonic()  # when a look last found an order, case or parcel changed
         self._since: dict[str, int] = {}
         self._cases_since = 0
         self._changed = asyncio.Condition()
@@ -109,6 +111,7 @@ class Observer:
             await asyncio.sleep(self._interval)
 
     async def look(self) -> None:
+        changed = False
         for appid in self._appids:
             since = self._since.get(appid)
             params: dict[str, Any] = {"appid": appid}
@@ -118,6 +121,7 @@ class Observer:
             answer.raise_for_status()
             for doc in answer.json():
                 order_id = str(doc["order_id"])
+                changed |= self.orders.get(order_id) != doc
                 self.orders[order_id] = doc
                 self.order_appid[order_id] = appid
             # The stand-in's clock, not the newest update_time: an order changed several times in a
@@ -127,7 +131,9 @@ class Observer:
         answer = await self._wechat.get("/sim/aftersales", params=params)
         answer.raise_for_status()
         for doc in answer.json():
-            self.cases[str(doc["after_sale_order_id"])] = doc
+            case_id = str(doc["after_sale_order_id"])
+            changed |= self.cases.get(case_id) != doc
+            self.cases[case_id] = doc
         self._cases_since = int(answer.headers[SIM_NOW_HEADER])
         unfinished = [
             {"number": number, "delivery_id": delivery_id}
@@ -136,7 +142,12 @@ class Observer:
         if unfinished:  # those only: a finished parcel's tracking does not change
             answer = await self._carriers.post("/sim/waybills/lookup", json={"waybills": unfinished})
             answer.raise_for_status()
-            self.waybills.update((str(w["number"]), w) for w in answer.json())
+            for waybill in answer.json():
+                number = str(waybill["number"])
+                changed |= self.waybills.get(number) != waybill
+                self.waybills[number] = waybill
+        if changed:
+            self.changed_at = time.monotonic()
         self.looks += 1
         async with self._changed:
             self._changed.notify_all()

@@ -43,6 +43,22 @@ async def _our_cases_open(aftersale: httpx.AsyncClient, order_ids: set[str]) -> 
     return sum(1 for case in answer.json()["items"] if str(case["order_id"]) in order_ids)
 
 
+async def _end_when_stalled(
+    limit: asyncio.Timeout, observer: Observer, settings: SaleSettings, sale_ended_at: float
+) -> None:
+    """Expire `limit` once the settle time is over and nothing has changed for the stall time: a
+    backlog still draining is waited for, a stuck story is not."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.poll_interval_s)
+        now = time.monotonic()
+        if now >= sale_ended_at + settings.settle_timeout_s and now - observer.changed_at >= (
+            settings.settle_stall_s
+        ):
+            limit.reschedule(loop.time())
+            return
+
+
 async def run_sale(
     settings: SaleSettings,
     urls: SaleUrls,
@@ -52,9 +68,10 @@ async def run_sale(
     on_progress: Callable[[SaleProgress], None] | None = None,
     grace_s: float = 3.0,
 ) -> SaleReport:
-    """Run the sale to its end and report. Waits at most the sale's (scaled) length plus
-    `settings.settle_timeout_s` for every order and after-sale case to end, then reports what it
-    found (`report.timed_out` says it did not all end)."""
+    """Run the sale to its end and report. Waits for every order and after-sale case to end: at
+    least `settings.settle_timeout_s` after the sale's (scaled) length, longer while anything still
+    changes (up to `settle_limit_s`), then reports what it found (`report.timed_out` says it did not
+    all end)."""
     world = build_world(settings)
     plan = plan_sale(settings, world)
     timeout = httpx.Timeout(settings.request_timeout_s)
@@ -84,12 +101,15 @@ async def run_sale(
         desk = Desk(settings, aftersale=aftersale, carriers=carriers, observer=observer)
         since = datetime.now(UTC)
         started = time.monotonic()
-        deadline = settings.scaled(settings.profile.duration_s) + settings.settle_timeout_s
+        sale_s = settings.scaled(settings.profile.duration_s)
         timed_out = False
         async with fleet:
             background = [asyncio.create_task(observer.run()), asyncio.create_task(desk.run())]
             try:
-                async with asyncio.timeout(deadline):
+                async with asyncio.timeout(sale_s + settings.settle_limit_s) as limit:
+                    background.append(
+                        asyncio.create_task(_end_when_stalled(limit, observer, settings, sale_s + started))
+                    )
                     await driver.run()
                     order_ids = set(driver.order_ids)
                     while True:  # our side ends after WeChat's: the last case decisions
@@ -99,7 +119,11 @@ async def run_sale(
                 await asyncio.sleep(grace_s)  # the last tracking and case events reach the topics
             except TimeoutError:
                 timed_out = True
-                log.warning("sale: not everything ended within %.0f s", deadline)
+                log.warning(
+                    "sale: not everything ended within %.0f s (%.0f s without a change)",
+                    time.monotonic() - started,
+                    time.monotonic() - observer.changed_at,
+                )
             finally:
                 for task in background:
                     task.cancel()

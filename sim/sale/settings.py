@@ -142,7 +142,13 @@ class SaleSettings(_Frozen):
     time_scale: float = Field(default=1.0, gt=0, description="every sale duration is divided by this")
     seed: int = 20261111
     poll_interval_s: float = Field(default=1.0, gt=0, description="real seconds between looks")
-    settle_timeout_s: float = Field(default=600, gt=0, description="real seconds to wait for quiescence")
+    settle_timeout_s: float = Field(
+        default=600, gt=0, description="real seconds after the sale to wait for every story to end, at least"
+    )
+    # Past settle_timeout_s the wait goes on while the world still changes (a spike's backlog on two
+    # cores), until nothing changed for settle_stall_s (stuck: the report fails) or settle_limit_s.
+    settle_stall_s: float = Field(default=180, gt=0, description="real seconds without any change")
+    settle_limit_s: float = Field(default=1500, gt=0, description="real seconds after the sale, at most")
     request_timeout_s: float = Field(default=15, gt=0)
     max_control_requests: int = Field(default=32, ge=1, description="buyers' calls in flight at once")
 

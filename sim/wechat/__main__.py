@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from shared.http import KEEP_ALIVE_S
 from sim.wechat.app import create_app
 from sim.wechat.settings import WeChatSimSettings
 
@@ -16,6 +17,7 @@ def main() -> None:
         port=settings.http_port,
         log_level="info",
         access_log=False,  # every call is in GET /sim/calls; a log line each costs CPU at sale rates
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -21,6 +22,7 @@ from shared.db import (
     versioned_upsert,
 )
 from shared.settings import MongoSettings
+from shared.versioned import VersionConflict, VersionedProjection
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +113,31 @@ async def test_a_stale_document_from_the_caller_costs_a_retry_never_a_lost_updat
         UpsertOutcome.UPDATED
     )
     assert await orders.find_one({"_id": "7"}) == {"_id": "7", "status": 40, "version": 4}
+
+
+class _Parcel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    waybill_no: str
+    lines: list[int]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+async def test_a_versioned_projection_reads_back_what_it_saved_and_loads_it_again(
+    mongo_db: AsyncDatabase[Document], compact: bool
+) -> None:
+    name = f"parcels_{compact}"
+    first = VersionedProjection(mongo_db, name, _Parcel, compact=compact)
+    await first.save("p-1", _Parcel(waybill_no="ZT1", lines=[1]), cause="shipped")
+    await first.save("p-1", _Parcel(waybill_no="ZT1", lines=[1, 2]), cause="split")
+    await first.save("p-2", _Parcel(waybill_no="YT2", lines=[3]), cause="shipped")
+    assert first.get("p-1") == _Parcel(waybill_no="ZT1", lines=[1, 2])
+    assert "p-2" in first and "p-3" not in first and first.get("p-3") is None
+
+    again = VersionedProjection(mongo_db, name, _Parcel, compact=compact)
+    await again.load()
+    assert sorted(p.waybill_no for p in again) == ["YT2", "ZT1"]
+    assert again.get("p-1") == _Parcel(waybill_no="ZT1", lines=[1, 2])
+    await again.save("p-2", _Parcel(waybill_no="YT2", lines=[]), cause="another writer")
+    with pytest.raises(VersionConflict):  # the first one still holds p-2's first revision
+        await first.save("p-2", _Parcel(waybill_no="YT2", lines=[4]), cause="late")
+    assert first.get("p-2") == _Parcel(waybill_no="YT2", lines=[3])  # unchanged by the refusal

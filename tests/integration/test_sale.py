@@ -77,6 +77,8 @@ def short_sale(orders: int = 200) -> SaleSettings:
         seed=7,
         poll_interval_s=0.5,
         settle_timeout_s=300,
+        settle_stall_s=60,
+        settle_limit_s=420,  # within the test's 600 s
     )
 
 

@@ -47,6 +47,7 @@ import random
 import re
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue as MpQueue
@@ -59,6 +60,7 @@ import typer
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from hdrh.histogram import HdrHistogram
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
@@ -540,6 +542,58 @@ class Helper:
 # ---- the run ------------------------------------------------------------------------------------------
 
 
+log = logging.getLogger(__name__)
+
+DB_COMMANDS_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class DbCommandFigure:
+    """One service's database commands of one kind since it started (`lvyue_db_command_seconds`)."""
+
+    service: str
+    command: str
+    collection: str
+    result: str
+    count: float
+    seconds: float
+
+
+def db_command_figures(metrics_by_service: dict[str, str]) -> list[DbCommandFigure]:
+    """The services' database commands from their /metrics texts, most client-side time first."""
+    figures: list[DbCommandFigure] = []
+    for service, text in metrics_by_service.items():
+        totals: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+        for family in text_string_to_metric_families(text):
+            if family.name != "lvyue_db_command_seconds":
+                continue
+            for sample in family.samples:
+                key = (sample.labels["command"], sample.labels["collection"], sample.labels["result"])
+                if sample.name.endswith("_count"):
+                    totals[key]["count"] = sample.value
+                elif sample.name.endswith("_sum"):
+                    totals[key]["seconds"] = sample.value
+        figures.extend(
+            DbCommandFigure(service, *key, t.get("count", 0.0), t.get("seconds", 0.0))
+            for key, t in totals.items()
+        )
+    return sorted(figures, key=lambda f: f.seconds, reverse=True)
+
+
+async def _db_command_figures(stack: LocalStack) -> list[DbCommandFigure]:
+    texts: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for service in stack.ports.services:
+            try:
+                answer = await http.get(f"{stack.service_url(service)}/metrics")
+                answer.raise_for_status()
+            except httpx.HTTPError as exc:
+                log.warning("bench e2e: no metrics from %s: %s", service, exc)
+                continue
+            texts[service] = answer.text
+    return db_command_figures(texts)
+
+
 @dataclass
 class Prepared:
     keys: dict[str, str]
@@ -672,6 +726,7 @@ class Measured:
     other_cpu_s: float
     window_s: float
     profiles: dict[str, str]
+    db_commands: list[DbCommandFigure]
 
 
 async def _measure(
@@ -757,6 +812,7 @@ async def _measure(
         drain_s = max(0.0, window_s - duration)
         cpu_b = {n: _proc_figures(p)[0] for n, p in pids.items()}
         machine_b = machine_cpu_s()
+        db_commands = await _db_command_figures(stack)
         others.update(other_busy_processes(own, stack.run_dir))
         for task in profilers:
             await asyncio.wait_for(task, timeout=duration + 90)
@@ -802,6 +858,7 @@ async def _measure(
         other_cpu_s=max(0.0, (machine_b - machine_a) - sum(cpu_b[n] - cpu_a.get(n, 0.0) for n in cpu_b)),
         window_s=window_s,
         profiles=profiles,
+        db_commands=db_commands,
     )
 
 
@@ -945,6 +1002,22 @@ def _report(
         else f"[yellow]machine: NOT quiet: other benchmark/test processes {m.other_busy}; {others}[/]"
     )
 
+    commands = Table(title=f"Database commands by client-side time (top {DB_COMMANDS_SHOWN})")
+    for column in ("service", "command", "collection", "result", "count", "seconds", "mean ms"):
+        commands.add_column(column, justify="right")
+    for c in m.db_commands[:DB_COMMANDS_SHOWN]:
+        mean_ms = 1000 * c.seconds / c.count if c.count else 0.0
+        commands.add_row(
+            c.service,
+            c.command,
+            c.collection,
+            c.result,
+            f"{c.count:.0f}",
+            f"{c.seconds:.1f}",
+            f"{mean_ms:.1f}",
+        )
+    console.print(commands)
+
     told_times = [at for t in times.values() if (at := t.at(TOLD, 1)) is not None]
     created_per_s = {s: c for s, c, _ in m.load.timeline}
     rows = timeline(figures, created_per_s, int(duration))
@@ -1023,6 +1096,7 @@ def _report(
                     "load_average_at_end": os.getloadavg(),
                 },
                 "profiles": m.profiles,
+                "db_commands": [c.__dict__ for c in m.db_commands],
             },
             indent=2,
         )

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from prometheus_client import Histogram
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure
@@ -34,6 +34,42 @@ INSERT_BATCH_DOCUMENTS = Histogram(
 )
 
 
+DB_COMMAND_SECONDS = Histogram(
+    "lvyue_db_command_seconds",
+    "Database commands by name, collection and result (empty: a find that matched nothing, which "
+    "FerretDB answers by scanning the collection).",
+    ["command", "collection", "result"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+class CommandTimer(monitoring.CommandListener):
+    """Times every command into DB_COMMAND_SECONDS: where the database's time goes, per collection."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[Any, int], tuple[str, str]] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        collection = event.command.get(event.command_name)
+        name = collection if isinstance(collection, str) else ""
+        self._started[(event.connection_id, event.request_id)] = (event.command_name, name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor")
+        empty = isinstance(cursor, Mapping) and not cursor.get("firstBatch", True)
+        self._observe(event, "empty" if empty else "ok")
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._observe(event, "failed")
+
+    def _observe(
+        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, result: str
+    ) -> None:
+        started = self._started.pop((event.connection_id, event.request_id), None)
+        if started is not None:
+            DB_COMMAND_SECONDS.labels(*started, result).observe(event.duration_micros / 1e6)
+
+
 def create_mongo_client(settings: MongoSettings, *, app_name: str) -> AsyncMongoClient[Document]:
     return AsyncMongoClient(
         settings.uri,
@@ -41,6 +77,7 @@ def create_mongo_client(settings: MongoSettings, *, app_name: str) -> AsyncMongo
         tz_aware=True,
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+        event_listeners=[CommandTimer()],
     )
 
 

@@ -49,7 +49,7 @@ from shared.api.supplier import (
     WaybillRequest,
     WaybillResponse,
 )
-from shared.db import Document
+from shared.db import Document, InsertBatcher
 from shared.events.base import utc_now
 from shared.events.dispatch import DispatchState
 from shared.settings import DispatchSettings
@@ -97,14 +97,26 @@ class TokenBucket:
 
 
 class KeyCache:
+    """Which supplier a key belongs to, read again after `ttl_s` (a revocation takes effect by then).
+    The requests that find an entry expired share one read: a bot's calls arrive together."""
+
     def __init__(self, catalog: Catalog, ttl_s: float) -> None:
         self._catalog, self._ttl = catalog, ttl_s
         self._cache: dict[str, tuple[str | None, float]] = {}
+        self._reading: dict[str, asyncio.Task[str | None]] = {}
 
     async def supplier_of(self, token: str) -> str | None:
         hit = self._cache.get(token)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        reading = self._reading.get(token)
+        if reading is None:
+            reading = asyncio.create_task(self._read(token))
+            self._reading[token] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(token, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, token: str) -> str | None:
         supplier = await self._catalog.authenticate(token)
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -127,6 +139,8 @@ class IdempotencyStore:
 
     def __init__(self, db: AsyncDatabase[Document], cache_size: int) -> None:
         self._collection = db[IDEMPOTENCY]
+        # Batched: the bots' accepts and shipments arrive in bursts, and FerretDB's cost is per call.
+        self._inserts = InsertBatcher(self._collection)
         self._cache: OrderedDict[str, StoredAnswer] = OrderedDict()
         self._cache_size = cache_size
         self._stored_keys: set[str] = set()
@@ -160,7 +174,7 @@ class IdempotencyStore:
     async def put(self, key: str, answer: StoredAnswer) -> None:
         # Another process may have answered the same key first: its answer stands in the database.
         with contextlib.suppress(DuplicateKeyError):
-            await self._collection.insert_one(
+            await self._inserts.insert(
                 {
                     "_id": key,
                     "fingerprint": answer.fingerprint,

@@ -99,8 +99,11 @@ def wechat_http_client(settings: WeChatSettings) -> httpx.AsyncClient:
     """The HTTP client for WeChat's API. Waiting for one of our own pooled connections has no time
     limit: a burst queued behind the pool is not WeChat failing (a pool timeout counted as one
     dead-lettered pushes and could open the circuit breaker); each request still has its timeout."""
+    size = settings.pool_connections
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.request_timeout_s, pool=None), transport=BoundedTransport()
+        timeout=httpx.Timeout(settings.request_timeout_s, pool=None),
+        transport=BoundedTransport(limits=limits),
     )
 
 

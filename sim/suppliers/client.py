@@ -118,7 +118,7 @@ class SupplierApiClient:
             # Calls beyond the pool wait in the transport, not in httpcore's queue (see BoundedTransport):
             # a sale's thousands of offers made that queue the simulator's busiest code.
             transport=transport
-            or BoundedTransport(limits=httpx.Limits(max_connections=32, max_keepalive_connections=16)),
+            or BoundedTransport(limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)),
         )
         self._policy = policy
         self._timeout_s = timeout_s

@@ -41,3 +41,37 @@ async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_
         async with asyncio.timeout(5):  # a slot not given back would leave these two waiting
             again = await asyncio.gather(client.get("/after-1"), client.get("/after-2"))
         assert [a.text for a in again] == ["ok", "ok"]
+
+
+async def test_a_pool_larger_than_a_shard_uses_every_connection_and_no_more() -> None:
+    in_flight = 0
+    most = 0
+    connections: set[int] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal in_flight, most
+        connections.add(writer.get_extra_info("peername")[1])
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                in_flight += 1
+                most = max(most, in_flight)
+                await asyncio.sleep(0.02)
+                in_flight -= 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+    transport = BoundedTransport(limits=limits)
+    assert BoundedTransport.SHARD_CONNECTIONS < 20  # more than one shard
+    async with server, httpx.AsyncClient(transport=transport, base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(3):
+            answers = await asyncio.gather(*(client.get(f"/{n}") for n in range(60)))
+            assert [a.text for a in answers] == ["ok"] * 60
+    assert most == 20  # all twenty connections at work, across the shards, and never more
+    assert len(connections) == 20  # each kept alive and reused: no connection opened twice

@@ -151,7 +151,9 @@ class DispatchSettings(ServiceSettings):
     feed_cached_changes: int = Field(default=5_000, ge=0)
     # A revoked key stops working within this long (keys are cached per process).
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
-    idempotency_cache_size: int = Field(default=50_000, ge=0)
+    # The newest first answers per Idempotency-Key kept in memory (a dispatch order's JSON each, ~1.5
+    # KB): a retry comes within seconds; an older key is read back from the database (a hit: cheap).
+    idempotency_cache_size: int = Field(default=5_000, ge=0)
     # Routes and suppliers are re-read this often; a change retries the held orders.
     route_reload_interval_s: float = Field(default=2.0, gt=0)
     # Waybills and labels come from logistics over HTTP.

@@ -155,6 +155,20 @@ async def _deliver(line: Line, waybill_no: str, state: int = 3) -> None:
     assert forced.status_code == 200, forced.text
 
 
+async def _aftersale_sees(line: Line, order_id: str, waybill_no: str, state: str) -> None:
+    """Until aftersale's view of the order has the parcel in `state` (the carrier's push reaches it
+    through logistics and Kafka: a case opened before that is decided on the parcel still moving)."""
+
+    async def seen() -> bool:
+        newest = await line.db["aftersale_order_fulfilment"].find_one(
+            {"key": order_id}, sort=[("revision", -1)]
+        )
+        parcels = newest["value"]["parcels"] if newest else {}
+        return any(key.endswith(f":{waybill_no}") and seen == state for key, seen in parcels.items())
+
+    await line.until(seen)
+
+
 async def test_refund_before_shipping_stops_the_supplier_then_refunds(line: Line, supplier: Supplier) -> None:
     order_id = await _paid_order(line)
     offered = await supplier.offered(order_id)
@@ -233,6 +247,7 @@ async def test_return_after_delivery_goes_through_the_suppliers_receipt(
     waybill = f"76{order_id[-11:]}"
     await supplier.ship(offered, waybill)
     await _deliver(line, waybill)
+    await _aftersale_sees(line, order_id, waybill, "delivered")
     case_id = await _open_case(line, order_id, "RETURN")
     await _our_case(line, case_id, "awaiting_operator", because="delivered")  # a person decides
     async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
@@ -266,6 +281,7 @@ async def test_exchange_approved_by_an_operator_ships_a_replacement(line: Line, 
     waybill = f"77{order_id[-11:]}"
     await supplier.ship(offered, waybill)
     await _deliver(line, waybill)
+    await _aftersale_sees(line, order_id, waybill, "delivered")
     case_id = await _open_case(line, order_id, "EXCHANGE")
     await _our_case(line, case_id, "awaiting_operator")
     async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
@@ -301,6 +317,7 @@ async def test_a_withdrawn_request_closes_the_case_and_the_order_ships(
     await supplier.post(f"/dispatch-orders/{offered['dispatch_id']}/accept", {})
     await supplier.ship(offered, f"79{order_id[-11:]}")
     await _deliver(line, f"79{order_id[-11:]}")
+    await _aftersale_sees(line, order_id, f"79{order_id[-11:]}", "delivered")
     async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
         await admin.put(
             f"/admin/v1/policies/{line.shop_id}",

@@ -50,7 +50,10 @@ class CommandTimer(monitoring.CommandListener):
         self._started: dict[tuple[Any, int], tuple[str, str]] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
+        # {"find": "orders", ...}; a getMore names its cursor there and its collection apart.
+        collection = event.command.get(
+            "collection" if event.command_name == "getMore" else event.command_name
+        )
         name = collection if isinstance(collection, str) else ""
         self._started[(event.connection_id, event.request_id)] = (event.command_name, name)
 

@@ -76,3 +76,18 @@ def test_the_bench_lists_each_services_commands_most_time_first() -> None:
         ("order_ingest_worker", "insert", "orders", "ok", 2.0),
     ]
     assert abs(figures[1].seconds - 0.006) < 1e-9
+
+
+def test_a_get_more_is_counted_against_its_collection_not_its_cursor() -> None:
+    timer = db.CommandTimer()
+    labels = {"command": "getMore", "collection": "timer_test_versions", "result": "ok"}
+    before = _sample(db.DB_COMMAND_SECONDS, "_count", **labels)
+
+    _run(
+        timer,
+        9,
+        {"getMore": 8_123_456, "collection": "timer_test_versions"},
+        {"ok": 1, "cursor": {"nextBatch": [{"_id": 2}], "id": 0}},
+    )
+
+    assert _sample(db.DB_COMMAND_SECONDS, "_count", **labels) == before + 1

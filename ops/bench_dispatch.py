@@ -192,12 +192,21 @@ class GcPauses:
 
 def histogram_series(metrics_text: str, family_name: str, label: str) -> dict[str, dict[str, float]]:
     """A histogram of a service's /metrics, per value of `label`: "count", "sum" and "le=<bound>"."""
-    found: dict[str, dict[str, float]] = defaultdict(dict)
+    by_labels = histogram_series_by(metrics_text, family_name, (label,))
+    return {values[0]: series for values, series in by_labels.items()}
+
+
+def histogram_series_by(
+    metrics_text: str, family_name: str, labels: Sequence[str]
+) -> dict[tuple[str, ...], dict[str, float]]:
+    """A histogram of a service's /metrics, per combination of `labels`' values: "count", "sum" and
+    "le=<bound>"."""
+    found: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
     for family in text_string_to_metric_families(metrics_text):
         if family.name != family_name:
             continue
         for sample in family.samples:
-            series = found[sample.labels[label]]
+            series = found[tuple(sample.labels[label] for label in labels)]
             if sample.name.endswith("_count"):
                 series["count"] = sample.value
             elif sample.name.endswith("_sum"):
@@ -237,7 +246,9 @@ def insert_batches(metrics_text: str) -> dict[str, tuple[int, float]]:
 
 async def scrape_metrics(service_url: str) -> str:
     async with httpx.AsyncClient(timeout=10) as client:
-        return (await client.get(f"{service_url}/metrics")).text
+        answer = await client.get(f"{service_url}/metrics")
+        answer.raise_for_status()
+        return answer.text
 
 
 def histogram_summary(h: HdrHistogram) -> dict[str, float | int]:

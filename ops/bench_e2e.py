@@ -47,7 +47,6 @@ import random
 import re
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue as MpQueue
@@ -60,13 +59,20 @@ import typer
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from hdrh.histogram import HdrHistogram
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from ops.bench import _descendants, _proc_figures
-from ops.bench_dispatch import _profile, bucket_latencies, histogram_summary, machine_cpu_s, new_histogram
+from ops.bench_dispatch import (
+    _profile,
+    bucket_latencies,
+    histogram_series_by,
+    histogram_summary,
+    machine_cpu_s,
+    new_histogram,
+    scrape_metrics,
+)
 from ops.loadgen import HttpClient, LoadResult, http_request, open_loop
 from ops.stack import ALL_COMPONENTS, REPO_ROOT, LocalStack, StackPorts
 from services.dispatch.catalog import Catalog, Supplier
@@ -81,6 +87,7 @@ from shared.wechat.shops import INDEXES, Shop, ShopRepository
 from sim.suppliers import Behaviour, Delay, FleetSettings, SupplierConfig, SupplierFleet
 
 console = Console()
+log = logging.getLogger(__name__)
 
 RESULTS = REPO_ROOT / "bench-results"
 TARGET_P99_MS = 1000.0  # paid → supplier feed
@@ -542,8 +549,6 @@ class Helper:
 # ---- the run ------------------------------------------------------------------------------------------
 
 
-log = logging.getLogger(__name__)
-
 DB_COMMANDS_SHOWN = 12
 
 
@@ -561,36 +566,23 @@ class DbCommandFigure:
 
 def db_command_figures(metrics_by_service: dict[str, str]) -> list[DbCommandFigure]:
     """The services' database commands from their /metrics texts, most client-side time first."""
-    figures: list[DbCommandFigure] = []
-    for service, text in metrics_by_service.items():
-        totals: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
-        for family in text_string_to_metric_families(text):
-            if family.name != "lvyue_db_command_seconds":
-                continue
-            for sample in family.samples:
-                key = (sample.labels["command"], sample.labels["collection"], sample.labels["result"])
-                if sample.name.endswith("_count"):
-                    totals[key]["count"] = sample.value
-                elif sample.name.endswith("_sum"):
-                    totals[key]["seconds"] = sample.value
-        figures.extend(
-            DbCommandFigure(service, *key, t.get("count", 0.0), t.get("seconds", 0.0))
-            for key, t in totals.items()
-        )
+    figures = [
+        DbCommandFigure(service, command, collection, result, t.get("count", 0.0), t.get("sum", 0.0))
+        for service, text in metrics_by_service.items()
+        for (command, collection, result), t in histogram_series_by(
+            text, "lvyue_db_command_seconds", ("command", "collection", "result")
+        ).items()
+    ]
     return sorted(figures, key=lambda f: f.seconds, reverse=True)
 
 
 async def _db_command_figures(stack: LocalStack) -> list[DbCommandFigure]:
     texts: dict[str, str] = {}
-    async with httpx.AsyncClient(timeout=10) as http:
-        for service in stack.ports.services:
-            try:
-                answer = await http.get(f"{stack.service_url(service)}/metrics")
-                answer.raise_for_status()
-            except httpx.HTTPError as exc:
-                log.warning("bench e2e: no metrics from %s: %s", service, exc)
-                continue
-            texts[service] = answer.text
+    for service in stack.ports.services:
+        try:
+            texts[service] = await scrape_metrics(stack.service_url(service))
+        except httpx.HTTPError as exc:
+            log.warning("bench e2e: no metrics from %s: %s", service, exc)
     return db_command_figures(texts)
 
 

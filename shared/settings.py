@@ -58,8 +58,8 @@ class WeChatSettings(BaseSettings):
     # The real API by default; point it at the stand-in (sim/) or a test double.
     api_base: str = "https://api.weixin.qq.com"
     request_timeout_s: float = Field(default=5.0, gt=0)
-    # Connections per process, all kept alive: httpcore's pool costs CPU per request in the square of
-    # its connections (100 by default, 20 kept: the rest reopened): a third of the ingest worker's time.
+    # Connections per process, all kept alive (httpx keeps 20 of its 100 and reopens the rest), split
+    # by BoundedTransport into pools of 8 (httpcore's cost per request grows with a pool's square).
     pool_connections: int = Field(default=32, ge=1)
     # Access tokens: refreshed this long before WeChat's expiry; shared by every process.
     token_refresh_margin_s: int = Field(default=300, ge=0)

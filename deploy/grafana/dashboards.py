@@ -454,6 +454,26 @@ def _common_rows(service: str, jobs: str) -> list[Row]:
                 ),
             ],
         ),
+        Row(
+            "Database",
+            [
+                Panel(
+                    "Time in database commands, by collection and command",
+                    [rate_by("lvyue_db_command_seconds_sum", "collection, command", job)],
+                    description="Seconds per second, as the client saw them (queueing included).",
+                    unit="s",
+                    width=12,
+                ),
+                Panel(
+                    "Finds that matched nothing, by collection",
+                    [rate_by("lvyue_db_command_seconds_count", "collection", f'{job}, result="empty"')],
+                    description="FerretDB answers these by scanning the collection: a rising rate on a "
+                    "growing collection is a query to change.",
+                    unit="ops",
+                    width=12,
+                ),
+            ],
+        ),
         Row("Process", _process_panels(jobs, "instance")),
     ]
 

@@ -164,7 +164,7 @@ async def _aftersale_sees(line: Line, order_id: str, waybill_no: str, state: str
             {"key": order_id}, sort=[("revision", -1)]
         )
         parcels = newest["value"]["parcels"] if newest else {}
-        return any(key.endswith(f":{waybill_no}") and seen == state for key, seen in parcels.items())
+        return any(key.endswith(f":{waybill_no}") and now == state for key, now in parcels.items())
 
     await line.until(seen)
 

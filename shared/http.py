@@ -64,6 +64,14 @@ class BoundedTransport(httpx.AsyncBaseTransport):
             await shard.aclose()
 
 
+def kept_alive_transport(connections: int) -> BoundedTransport:
+    """At most `connections` at once, every one kept alive: httpx keeps only 20 by default, so a
+    client sending more at once opens (and closes) a TCP connection for most of its requests."""
+    return BoundedTransport(
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    )
+
+
 class _ReleasingStream(httpx.AsyncByteStream):
     """The response body; closing it frees the request's slot (once)."""
 

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from shared.db import Document, insert_once
-from shared.http import BoundedTransport
+from shared.http import kept_alive_transport
 from shared.settings import WeChatSettings
 from shared.wechat.api import (
     RETRYABLE_ERRCODES,
@@ -99,11 +99,9 @@ def wechat_http_client(settings: WeChatSettings) -> httpx.AsyncClient:
     """The HTTP client for WeChat's API. Waiting for one of our own pooled connections has no time
     limit: a burst queued behind the pool is not WeChat failing (a pool timeout counted as one
     dead-lettered pushes and could open the circuit breaker); each request still has its timeout."""
-    size = settings.pool_connections
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_s, pool=None),
-        transport=BoundedTransport(limits=limits),
+        transport=kept_alive_transport(settings.pool_connections),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from shared.carriers import kdniao, kuaidi100
+from shared.http import kept_alive_transport
 from sim.carriers.settings import CarrierSimSettings
 from sim.carriers.state import AttemptOutcome, CarrierWorld, Channel, PushAttempt, PushRecord, PushStatus
 
@@ -51,7 +52,10 @@ class Pusher:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(transport=self._transport, timeout=self._settings.push_timeout_s)
+            self._client = httpx.AsyncClient(
+                transport=self._transport or kept_alive_transport(self._settings.push_concurrency),
+                timeout=self._settings.push_timeout_s,
+            )
 
     async def stop(self) -> None:
         tasks = list(self._tasks)

@@ -27,7 +27,7 @@ from tenacity import (
 )
 
 from shared.api.supplier import API_PREFIX, DispatchOrderPublic, FeedPage, SupplierErrorCode
-from shared.http import BoundedTransport
+from shared.http import kept_alive_transport
 from sim.suppliers.settings import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class SupplierApiClient:
             timeout=timeout_s,
             # Calls beyond the pool wait in the transport, not in httpcore's queue (see BoundedTransport):
             # a sale's thousands of offers made that queue the simulator's busiest code.
-            transport=transport
-            or BoundedTransport(limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)),
+            transport=transport or kept_alive_transport(32),
         )
         self._policy = policy
         self._timeout_s = timeout_s

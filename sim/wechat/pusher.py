@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from shared.http import kept_alive_transport
 from shared.wechat.crypto import MessageCipher
 from shared.wechat.push import build_push
 from sim.wechat.settings import WeChatSimSettings
@@ -69,7 +70,10 @@ class Pusher:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(transport=self._transport, timeout=self._settings.push_timeout_s)
+        self._client = httpx.AsyncClient(
+            transport=self._transport or kept_alive_transport(self._settings.push_concurrency),
+            timeout=self._settings.push_timeout_s,
+        )
         self._state.pushes.subscribe(self._on_queued)
         self._wake.set()  # anything queued before start goes out now
         self._main = asyncio.create_task(self._run(), name="wechat-sim-pusher")

@@ -40,3 +40,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # aiokafka and faust are chatty at INFO during rebalances.
     for name in ("aiokafka", "faust", "mode", "uvicorn.access"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO: noise (and CPU) at sale rates; the services' metrics count calls.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

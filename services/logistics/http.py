@@ -42,7 +42,7 @@ class LogisticsApi:
     issuer: WaybillIssuer
 
 
-def _api(request: Request) -> LogisticsApi:
+async def _api(request: Request) -> LogisticsApi:  # async: no thread-pool hop per request
     api: LogisticsApi = request.app.state.logistics_api
     return api
 

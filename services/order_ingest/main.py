@@ -6,7 +6,6 @@ One process: the WeChat webhook (FastAPI), the ingest worker (a faust agent) and
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import AsyncExitStack
 
 from fastapi import FastAPI
@@ -93,8 +92,6 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         routers=[webhook_router] if runs_webhook else [],
         on_startup=[start_ingest],
     )
-    # One line per WeChat API call at INFO is noise at this rate; lvyue_wechat_api_* metrics count them.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     if runs_webhook:
         # Outermost of the service's middleware: pushes skip the rest (it records RED metrics itself).
         api.add_middleware(PushEndpoint, service=settings.service_name)

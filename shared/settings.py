@@ -154,6 +154,10 @@ class DispatchSettings(ServiceSettings):
     # The newest first answers per Idempotency-Key kept in memory (a dispatch order's JSON each, ~1.5
     # KB): a retry comes within seconds; an older key is read back from the database (a hit: cheap).
     idempotency_cache_size: int = Field(default=5_000, ge=0)
+    # A first answer is kept this long (a repeat after that is a new request); expired answers are
+    # deleted every `idempotency_sweep_interval_s`.
+    idempotency_retention_s: float = Field(default=86_400.0, gt=0)
+    idempotency_sweep_interval_s: float = Field(default=600.0, gt=0)
     # Routes and suppliers are re-read this often; a change retries the held orders.
     route_reload_interval_s: float = Field(default=2.0, gt=0)
     # Waybills and labels come from logistics over HTTP.

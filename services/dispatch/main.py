@@ -19,6 +19,7 @@ from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
+from shared.http import kept_alive_transport
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
@@ -66,10 +67,15 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
                 name=f"{settings.service_name}.dropship", producer=runtime.producer, retry=RetryPolicy()
             ),
         )
-        logistics = httpx.AsyncClient(base_url=settings.logistics_url, timeout=10.0)
+        logistics = httpx.AsyncClient(
+            base_url=settings.logistics_url, timeout=10.0, transport=kept_alive_transport(16)
+        )
         stack.push_async_callback(logistics.aclose)
-        idempotency = IdempotencyStore(runtime.db, settings.idempotency_cache_size)
+        idempotency = IdempotencyStore(
+            runtime.db, settings.idempotency_cache_size, settings.idempotency_retention_s
+        )
         await idempotency.load()
+        await idempotency.sweep()
         api.state.supplier_api = SupplierApi(
             settings=settings,
             dispatcher=dispatcher,
@@ -80,11 +86,15 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             catalog=catalog,
             dropship=mirrors,
         )
-        watcher = asyncio.create_task(dispatcher.watch_routes(settings.route_reload_interval_s))
+        watchers = [
+            asyncio.create_task(dispatcher.watch_routes(settings.route_reload_interval_s)),
+            asyncio.create_task(idempotency.sweep_forever(settings.idempotency_sweep_interval_s)),
+        ]
 
         async def stop_watching() -> None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
 
         stack.push_async_callback(stop_watching)
 

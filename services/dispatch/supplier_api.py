@@ -2,7 +2,7 @@
 
 A supplier authenticates with its API key and sees only its own dispatch orders: any other id is a
 404, exactly like an id that does not exist. Every POST takes an `Idempotency-Key`; a repeat with
-the same key and body returns the first answer.
+the same key and body within a day returns the first answer.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
+import logging
 import math
 import time
 import uuid
@@ -55,6 +57,7 @@ from shared.events.dispatch import DispatchState
 from shared.settings import DispatchSettings
 
 IDEMPOTENCY = "supplier_idempotency"
+log = logging.getLogger(__name__)
 ACCEPT_CLOCK_SKEW = timedelta(minutes=5)  # a supplier's clock may lag ours a little
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, malformed or revoked API key"},
@@ -132,18 +135,28 @@ class StoredAnswer:
 
 
 class IdempotencyStore:
-    """First answers by (supplier, key), in the database (restarts) and cached here. Which keys are
-    stored is also known here (`load` before serving; dispatch is one process: their only writer), so
-    a new key costs no read: FerretDB answers an `_id` lookup that finds nothing by scanning the
-    collection, which grows by a document per command (most of FerretDB's CPU in a 5,000-order sale)."""
+    """First answers by (supplier, key), in the database (restarts) and cached here, for
+    `retention_s` (a day by default, as payment APIs keep theirs): a retry comes within minutes; a key
+    reused after that is a new request. Which keys are stored, and when, is also known here (`load`
+    before serving; dispatch is one process: their only writer), so a new key costs no read: FerretDB
+    answers an `_id` lookup that finds nothing by scanning the collection. `sweep` deletes what has
+    expired, so the collection and this index stay a day's worth."""
 
-    def __init__(self, db: AsyncDatabase[Document], cache_size: int) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        cache_size: int,
+        retention_s: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._collection = db[IDEMPOTENCY]
         # Batched: the bots' accepts and shipments arrive in bursts, and FerretDB's cost is per call.
         self._inserts = InsertBatcher(self._collection)
         self._cache: OrderedDict[str, StoredAnswer] = OrderedDict()
         self._cache_size = cache_size
-        self._stored_keys: set[str] = set()
+        self._retention_s = retention_s
+        self._clock = clock
+        self._stored_at: dict[str, float] = {}  # key -> when stored (epoch s), oldest first
         # Only while a request with the key runs: a lock nobody holds is collected.
         self._in_flight: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -155,15 +168,21 @@ class IdempotencyStore:
         return lock
 
     async def load(self) -> int:
-        """Read which keys are stored; returns how many."""
-        self._stored_keys = {str(d["_id"]) async for d in self._collection.find({}, {"_id": 1})}
-        return len(self._stored_keys)
+        """Read which keys are stored and when; returns how many are still kept."""
+        documents = self._collection.find({}, {"_id": 1, "created_at": 1})
+        stored = sorted([(d["created_at"].timestamp(), str(d["_id"])) async for d in documents])
+        self._stored_at = {key: at for at, key in stored}
+        return sum(1 for at in self._stored_at.values() if not self._expired(at))
+
+    def _expired(self, stored_at: float) -> bool:
+        return stored_at <= self._clock() - self._retention_s
 
     async def get(self, key: str) -> StoredAnswer | None:
+        stored_at = self._stored_at.get(key)
+        if stored_at is None or self._expired(stored_at):
+            return None
         if key in self._cache:
             return self._cache[key]
-        if key not in self._stored_keys:
-            return None
         document = await self._collection.find_one({"_id": key})
         if document is None:
             return None
@@ -172,19 +191,45 @@ class IdempotencyStore:
         return answer
 
     async def put(self, key: str, answer: StoredAnswer) -> None:
-        # Another process may have answered the same key first: its answer stands in the database.
-        with contextlib.suppress(DuplicateKeyError):
-            await self._inserts.insert(
-                {
-                    "_id": key,
-                    "fingerprint": answer.fingerprint,
-                    "status": answer.status,
-                    "body": answer.body,
-                    "created_at": utc_now(),
-                }
-            )
-        self._stored_keys.add(key)
+        now = self._clock()
+        document = {
+            "_id": key,
+            "fingerprint": answer.fingerprint,
+            "status": answer.status,
+            "body": answer.body,
+            "created_at": datetime.fromtimestamp(now, UTC),
+        }
+        if key in self._stored_at:  # expired, not yet swept: the new answer replaces it
+            await self._collection.replace_one({"_id": key}, document, upsert=True)
+            del self._stored_at[key]
+        else:
+            # Another process may have answered the same key first: its answer stands in the database.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._inserts.insert(document)
+        self._stored_at[key] = now
         self._remember(key, answer)
+
+    async def sweep(self) -> int:
+        """Forget and delete the answers past retention; returns how many were forgotten here."""
+        cutoff = self._clock() - self._retention_s
+        expired = list(itertools.takewhile(lambda key: self._stored_at[key] <= cutoff, self._stored_at))
+        for key in expired:
+            del self._stored_at[key]
+            self._cache.pop(key, None)
+        if expired:  # one call: FerretDB scans for it, so once per sweep rather than per key
+            await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
+        return len(expired)
+
+    async def sweep_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                swept = await self.sweep()
+            except Exception:  # the next round retries; expired keys are already ignored
+                log.exception("deleting expired idempotency answers failed")
+            else:
+                if swept:
+                    log.info("deleted %d idempotency answers past retention", swept)
 
     def _remember(self, key: str, answer: StoredAnswer) -> None:
         self._cache[key] = answer
@@ -272,7 +317,8 @@ SupplierId = Annotated[str, Depends(authenticated_supplier)]
 Api = Annotated[SupplierApi, Depends(_api)]
 DispatchIdPath = Annotated[str, Path(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
 IdempotencyKey = Annotated[
-    str | None, Header(max_length=255, description="retry-safe: a repeat returns the first answer")
+    str | None,
+    Header(max_length=255, description="retry-safe: a repeat within a day returns the first answer"),
 ]
 
 router = APIRouter(prefix=API_PREFIX, tags=["supplier"], responses=ERROR_RESPONSES)

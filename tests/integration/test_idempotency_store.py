@@ -1,0 +1,86 @@
+"""The supplier API's Idempotency-Key answers on the real FerretDB: kept for the retention, then
+forgotten and deleted; a restart knows which keys are stored and when."""
+
+from __future__ import annotations
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.dispatch.supplier_api import IDEMPOTENCY, IdempotencyStore, StoredAnswer
+from shared.db import Document
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _answer(body: str) -> StoredAnswer:
+    return StoredAnswer(fingerprint=f"fp-{body}", status=200, body=body.encode())
+
+
+async def _stored_ids(db: AsyncDatabase[Document]) -> set[str]:
+    return {str(d["_id"]) async for d in db[IDEMPOTENCY].find({}, {"_id": 1})}
+
+
+async def test_an_answer_is_replayed_within_retention_and_forgotten_after(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    clock = Clock()
+    store = IdempotencyStore(mongo_db, cache_size=1, retention_s=DAY, clock=clock)
+    await store.load()
+    await store.put("alpha:old", _answer("old"))
+    clock.now += DAY / 2
+    await store.put("alpha:new", _answer("new"))  # pushes "old" out of the one-entry cache
+
+    assert await store.get("alpha:old") == _answer("old")  # read back from the database
+    assert await store.get("alpha:new") == _answer("new")
+
+    clock.now += DAY / 2 + 1
+    assert await store.get("alpha:old") is None  # expired, even before a sweep
+    assert await store.get("alpha:new") == _answer("new")
+    assert await store.sweep() == 1
+    assert await _stored_ids(mongo_db) == {"alpha:new"}
+    assert await store.sweep() == 0
+
+
+async def test_a_key_reused_after_retention_is_a_new_request_whose_answer_is_kept(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    clock = Clock()
+    store = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
+    await store.load()
+    await store.put("alpha:k", _answer("first"))
+    clock.now += DAY + 1
+    assert await store.get("alpha:k") is None
+    await store.put("alpha:k", _answer("second"))  # not yet swept: replaces the stored answer
+    assert await store.get("alpha:k") == _answer("second")
+    assert await store.sweep() == 0
+
+    restarted = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
+    assert await restarted.load() == 1
+    assert await restarted.get("alpha:k") == _answer("second")
+
+
+async def test_a_restart_ignores_and_sweeps_what_expired_while_it_was_down(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    clock = Clock()
+    store = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
+    await store.load()
+    for n in range(3):
+        await store.put(f"alpha:{n}", _answer(str(n)))
+        clock.now += DAY / 2
+
+    restarted = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
+    assert await restarted.load() == 1  # stored at 0, ½ and 1 day; now is 1½ days
+    assert [await restarted.get(f"alpha:{n}") for n in range(3)] == [None, None, _answer("2")]
+    assert await restarted.sweep() == 2
+    assert await _stored_ids(mongo_db) == {"alpha:2"}

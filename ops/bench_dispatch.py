@@ -778,7 +778,7 @@ async def _measure(
 
 
 async def _profile(pid: int, output: Path, delay: float, seconds: int) -> int:
-    """py-spy on the dispatch process, `delay` seconds from now, for `seconds` (non-blocking sampling:
+    """py-spy on a process and its children, `delay` seconds from now, for `seconds` (non-blocking sampling:
     the profiled process is not paused)."""
     await asyncio.sleep(delay)
     RESULTS.mkdir(exist_ok=True)
@@ -792,6 +792,7 @@ async def _profile(pid: int, output: Path, delay: float, seconds: int) -> int:
         "--rate",
         "100",
         "--nonblocking",
+        "--subprocesses",  # a uvicorn master's workers
         "--format",
         "speedscope",
         "--output",

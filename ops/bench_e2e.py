@@ -95,6 +95,16 @@ TARGET_RATE = 200.0
 DELIVERY_SEND = "/channels/ec/order/delivery/send"
 BENCH_PROCESS = "bench process (order driver)"
 FLEET_PROCESS = "supplier bots (sim.suppliers)"
+PROFILED_PROCESSES = (
+    "order_ingest",
+    "order_ingest_worker",
+    "dispatch",
+    "logistics",
+    "aftersale",
+    "wechat_sim",
+    "carrier_sim",
+    FLEET_PROCESS,
+)
 CEILING_PROCESS = "ceiling relays (bare aiokafka)"
 _HIGHEST_US = 3_600_000_000
 # Kafka hops between WeChat's webhook and the dispatch event: topics written, and the consume→produce
@@ -775,7 +785,7 @@ async def _measure(
         cpu_a = {n: _proc_figures(p)[0] for n, p in pids.items()}
         machine_a = machine_cpu_s()
         if profile:
-            for name in ("order_ingest_worker", "dispatch", "logistics"):
+            for name in PROFILED_PROCESSES:
                 path = RESULTS / f"e2e-profile-{name}-{stamp}.speedscope.json"
                 profiles[name] = str(path)
                 seconds = int(min(30, duration))
@@ -1106,7 +1116,7 @@ def bench_e2e(
     drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for the last orders.")] = 180,
     seed: Annotated[int, typer.Option(help="Seed of the order mix and the bots.")] = 11,
     profile: Annotated[
-        bool, typer.Option(help="py-spy (speedscope) of the ingest worker, dispatch and logistics.")
+        bool, typer.Option(help="py-spy (speedscope) of every Python process that spends CPU per order.")
     ] = False,
 ) -> None:
     """Paid order at WeChat → supplier feed → shipped → WeChat told, on a stack with everything (target:

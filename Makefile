@@ -45,7 +45,7 @@ $(KAFKA_LIB_STAMP): deploy/kafka/pom.xml
 	@touch $@
 
 ferretdb: $(FERRETDB_BIN)
-$(FERRETDB_BIN): deploy/ferretdb/go.mod deploy/ferretdb/go.sum deploy/ferretdb/main.go
+$(FERRETDB_BIN): deploy/ferretdb/go.mod deploy/ferretdb/go.sum $(wildcard deploy/ferretdb/*.go)
 	cd deploy/ferretdb && go build -buildvcs=false -trimpath -o bin/ferretdb-local .
 
 prometheus:
@@ -84,6 +84,7 @@ integration: setup
 	$(PY) -m pytest tests/integration -q
 
 test: setup lint typecheck
+	cd deploy/ferretdb && go vet . && go test .
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider
 

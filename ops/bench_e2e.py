@@ -731,6 +731,19 @@ class Measured:
     db_commands: list[DbCommandFigure]
 
 
+async def _go_profile(port: int, output: Path, delay: float, seconds: int) -> int:
+    """FerretDB's CPU profile (Go's pprof; read it with `go tool pprof -top BINARY FILE`). Returns 0
+    when written, like the py-spy runs."""
+    await asyncio.sleep(delay)
+    url = f"http://127.0.0.1:{port}/debug/pprof/profile"
+    async with httpx.AsyncClient(timeout=seconds + 30) as client:
+        answer = await client.get(url, params={"seconds": seconds})
+    if answer.status_code != 200:
+        return answer.status_code
+    await asyncio.to_thread(output.write_bytes, answer.content)
+    return 0
+
+
 async def _measure(
     stack: LocalStack,
     prepared: Prepared,
@@ -792,6 +805,13 @@ async def _measure(
                 profilers.append(
                     asyncio.create_task(_profile(pids[name], path, max(0.0, duration - seconds - 2), seconds))
                 )
+            path = RESULTS / f"e2e-profile-ferretdb-{stamp}.pprof"
+            profiles["ferretdb"] = str(path)
+            profilers.append(
+                asyncio.create_task(
+                    _go_profile(stack.ports.ferretdb_debug, path, max(0.0, duration - seconds - 2), seconds)
+                )
+            )
 
         def tick(result: LoadResult) -> None:
             console.print(f"  created {result.sent}, answered {result.ok}, failed {result.failed}", end="\r")

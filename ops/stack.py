@@ -102,6 +102,7 @@ class StackPorts:
             for name, (service, _) in SERVICE_PROCESSES.items()
         }
     )
+    ferretdb_debug: int = 27018
 
     @classmethod
     def from_settings(cls, settings: LocalStackSettings) -> StackPorts:
@@ -112,6 +113,7 @@ class StackPorts:
             prometheus=settings.prometheus_port,
             wechat_sim=settings.wechat_sim_port,
             carrier_sim=settings.carrier_sim_port,
+            ferretdb_debug=settings.ferretdb_debug_port,
         )
 
     @classmethod
@@ -124,12 +126,13 @@ class StackPorts:
             free_port(),
             free_port(),
             {s: free_port() for s in services},
+            ferretdb_debug=free_port(),
         )
 
     def of(self, component: str) -> list[int]:
         fixed = {
             "kafka": [self.kafka, self.kafka_controller],
-            "ferretdb": [self.mongo],
+            "ferretdb": [self.mongo, self.ferretdb_debug],
             "prometheus": [self.prometheus],
             "wechat_sim": [self.wechat_sim],
             "carrier_sim": [self.carrier_sim],
@@ -294,6 +297,7 @@ class LocalStack:
                     str(FERRETDB_BIN),
                     f"--listen=127.0.0.1:{self.ports.mongo}",
                     f"--data-dir={self.data_dir / 'ferretdb'}",
+                    f"--debug-listen=127.0.0.1:{self.ports.ferretdb_debug}",
                 ],
                 {},
                 20,

@@ -224,6 +224,7 @@ class LocalStackSettings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     mongo_port: int = 27017
+    ferretdb_debug_port: int = 27018  # Go's /debug/pprof of the FerretDB process (profiles)
     prometheus_port: int = 9090
     wechat_sim_port: int = 9001
     carrier_sim_port: int = 9002

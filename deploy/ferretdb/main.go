@@ -6,6 +6,9 @@ import (
 	"context"
 	"flag"
 	"log"
+	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // CPU and heap profiles on --debug-listen (bench-e2e --profile reads them)
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address for the MongoDB wire protocol")
 	dataDir := flag.String("data-dir", "", "directory for the SQLite databases (created if missing)")
+	debugListen := flag.String("debug-listen", "", "TCP address for Go's /debug/pprof (off when empty)")
 	flag.Parse()
 
 	if *dataDir == "" {
@@ -34,9 +38,16 @@ func main() {
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + abs + "/",
+		Logger: slog.New(&lazyHandler{
+			next: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		}),
 	})
 	if err != nil {
 		log.Fatal(err)
+	}
+
+	if *debugListen != "" {
+		go func() { log.Print(http.ListenAndServe(*debugListen, nil)) }()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -523,13 +523,15 @@ class Ceiling:
 # ---- the run ------------------------------------------------------------------------------------------
 
 
-_BENCH_COMMAND = re.compile(rb"bench[ _-](ingest|store|dispatch)|ops\.bench")
+_BUSY_COMMAND = re.compile(
+    rb"bench[ _-](ingest|store|dispatch|e2e)|ops\.bench|pytest|sim\.sale|sim\.suppliers"
+)
 
 
-def other_benchmarks(own_run_dir: Path | None = None) -> list[int]:
-    """Pids of other benchmark commands on this machine (not this process, its ancestors, or the
-    processes of its own stack, whose command lines name its run directory)."""
-    mine, pid = set(), os.getpid()
+def other_busy_processes(own_pids: Iterable[int], own_run_dir: Path | None = None) -> list[int]:
+    """Pids of other benchmarks and test runs on this machine (not this process, its ancestors, or
+    the processes of its own stack, whose command lines name its run directory)."""
+    mine, pid = set(own_pids), os.getpid()
     while pid > 1:
         mine.add(pid)
         try:
@@ -540,10 +542,12 @@ def other_benchmarks(own_run_dir: Path | None = None) -> list[int]:
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             other = int(cmdline.parent.name)
+            if other in mine:
+                continue
             command = cmdline.read_bytes().replace(b"\0", b" ")
             if own_run_dir is not None and str(own_run_dir).encode() in command:
                 continue
-            if other not in mine and _BENCH_COMMAND.search(command):
+            if _BUSY_COMMAND.search(command):
                 found.append(other)
         except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
             continue
@@ -679,7 +683,7 @@ async def _measure(
         idle_s = time.perf_counter() - idle_start
         poll_idle = watchers.stats.since(polls_a, idle_s, suppliers)
 
-        others = set(other_benchmarks(stack.run_dir))
+        others = set(other_busy_processes((), stack.run_dir))
         cpu_b = {n: _proc_figures(p)[0] for n, p in pids.items()}
         metrics_b = await scrape_metrics(stack.service_url("dispatch"))
         machine_b = machine_cpu_s()
@@ -691,7 +695,7 @@ async def _measure(
 
         def tick(result: LoadResult) -> None:
             if int(time.perf_counter() - t0) % 10 == 0:
-                others.update(other_benchmarks(stack.run_dir))
+                others.update(other_busy_processes((), stack.run_dir))
             console.print(
                 f"  published {result.sent}, acked {result.ok}, failed {result.failed}; "
                 f"dispatch orders seen {len(watchers.seen) - len(expected_warmup)}",
@@ -729,7 +733,7 @@ async def _measure(
         }
         machine_used = machine_cpu_s() - machine_b
         poll_load = watchers.stats.since(polls_b, end - t0, suppliers)
-        others.update(other_benchmarks(stack.run_dir))
+        others.update(other_busy_processes((), stack.run_dir))
         if profiler is not None:
             await asyncio.wait_for(profiler, timeout=duration + profile_seconds + 60)
 
@@ -1076,7 +1080,7 @@ def bench_dispatch(
         ports=StackPorts.free(services=["dispatch"]),
         components=("kafka", "ferretdb", "dispatch"),
     )
-    busy = other_benchmarks()
+    busy = other_busy_processes(())
     if busy:
         console.print(f"[yellow]another benchmark is running (pids {busy}): figures will be noisy[/]")
     console.print(f"starting a private stack in {run_dir} ...")

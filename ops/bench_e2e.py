@@ -44,7 +44,6 @@ import math
 import multiprocessing
 import os
 import random
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -71,6 +70,7 @@ from ops.bench_dispatch import (
     histogram_summary,
     machine_cpu_s,
     new_histogram,
+    other_busy_processes,
     scrape_metrics,
 )
 from ops.loadgen import HttpClient, LoadResult, http_request, open_loop
@@ -349,37 +349,6 @@ def target_verdict(p99_ms: float, rate: float) -> tuple[bool, str]:
         f"p99 {p99_ms:.0f} ms > {TARGET_P99_MS:.0f} ms: MISSED by {p99_ms - TARGET_P99_MS:.0f} ms "
         f"({p99_ms / TARGET_P99_MS:.1f}× the target){at}"
     )
-
-
-_BUSY_COMMAND = re.compile(
-    rb"bench[ _-](ingest|store|dispatch|e2e)|ops\.bench|pytest|sim\.sale|sim\.suppliers"
-)
-
-
-def other_busy_processes(own_pids: Iterable[int], own_run_dir: Path | None = None) -> list[int]:
-    """Pids of other benchmarks and test runs on this machine (not this process, its ancestors, or
-    the processes of its own stack, whose command lines name its run directory)."""
-    mine, pid = set(own_pids), os.getpid()
-    while pid > 1:
-        mine.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, IndexError, ValueError):
-            break
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            other = int(cmdline.parent.name)
-            if other in mine:
-                continue
-            command = cmdline.read_bytes().replace(b"\0", b" ")
-            if own_run_dir is not None and str(own_run_dir).encode() in command:
-                continue
-            if _BUSY_COMMAND.search(command):
-                found.append(other)
-        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
-            continue
-    return found
 
 
 # ---- Kafka: end offsets, and reading records with their timestamps --------------------------------------

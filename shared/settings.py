@@ -149,6 +149,8 @@ class DispatchSettings(ServiceSettings):
     # The JSON of this many newest feed changes is kept in memory (about 1 KB each); a supplier reading
     # further back gets older changes rendered from the database.
     feed_cached_changes: int = Field(default=5_000, ge=0)
+    # A feed page reads back at most this many version documents (a supplier far behind gets shorter pages).
+    feed_max_reads: int = Field(default=50, ge=1)
     # A revoked key stops working within this long (keys are cached per process).
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # The newest first answers per Idempotency-Key kept in memory (a dispatch order's JSON each, ~1.5

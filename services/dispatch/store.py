@@ -196,6 +196,19 @@ class SupplierFeed:
             event.set()
 
 
+def within_reads(entries: list[FeedEntry], most: int) -> list[FeedEntry]:
+    """The entries before the first whose JSON would take more than `most` version documents read
+    back (at least one): a supplier far behind the cache gets shorter pages, and the database a
+    bounded load per poll (pages of 500 uncached changes, one read each, once swamped FerretDB)."""
+    versions: set[str] = set()
+    for index, entry in enumerate(entries):
+        if entry.json is None and entry.version_id not in versions:
+            if len(versions) >= max(1, most):
+                return entries[:index]
+            versions.add(entry.version_id)
+    return entries
+
+
 def _body(change: FeedChange | None, seq: int) -> bytes:
     if change is None:
         return NOTHING_TO_SHOW
@@ -489,9 +502,11 @@ class DispatchStore:
 
     async def feed_bodies(self, entries: Sequence[FeedEntry]) -> list[bytes]:
         """The JSON of feed entries (one audience's): cached, or rendered from their version documents."""
-        uncached = list(dict.fromkeys(e.version_id for e in entries if e.json is None))
+        # Taken before any read: a change saved meanwhile can push an entry's JSON out of the cache.
+        cached = [(e, e.json) for e in entries]
+        uncached = list(dict.fromkeys(e.version_id for e, json in cached if json is None))
         if not uncached:  # the long polls at the head: no I/O
-            return [e.json or b"" for e in entries]
+            return [json or b"" for _, json in cached]
         rendered: dict[int, bytes] = {}
         # One `_id` lookup each: FerretDB scans the collection for `$in`.
         documents = await asyncio.gather(*(self._orders_collection.find_one({"_id": v}) for v in uncached))
@@ -502,7 +517,7 @@ class DispatchStore:
             rendered.update(
                 (entry.seq, entry.json or b"") for entry in relay.entries(document["feed"]["seqs"])
             )
-        return [e.json if e.json is not None else rendered[e.seq] for e in entries]
+        return [json if json is not None else rendered[e.seq] for e, json in cached]
 
     async def relay(self, relay: Relay) -> None:
         """Publish a committed change's events on Kafka (once per process; recorded in batches)."""

@@ -34,6 +34,7 @@ from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.dispatch_order import DispatchError, DispatchOrder, ParcelShipment
 from services.dispatch.handlers import Dispatcher, DispatchNotFound
+from services.dispatch.store import within_reads
 from shared.api.logistics import INTERNAL_PREFIX, GoodsLine, ParcelToIssue, WaybillIssueRequest
 from shared.api.supplier import (
     API_PREFIX,
@@ -338,6 +339,7 @@ async def feed_body(api: SupplierApi, supplier: str, after: int, wait_s: float, 
             # Woken by one change: a moment more gathers the ones right behind it (fewer polls).
             await asyncio.sleep(api.settings.feed_linger_s)
         entries = store.feed.after(supplier, after, limit)
+    entries = within_reads(entries, api.settings.feed_max_reads)
     next_cursor = entries[-1].seq if entries else max(after, 0)
     bodies = await store.feed_bodies(entries)
     body = b'{"schema_version":1,"changes":[' + b",".join(bodies) + b'],"next_cursor":'

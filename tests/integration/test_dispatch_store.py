@@ -4,6 +4,7 @@ start-up, and what was published is not published again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -148,6 +149,33 @@ async def test_changes_beyond_the_cache_read_the_same_from_the_database(stack: L
         ]
         assert read[0][2]["dispatch_order"]["state"] == "offered"  # the order as that change left it
         assert read[1][2]["dispatch_order"]["state"] == "accepted"
+        await store.close()
+
+
+async def test_a_change_pushed_out_of_the_cache_during_a_read_is_answered_from_before(
+    stack: LocalStack,
+) -> None:
+    """A supplier reading back (an uncached change) while new changes push the cached ones out: each
+    entry answers with the JSON it had when the read began (a sale's feed once failed with KeyError)."""
+    order_id = str(7_300_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store(feed_cached_changes=1)
+        first = _offer(order_id, 1)
+        await store.save_transition(first, cause="paid")
+        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+        await store.save_transition(accept, cause="accept-1")
+        entries = store.feed.after("alpha", 0, 10)
+        assert entries[0].json is None and entries[1].json is not None
+
+        reading = asyncio.create_task(store.feed_bodies(entries))
+        await asyncio.sleep(0)  # the read is waiting for the database
+        assert not reading.done()
+        entries[1].json = None  # what the cache does to its oldest entry when a change is saved
+        bodies = [json.loads(body) for body in await reading]
+        assert [(body["change"], body["cursor"]) for body in bodies] == [
+            ("dispatch_offered", 1),
+            ("dispatch_accepted", 2),
+        ]
         await store.close()
 
 

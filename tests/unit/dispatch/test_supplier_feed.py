@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.dispatch.store import NOTHING_TO_SHOW, FeedEntry, SupplierFeed
+from services.dispatch.store import NOTHING_TO_SHOW, FeedEntry, SupplierFeed, within_reads
 
 
 def _entry(seq: int) -> FeedEntry:
@@ -69,3 +69,15 @@ def test_only_the_newest_changes_keep_their_json() -> None:
     assert [e.json for e in feed.after("alpha", 0, 10)] == [None, b'{"cursor":2}', b'{"cursor":3}']
     assert feed.after("~ops", 0, 10) == []  # still hidden from readers, and still a position
     assert feed.reserve("~ops", 1) == [2]
+
+
+def test_a_page_far_behind_the_cache_stops_before_more_reads_than_allowed() -> None:
+    cached = [_entry(1), _entry(2)]
+    # Uncached: seqs 3 and 4 come from one version document, 5 and 6 from one each.
+    uncached = [FeedEntry(3, "v3", None), FeedEntry(4, "v3", None), FeedEntry(5, "v5", None)]
+    page = [*cached, *uncached, FeedEntry(6, "v6", None), _entry(7)]
+    assert [e.seq for e in within_reads(page, 2)] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in within_reads(page, 3)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.seq for e in within_reads(cached, 1)] == [1, 2]  # cached changes cost no read
+    # However small the budget, a page makes progress: at least one version is read.
+    assert [e.seq for e in within_reads(page[2:], 0)] == [3, 4]

@@ -88,11 +88,10 @@ def _push_context(push: WeChatPushReceived) -> PushContext:
 
 
 class StoredOrder(BaseModel):
-    """The newest WeChat detail of an order and what has been published of it."""
+    """The newest WeChat detail of an order and what has been published of it. (Documents written
+    before 2026-12-03 also carry the order's status and update_time beside it: ignored on reading.)"""
 
     shop_id: str
-    status: int
-    update_time: int
     order: Order
     published: dict[str, Any]
 
@@ -207,8 +206,6 @@ class IngestWorker:
             if fetched_is_newer or facts != published:
                 record = StoredOrder(
                     shop_id=push.shop_id,
-                    status=newest.status,
-                    update_time=newest.update_time,
                     order=newest,
                     published=facts.as_document(),
                 )

@@ -8,6 +8,7 @@ from services.order_ingest.domain.order_events import (
     decide_order_events,
     event_id_for,
 )
+from services.order_ingest.worker import StoredOrder
 from shared.events.orders import (
     OrderAddressChanged,
     OrderCancelled,
@@ -160,3 +161,17 @@ def test_facts_round_trip_through_a_document() -> None:
     _, facts = decide(detail(20, 200), PublishedFacts())
     assert PublishedFacts.from_document(facts.as_document()) == facts
     assert PublishedFacts.from_document(None) == PublishedFacts()
+
+
+def test_a_stored_order_written_with_the_old_status_fields_still_reads() -> None:
+    order = detail(20, 1_700_000_100)
+    old_document = {
+        "shop_id": "shop-1",
+        "status": 20,
+        "update_time": 1_700_000_100,
+        "order": order.model_dump(mode="json"),
+        "published": {},
+    }
+    stored = StoredOrder.model_validate(old_document)
+    assert stored.order == order and stored.shop_id == "shop-1"
+    assert "status" not in stored.model_dump()

@@ -20,7 +20,7 @@ from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
 from services.dispatch.domain.routing import Route
 from services.dispatch.handlers import Dispatcher, RouteBook
-from services.dispatch.store import OPS_AUDIENCE, DispatchStore, VersionConflict
+from services.dispatch.store import OPS_AUDIENCE, DispatchStore, FeedEntry, VersionConflict
 from shared.db import Document
 from shared.events.dispatch import HoldReason, OrderHeld
 from shared.kafka.admin import ensure_topics
@@ -132,16 +132,22 @@ async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(sta
         await again.close()
 
 
+async def _offered_and_accepted_beyond_a_cache_of_one(store: DispatchStore, order_id: str) -> list[FeedEntry]:
+    """Two changes in alpha's feed, only the newest of them cached."""
+    first = _offer(order_id, 1)
+    await store.save_transition(first, cause="paid")
+    accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+    await store.save_transition(accept, cause="accept-1")
+    entries = store.feed.after("alpha", 0, 10)
+    assert entries[0].json is None and entries[1].json is not None  # only the newest is kept
+    return entries
+
+
 async def test_changes_beyond_the_cache_read_the_same_from_the_database(stack: LocalStack) -> None:
     order_id = str(7_200_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     async with _stores(stack) as open_store:
         store = await open_store(feed_cached_changes=1)
-        first = _offer(order_id, 1)
-        await store.save_transition(first, cause="paid")
-        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
-        await store.save_transition(accept, cause="accept-1")
-        entries = store.feed.after("alpha", 0, 10)
-        assert entries[0].json is None and entries[1].json is not None  # only the newest is kept
+        await _offered_and_accepted_beyond_a_cache_of_one(store, order_id)
         read = await _feed(store)
         assert [(seq, change["change"], change["cursor"]) for seq, _, change in read] == [
             (1, "dispatch_offered", 1),
@@ -160,12 +166,7 @@ async def test_a_change_pushed_out_of_the_cache_during_a_read_is_answered_from_b
     order_id = str(7_300_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     async with _stores(stack) as open_store:
         store = await open_store(feed_cached_changes=1)
-        first = _offer(order_id, 1)
-        await store.save_transition(first, cause="paid")
-        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
-        await store.save_transition(accept, cause="accept-1")
-        entries = store.feed.after("alpha", 0, 10)
-        assert entries[0].json is None and entries[1].json is not None
+        entries = await _offered_and_accepted_beyond_a_cache_of_one(store, order_id)
 
         reading = asyncio.create_task(store.feed_bodies(entries))
         await asyncio.sleep(0)  # the read is waiting for the database

@@ -22,6 +22,12 @@ class Clock:
         return self.now
 
 
+async def _store(db: AsyncDatabase[Document], clock: Clock, cache_size: int = 10) -> IdempotencyStore:
+    store = IdempotencyStore(db, cache_size=cache_size, retention_s=DAY, clock=clock)
+    await store.load()
+    return store
+
+
 def _answer(body: str) -> StoredAnswer:
     return StoredAnswer(fingerprint=f"fp-{body}", status=200, body=body.encode())
 
@@ -34,8 +40,7 @@ async def test_an_answer_is_replayed_within_retention_and_forgotten_after(
     mongo_db: AsyncDatabase[Document],
 ) -> None:
     clock = Clock()
-    store = IdempotencyStore(mongo_db, cache_size=1, retention_s=DAY, clock=clock)
-    await store.load()
+    store = await _store(mongo_db, clock, cache_size=1)
     await store.put("alpha:old", _answer("old"))
     clock.now += DAY / 2
     await store.put("alpha:new", _answer("new"))  # pushes "old" out of the one-entry cache
@@ -55,8 +60,7 @@ async def test_a_key_reused_after_retention_is_a_new_request_whose_answer_is_kep
     mongo_db: AsyncDatabase[Document],
 ) -> None:
     clock = Clock()
-    store = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
-    await store.load()
+    store = await _store(mongo_db, clock)
     await store.put("alpha:k", _answer("first"))
     clock.now += DAY + 1
     assert await store.get("alpha:k") is None
@@ -73,8 +77,7 @@ async def test_a_restart_ignores_and_sweeps_what_expired_while_it_was_down(
     mongo_db: AsyncDatabase[Document],
 ) -> None:
     clock = Clock()
-    store = IdempotencyStore(mongo_db, cache_size=10, retention_s=DAY, clock=clock)
-    await store.load()
+    store = await _store(mongo_db, clock)
     for n in range(3):
         await store.put(f"alpha:{n}", _answer(str(n)))
         clock.now += DAY / 2

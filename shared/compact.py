@@ -9,7 +9,12 @@ set on attribute assignment, which a frozen model refuses; `model_copy` copies t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
 from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
 
 _SHARED: dict[frozenset[str], set[str]] = {}
 
@@ -31,3 +36,33 @@ def share_field_sets(model: BaseModel) -> None:
             for item in value:
                 if isinstance(item, BaseModel):
                     share_field_sets(item)
+
+
+class ModelsAsJson(Generic[M]):
+    """Models kept as their JSON and validated when read: a pydantic instance with nested models takes
+    about three times its JSON in memory (an order plan: 2.6 KB against 0.9 KB). For large maps whose
+    values are read a few times each."""
+
+    def __init__(self, model: type[M]) -> None:
+        self._model = model
+        self._json: dict[str, bytes] = {}
+
+    def __setitem__(self, key: str, value: M) -> None:
+        self._json[key] = value.model_dump_json().encode()
+
+    def __getitem__(self, key: str) -> M:
+        return self._model.model_validate_json(self._json[key])
+
+    def get(self, key: str) -> M | None:
+        kept = self._json.get(key)
+        return None if kept is None else self._model.model_validate_json(kept)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._json
+
+    def __len__(self) -> int:
+        return len(self._json)
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys, in the order first stored."""
+        return iter(self._json)

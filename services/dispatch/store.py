@@ -41,7 +41,7 @@ from pymongo.errors import DuplicateKeyError
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
 from shared.api.supplier import FeedChange
-from shared.compact import share_field_sets
+from shared.compact import ModelsAsJson, share_field_sets
 from shared.db import Document, IndexSpec, InsertBatcher
 from shared.events.base import Event, utc_now
 from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
@@ -232,7 +232,9 @@ class DispatchStore:
         self._order_inserts = InsertBatcher(self._orders_collection)
         self.feed = SupplierFeed(feed_cached_changes)
         self._producer = producer
-        self.plans: dict[str, OrderPlan] = {}
+        # Read when an order event or a rejection arrives; most plans are done (dispatched) long before.
+        self.plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)
+        self._held: set[str] = set()  # order ids whose plan is held
         self._plan_revisions: dict[str, int] = {}
         self.orders: dict[str, DispatchOrder] = {}
         self._order_revisions: dict[str, int] = {}  # the `n` of the newest version document
@@ -303,7 +305,7 @@ class DispatchStore:
         for document in plan_documents:
             key = document["order_id"]
             if document["revision"] > self._plan_revisions.get(key, 0):
-                self.plans[key] = _compact(OrderPlan.model_validate(document["plan"]))
+                self._keep_plan(OrderPlan.model_validate(document["plan"]))
                 self._plan_revisions[key] = document["revision"]
         pending = [
             relay
@@ -363,7 +365,14 @@ class DispatchStore:
         return [self.orders[d] for d in self.by_supplier.get(supplier_id, [])]
 
     def held_plans(self) -> list[OrderPlan]:
-        return [p for p in self.plans.values() if p.status == PlanStatus.HELD]
+        return [self.plans[order_id] for order_id in self.plans if order_id in self._held]
+
+    def _keep_plan(self, plan: OrderPlan) -> None:
+        self.plans[plan.order_id] = plan
+        if plan.status == PlanStatus.HELD:
+            self._held.add(plan.order_id)
+        else:
+            self._held.discard(plan.order_id)
 
     def allocated(self) -> dict[str, int]:
         """Units each capped route has given to dispatch orders still live or shipped (kept as orders
@@ -496,7 +505,7 @@ class DispatchStore:
             raise
         else:
             self.feed.commit(OPS_AUDIENCE, relay.entries(seqs))
-        self.plans[plan.order_id] = _compact(plan)
+        self._keep_plan(plan)
         self._plan_revisions[plan.order_id] = revision + 1
         return relay if relay.events else None
 

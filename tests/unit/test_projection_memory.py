@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from shared.compact import share_field_sets
+from shared.compact import ModelsAsJson, share_field_sets
 from shared.locks import KeyedLocks
 
 
@@ -101,3 +101,17 @@ def test_models_that_are_not_frozen_keep_their_own_set() -> None:
     own = draft.__pydantic_fields_set__
     share_field_sets(draft)
     assert draft.__pydantic_fields_set__ is own
+
+
+def test_models_kept_as_json_read_back_equal_in_the_order_stored() -> None:
+    kept: ModelsAsJson[Order] = ModelsAsJson(Order)
+    kept["2"] = _order("2")
+    kept["1"] = _order("1").model_copy(update={"paid_at": datetime(2026, 11, 22, tzinfo=UTC)})
+    kept["2"] = _order("2").model_copy(update={"lines": [Line(sku_id="s9")]})  # replaced: keeps its place
+    assert list(kept) == ["2", "1"] and len(kept) == 2 and "1" in kept and "3" not in kept
+    assert kept["2"].lines == [Line(sku_id="s9")]
+    assert kept.get("1") == _order("1").model_copy(update={"paid_at": datetime(2026, 11, 22, tzinfo=UTC)})
+    assert kept.get("3") is None
+    with pytest.raises(KeyError):
+        kept["3"]
+    assert kept["1"] is not kept["1"]  # each read is a new instance: callers cannot change what is kept

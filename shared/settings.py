@@ -34,6 +34,10 @@ class KafkaSettings(BaseSettings):
     # fetch per few messages. Waiting up to `stream_fetch_max_wait_ms` for this many bytes batches them.
     stream_fetch_min_bytes: int = Field(default=16_384, ge=1)
     stream_fetch_max_wait_ms: int = Field(default=25, ge=0)
+    # The most a fetch returns per partition (faust's default is 1 MiB). A consumer behind under a spike
+    # held a MiB per partition per topic (tracemalloc: 8-10 MiB in dispatch at its peak); 256 KiB is
+    # still ~150 messages per partition per fetch.
+    consumer_max_fetch_bytes: int = Field(default=262_144, ge=16_384)
     request_timeout_ms: int = Field(default=4_000, ge=500)
     # Where a consumer group with no committed offset starts. "earliest": a new service instance
     # processes everything kept; tests that start fresh groups on a shared broker use "latest".
@@ -154,8 +158,9 @@ class DispatchSettings(ServiceSettings):
     # A revoked key stops working within this long (keys are cached per process).
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # The newest first answers per Idempotency-Key kept in memory (a dispatch order's JSON each, ~1.5
-    # KB): a retry comes within seconds; an older key is read back from the database (a hit: cheap).
-    idempotency_cache_size: int = Field(default=5_000, ge=0)
+    # KB), about 10 s of them at 100 orders/s: a retry comes within seconds; an older key is read back
+    # from the database (a hit: cheap).
+    idempotency_cache_size: int = Field(default=2_000, ge=0)
     # A first answer is kept this long (a repeat after that is a new request); expired answers are
     # deleted every `idempotency_sweep_interval_s`.
     idempotency_retention_s: float = Field(default=86_400.0, gt=0)

@@ -112,6 +112,7 @@ def create_faust_app(settings: ServiceSettings, *, app_id: str | None = None, **
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 1.0,
         "broker_request_timeout": 40.0,
+        "consumer_max_fetch_size": kafka.consumer_max_fetch_bytes,
         "stream_wait_empty": True,  # finish in-flight events before committing on shutdown
         "store": "memory://",
         "autodiscover": False,

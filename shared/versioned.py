@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.compact import share_field_sets
+from shared.compact import ModelsAsJson, share_field_sets
 from shared.db import Document, InsertBatcher
 from shared.events.base import utc_now
 from shared.locks import KeyedLocks
@@ -45,8 +45,7 @@ class VersionedProjection(Generic[M]):
         self._collection = db[collection]
         self._inserts = InsertBatcher(self._collection)
         self._model = model
-        self._compact = compact
-        self._current: dict[str, M | bytes] = {}
+        self._current: ModelsAsJson[M] | dict[str, M] = ModelsAsJson(model) if compact else {}
         self._revisions: dict[str, int] = {}
         self._locks = KeyedLocks()
 
@@ -61,24 +60,18 @@ class VersionedProjection(Generic[M]):
         return documents
 
     def _keep(self, key: str, value: M) -> None:
-        if self._compact:
-            self._current[key] = value.model_dump_json().encode()
-        else:
+        if isinstance(self._current, dict):
             share_field_sets(value)
-            self._current[key] = value
-
-    def _value(self, kept: M | bytes) -> M:
-        return self._model.model_validate_json(kept) if isinstance(kept, bytes) else kept
+        self._current[key] = value
 
     def get(self, key: str) -> M | None:
-        kept = self._current.get(key)
-        return None if kept is None else self._value(kept)
+        return self._current.get(key)
 
     def __contains__(self, key: str) -> bool:
         return key in self._current
 
     def __iter__(self) -> Iterator[M]:
-        return iter([self._value(kept) for kept in list(self._current.values())])
+        return iter([self._current[key] for key in list(self._current)])
 
     def __len__(self) -> int:
         return len(self._current)

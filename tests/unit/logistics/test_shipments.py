@@ -53,7 +53,7 @@ class InMemory(VersionedProjection[M]):
     """VersionedProjection's behaviour without a database: the newest value per key."""
 
     def __init__(self) -> None:
-        self._current: dict[str, M | bytes] = {}
+        self._current: dict[str, M] = {}
         self._revisions: dict[str, int] = {}
         self._locks = KeyedLocks()
 

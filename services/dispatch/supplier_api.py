@@ -202,7 +202,7 @@ class IdempotencyStore:
         }
         if key in self._stored_at:  # expired, not yet swept: the new answer replaces it
             await self._collection.replace_one({"_id": key}, document, upsert=True)
-            del self._stored_at[key]
+            self._stored_at.pop(key, None)  # re-added last (newest); a sweep may have forgotten it meanwhile
         else:
             # Another process may have answered the same key first: its answer stands in the database.
             with contextlib.suppress(DuplicateKeyError):
@@ -214,12 +214,16 @@ class IdempotencyStore:
         """Forget and delete the answers past retention; returns how many were forgotten here."""
         cutoff = self._clock() - self._retention_s
         expired = list(itertools.takewhile(lambda key: self._stored_at[key] <= cutoff, self._stored_at))
-        for key in expired:
+        if not expired:
+            return 0
+        # One call (FerretDB scans for it), before forgetting: a key forgotten here while its old
+        # answer stayed stored would have a new answer refused by the unique `_id`, and lost.
+        await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
+        forgotten = [k for k in expired if self._stored_at.get(k, math.inf) <= cutoff]  # not answered anew
+        for key in forgotten:
             del self._stored_at[key]
             self._cache.pop(key, None)
-        if expired:  # one call: FerretDB scans for it, so once per sweep rather than per key
-            await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
-        return len(expired)
+        return len(forgotten)
 
     async def sweep_forever(self, interval_s: float) -> None:
         while True:

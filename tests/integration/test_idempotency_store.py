@@ -3,6 +3,8 @@ forgotten and deleted; a restart knows which keys are stored and when."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -87,3 +89,20 @@ async def test_a_restart_ignores_and_sweeps_what_expired_while_it_was_down(
     assert [await restarted.get(f"alpha:{n}") for n in range(3)] == [None, None, _answer("2")]
     assert await restarted.sweep() == 2
     assert await _stored_ids(mongo_db) == {"alpha:2"}
+
+
+async def test_a_key_answered_anew_while_the_sweep_deletes_is_kept(mongo_db: AsyncDatabase[Document]) -> None:
+    clock = Clock()
+    store = await _store(mongo_db, clock)
+    await store.put("alpha:k", _answer("first"))
+    clock.now += DAY + 1
+    sweeping = asyncio.create_task(store.sweep())
+    await asyncio.sleep(0)  # the sweep waits for its delete
+    assert not sweeping.done()
+    await store.put("alpha:k", _answer("second"))
+    await sweeping  # it forgot the old answer, or found the key answered anew: either way the new one stays
+    assert await store.get("alpha:k") == _answer("second")
+    assert await _stored_ids(mongo_db) == {"alpha:k"}
+    assert await store.sweep() == 0
+    restarted = await _store(mongo_db, clock)
+    assert await restarted.get("alpha:k") == _answer("second")

@@ -198,8 +198,16 @@ def test_process_rows_flag_services_against_the_200_mb_target() -> None:
     dispatch = process_rows("dispatch", DISPATCH)
     assert dispatch == [ProcessRow("dispatch", "dispatch", 20.0, 60.4, 230.0, True)]
     table = "\n".join(processes_table(dispatch))
-    assert "MISSED** (missed by 30 MiB (1.1×))" in table
+    assert "≤ 200 MB (190.7 MiB): **MISSED** (missed by 39.3 MiB (1.2×))" in table
     assert "| kafka |" not in table
+
+
+def test_the_200_mb_target_is_read_in_megabytes_not_mebibytes() -> None:
+    """198 MiB is 207.6 MB: over the target, though under 200 MiB."""
+    just_over = ProcessRow("dispatch", "dispatch", 20.0, 60.4, 198.0, True)
+    just_under = ProcessRow("dispatch", "dispatch", 20.0, 60.4, 190.0, True)
+    assert "**MISSED**" in "\n".join(processes_table([just_over]))
+    assert "**met**" in "\n".join(processes_table([just_under]))
 
 
 def test_machine_note_tells_whether_the_machine_was_quiet() -> None:

@@ -302,13 +302,13 @@ class Dispatcher:
 
     def update_gauges(self) -> None:
         counts: dict[tuple[str, str], int] = {}
-        for order in self.store.orders.values():
-            if order.state in (
+        for gist in self.store.gists.values():
+            if gist.state in (
                 DispatchState.OFFERED,
                 DispatchState.ACCEPTED,
                 DispatchState.PARTIALLY_SHIPPED,
             ):
-                key = (order.supplier_id, order.state.value)
+                key = (gist.supplier_id, gist.state.value)
                 counts[key] = counts.get(key, 0) + 1
         BACKLOG.clear()
         for (supplier, state), count in counts.items():

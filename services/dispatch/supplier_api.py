@@ -371,25 +371,27 @@ async def list_dispatch_orders(
     page_after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DispatchOrderList:
-    orders = api.dispatcher.store.supplier_orders(supplier)
+    store = api.dispatcher.store
+    gists = store.supplier_gists(supplier)
     if page_after is not None:
-        ids = [o.dispatch_id for o in orders]
-        orders = orders[ids.index(page_after) + 1 :] if page_after in ids else []
-    chosen: list[DispatchOrder] = []
-    for order in orders:
-        if state is not None and order.state != state:
+        ids = [dispatch_id for dispatch_id, _ in gists]
+        gists = gists[ids.index(page_after) + 1 :] if page_after in ids else []
+    since = _aware(updated_since) if updated_since is not None else None
+    chosen: list[str] = []
+    for dispatch_id, gist in gists:
+        if state is not None and gist.state != state:
             continue
-        if order_id is not None and order.order_id != order_id:
+        if order_id is not None and gist.order_id != order_id:
             continue
-        if updated_since is not None and order.updated_at < _aware(updated_since):
+        if since is not None and gist.updated_at < since:
             continue
-        chosen.append(order)
+        chosen.append(dispatch_id)
         if len(chosen) > limit:
             break
     more = len(chosen) > limit
     page = chosen[:limit]
     return DispatchOrderList(
-        items=[api.public(o) for o in page], next_page_after=page[-1].dispatch_id if more and page else None
+        items=[api.public(store.orders[d]) for d in page], next_page_after=page[-1] if more and page else None
     )
 
 

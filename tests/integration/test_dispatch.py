@@ -460,3 +460,42 @@ async def test_a_stock_cap_holds_against_a_burst_of_orders_routed_together(stack
                 await asyncio.sleep(0.2)
         assert sorted(p.status for p in plans) == ["dispatched"] * 5 + ["held"] * 7
         assert {p.hold_reason for p in plans if p.status == "held"} == {"stock_cap_reached"}
+
+
+async def test_the_list_filters_by_state_order_and_update_time_and_pages(stack: LocalStack) -> None:
+    """The list filters on the orders' gists and shows each order as it is now."""
+    shop = f"shop-list-{time.time_ns()}"
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(shop), shop_id=shop) as harness:
+        offered = [await _offer(harness, "alpha", [("p1", "s1", 1)]) for _ in range(3)]
+        first, second, third = (o["dispatch_id"] for o in offered)
+        async with harness.client("alpha") as client:
+            accepted = await client.post(f"/dispatch-orders/{second}/accept", json={})
+            assert accepted.status_code == 200
+
+            async def listed(**params: Any) -> dict[str, Any]:
+                reply = await client.get("/dispatch-orders", params=params)
+                assert reply.status_code == 200, reply.text
+                page: dict[str, Any] = reply.json()
+                return page
+
+            everything = await listed()
+            assert [o["dispatch_id"] for o in everything["items"]] == [first, second, third]
+            assert everything["next_page_after"] is None
+            assert [o["state"] for o in everything["items"]] == ["offered", "accepted", "offered"]
+
+            only_accepted = await listed(state="accepted")
+            assert [(o["dispatch_id"], o["state"]) for o in only_accepted["items"]] == [(second, "accepted")]
+            assert [o["dispatch_id"] for o in (await listed(state="offered"))["items"]] == [first, third]
+
+            by_order = await listed(order_id=offered[2]["order_id"])
+            assert [o["dispatch_id"] for o in by_order["items"]] == [third]
+
+            since = accepted.json()["updated_at"]
+            assert [o["dispatch_id"] for o in (await listed(updated_since=since))["items"]] == [second]
+
+            page_one = await listed(limit=2)
+            assert [o["dispatch_id"] for o in page_one["items"]] == [first, second]
+            assert page_one["next_page_after"] == second
+            page_two = await listed(limit=2, page_after=second)
+            assert [o["dispatch_id"] for o in page_two["items"]] == [third]
+            assert page_two["next_page_after"] is None

@@ -155,8 +155,12 @@ class DispatchSettings(ServiceSettings):
     feed_cached_changes: int = Field(default=5_000, ge=0)
     # A feed page reads back at most this many version documents (a supplier far behind gets shorter pages).
     feed_max_reads: int = Field(default=50, ge=1)
-    # A revoked key stops working within this long (keys are cached per process).
+    # Feed reads of version documents in flight at once, over all suppliers.
+    feed_reads_at_once: int = Field(default=8, ge=1)
+    # Keys are cached per process and read again after this long; an expired entry still answers for
+    # up to `api_key_stale_s` while that read runs. A revoked key stops working once the read lands.
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    api_key_stale_s: float = Field(default=30.0, ge=0)
     # The newest first answers per Idempotency-Key kept in memory (a dispatch order's JSON each, ~1.5
     # KB), about 10 s of them at 100 orders/s: a retry comes within seconds; an older key is read back
     # from the database (a hit: cheap).

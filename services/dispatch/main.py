@@ -46,7 +46,10 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
         store = dispatch_store.DispatchStore(
-            runtime.db, runtime.producer, feed_cached_changes=settings.feed_cached_changes
+            runtime.db,
+            runtime.producer,
+            feed_cached_changes=settings.feed_cached_changes,
+            feed_reads_at_once=settings.feed_reads_at_once,
         )
         await store.load()
         stack.push_async_callback(store.close)
@@ -79,7 +82,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         api.state.supplier_api = SupplierApi(
             settings=settings,
             dispatcher=dispatcher,
-            keys=KeyCache(catalog, settings.api_key_cache_ttl_s),
+            keys=KeyCache(catalog, settings.api_key_cache_ttl_s, settings.api_key_stale_s),
             limiter=TokenBucket(settings.supplier_rate_per_s, settings.supplier_burst),
             idempotency=idempotency,
             logistics=logistics,

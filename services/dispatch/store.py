@@ -243,6 +243,7 @@ class DispatchStore:
         *,
         mark_interval_s: float = 1.0,
         feed_cached_changes: int = 5_000,
+        feed_reads_at_once: int = 8,
     ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
@@ -251,6 +252,10 @@ class DispatchStore:
         self._plan_inserts = InsertBatcher(self._plans_collection)
         self._order_inserts = InsertBatcher(self._orders_collection)
         self.feed = SupplierFeed(feed_cached_changes)
+        # Version documents read back for feed pages, across all suppliers: suppliers far behind the
+        # cache get their pages more slowly instead of swamping the database (20 behind at 50 reads a
+        # page once put a thousand lookups on FerretDB at once, and every API call waited behind them).
+        self._feed_reads = asyncio.Semaphore(feed_reads_at_once)
         self._producer = producer
         # Read when an order event or a rejection arrives; most plans are done (dispatched) long before.
         self.plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)
@@ -543,7 +548,7 @@ class DispatchStore:
             return [json or b"" for _, json in cached]
         rendered: dict[int, bytes] = {}
         # One `_id` lookup each: FerretDB scans the collection for `$in`.
-        documents = await asyncio.gather(*(self._orders_collection.find_one({"_id": v}) for v in uncached))
+        documents = await asyncio.gather(*(self._read_version(v) for v in uncached))
         for version_id, document in zip(uncached, documents, strict=True):
             if document is None:  # a position is committed with its document: never expected
                 raise LookupError(f"feed version {version_id} is not stored")
@@ -552,6 +557,10 @@ class DispatchStore:
                 (entry.seq, entry.json or b"") for entry in relay.entries(document["feed"]["seqs"])
             )
         return [json if json is not None else rendered[e.seq] for e, json in cached]
+
+    async def _read_version(self, version_id: str) -> Document | None:
+        async with self._feed_reads:
+            return await self._orders_collection.find_one({"_id": version_id})
 
     async def relay(self, relay: Relay) -> None:
         """Publish a committed change's events on Kafka (once per process; recorded in batches)."""

@@ -101,30 +101,49 @@ class TokenBucket:
 
 
 class KeyCache:
-    """Which supplier a key belongs to, read again after `ttl_s` (a revocation takes effect by then).
-    The requests that find an entry expired share one read: a bot's calls arrive together."""
+    """Which supplier a key belongs to, read again after `ttl_s`. Requests that find no entry share one
+    read (a bot's calls arrive together). An expired entry still answers for up to `stale_s` while one
+    background read refreshes it: a slow database must not hold every supplier call (under a backlog,
+    all of a bot's calls waited on the read, timed out together and were retried together). A revoked
+    key therefore stops working once the read after its expiry lands, within `ttl_s + stale_s` even
+    while reads fail."""
 
-    def __init__(self, catalog: Catalog, ttl_s: float) -> None:
-        self._catalog, self._ttl = catalog, ttl_s
-        self._cache: dict[str, tuple[str | None, float]] = {}
+    def __init__(self, catalog: Catalog, ttl_s: float, stale_s: float = 0.0) -> None:
+        self._catalog, self._ttl, self._stale = catalog, ttl_s, stale_s
+        self._cache: dict[str, tuple[str | None, float]] = {}  # token -> (supplier, read at)
         self._reading: dict[str, asyncio.Task[str | None]] = {}
 
     async def supplier_of(self, token: str) -> str | None:
         hit = self._cache.get(token)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
+        if hit is not None:
+            supplier, read_at = hit
+            age = time.monotonic() - read_at
+            if age < self._ttl:
+                return supplier
+            if age < self._ttl + self._stale:
+                self._read_once(token)
+                return supplier
+        return await asyncio.shield(self._read_once(token))
+
+    def _read_once(self, token: str) -> asyncio.Task[str | None]:
         reading = self._reading.get(token)
         if reading is None:
             reading = asyncio.create_task(self._read(token))
             self._reading[token] = reading
-            reading.add_done_callback(lambda _: self._reading.pop(token, None))
-        return await asyncio.shield(reading)
+            reading.add_done_callback(lambda task: self._read_done(token, task))
+        return reading
+
+    def _read_done(self, token: str, task: asyncio.Task[str | None]) -> None:
+        self._reading.pop(token, None)
+        if not task.cancelled() and task.exception() is not None:  # retrieved: callers may all be gone
+            log.warning("reading supplier key failed: %r", task.exception())
 
     async def _read(self, token: str) -> str | None:
+        read_at = time.monotonic()
         supplier = await self._catalog.authenticate(token)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (supplier, time.monotonic() + self._ttl)
+        self._cache[token] = (supplier, read_at)
         return supplier
 
 

@@ -44,8 +44,14 @@ async def _stores(stack: LocalStack) -> AsyncIterator[Any]:
     await producer.start()
     db = mongo[f"t_store_{uuid.uuid4().hex[:8]}"]
 
-    async def open_store(feed_cached_changes: int = 5_000) -> DispatchStore:
-        store = DispatchStore(db, producer, mark_interval_s=0.1, feed_cached_changes=feed_cached_changes)
+    async def open_store(feed_cached_changes: int = 5_000, feed_reads_at_once: int = 8) -> DispatchStore:
+        store = DispatchStore(
+            db,
+            producer,
+            mark_interval_s=0.1,
+            feed_cached_changes=feed_cached_changes,
+            feed_reads_at_once=feed_reads_at_once,
+        )
         await store.load()
         return store
 
@@ -155,6 +161,43 @@ async def test_changes_beyond_the_cache_read_the_same_from_the_database(stack: L
         ]
         assert read[0][2]["dispatch_order"]["state"] == "offered"  # the order as that change left it
         assert read[1][2]["dispatch_order"]["state"] == "accepted"
+        await store.close()
+
+
+async def test_feed_pages_of_many_suppliers_read_back_at_most_so_many_documents_at_once(
+    stack: LocalStack,
+) -> None:
+    """Suppliers far behind the cache, polling together, put a bounded load on the database."""
+    base = 7_400_000_000_000_000_000 + uuid.uuid4().int % 10**15
+    async with _stores(stack) as open_store:
+        store = await open_store(feed_cached_changes=1, feed_reads_at_once=2)
+        for n in range(6):
+            for supplier in ("alpha", "beta"):
+                await store.save_transition(
+                    _offer(str(base + n), 1 if supplier == "alpha" else 2, supplier), cause="paid"
+                )
+        in_flight, most = 0, 0
+        collection = store._orders_collection
+        find_one = collection.find_one
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await find_one(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        collection.find_one = counted
+        pages = await asyncio.gather(
+            *(_feed(store, supplier) for supplier in ("alpha", "beta") for _ in range(3))
+        )
+
+        assert most == 2
+        for page in pages:
+            assert len(page) == 6 and all(change["change"] == "dispatch_offered" for _, _, change in page)
+            assert len({change["dispatch_order"]["order_id"] for _, _, change in page}) == 6
         await store.close()
 
 

@@ -60,6 +60,9 @@ class ModelsAsJson(Generic[M]):
     def __contains__(self, key: object) -> bool:
         return key in self._json
 
+    def discard(self, key: str) -> None:
+        self._json.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._json)
 

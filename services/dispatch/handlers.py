@@ -162,7 +162,7 @@ class Dispatcher:
         now = self._clock()
         async with self.store.lock(event.order_id):
             plan = self.store.plans.get(event.order_id)
-            orders = self.store.orders_of(event.order_id)
+            orders = await self.store.orders_of(event.order_id)
             outcome: PlanOutcome
             match event:
                 case OrderPaid():
@@ -235,7 +235,7 @@ class Dispatcher:
         now = self._clock()
         cause = str(event.event_id)
         async with self.store.lock(event.order_id):
-            orders = self.store.orders_of(event.order_id)
+            orders = await self.store.orders_of(event.order_id)
             transitions: list[Transition] = []
             outcome = PlanOutcome(None)
             match event:
@@ -253,7 +253,7 @@ class Dispatcher:
                             if key in budget:
                                 budget[key] -= min(budget[key], line.remaining)
                 case InterceptRequested() | ReturnExpected():
-                    target = self.store.orders.get(event.dispatch_id)
+                    target = await self.store.order(event.dispatch_id)
                     if target is not None and target.order_id == event.order_id:
                         transitions.append(dispatch.instruct(target, _instruction(event, now), now=now))
                 case ReshipRequested():
@@ -318,9 +318,12 @@ class Dispatcher:
             HOLDS.labels(plan.hold_reason or "").inc()
 
     # --- supplier commands (HTTP) ---
-    def get_for_supplier(self, supplier_id: str, dispatch_id: str) -> DispatchOrder:
-        order = self.store.orders.get(dispatch_id)
-        if order is None or order.supplier_id != supplier_id:
+    async def get_for_supplier(self, supplier_id: str, dispatch_id: str) -> DispatchOrder:
+        gist = self.store.gists.get(dispatch_id)
+        if gist is None or gist.supplier_id != supplier_id:
+            raise DispatchNotFound(dispatch_id)
+        order = await self.store.order(dispatch_id)
+        if order is None:
             raise DispatchNotFound(dispatch_id)
         return order
 
@@ -333,10 +336,10 @@ class Dispatcher:
         cause: str,
     ) -> DispatchOrder:
         """Apply one supplier command: a 404 for another supplier's id, DispatchError for a refusal."""
-        order = self.get_for_supplier(supplier_id, dispatch_id)
-        now = self._clock()
+        order = await self.get_for_supplier(supplier_id, dispatch_id)
         async with self.store.lock(order.order_id):
-            order = self.store.orders[dispatch_id]  # as it is now that we hold the lock
+            order = await self.get_for_supplier(supplier_id, dispatch_id)  # as it is now, under the lock
+            now = self._clock()
             transition = decide(order, now)
             await self.store.save_transition(transition, cause=cause)
             for event in transition.events:

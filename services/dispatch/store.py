@@ -252,18 +252,20 @@ class DispatchStore:
         self._plan_inserts = InsertBatcher(self._plans_collection)
         self._order_inserts = InsertBatcher(self._orders_collection)
         self.feed = SupplierFeed(feed_cached_changes)
-        # Version documents read back for feed pages, across all suppliers: suppliers far behind the
-        # cache get their pages more slowly instead of swamping the database (20 behind at 50 reads a
-        # page once put a thousand lookups on FerretDB at once, and every API call waited behind them).
-        self._feed_reads = asyncio.Semaphore(feed_reads_at_once)
+        # Version documents read back (feed pages, final orders), across all callers: suppliers far
+        # behind the cache get their pages more slowly instead of swamping the database (20 behind at
+        # 50 reads a page once put a thousand lookups on FerretDB at once, and every API call waited).
+        self._read_backs = asyncio.Semaphore(feed_reads_at_once)
         self._producer = producer
         # Read when an order event or a rejection arrives; most plans are done (dispatched) long before.
         self.plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)
         self._held: set[str] = set()  # order ids whose plan is held
         self._plan_revisions: dict[str, int] = {}
-        # Read by supplier commands and order events, a few times each: kept as JSON (1.1 KB against
-        # 3.5 KB as pydantic objects), with the gist that scans read.
-        self.orders: ModelsAsJson[DispatchOrder] = ModelsAsJson(DispatchOrder)
+        # Open dispatch orders, read by supplier commands and order events a few times each: kept as
+        # JSON (1.1 KB against 3.5 KB as pydantic objects). A final one (shipped, cancelled, rejected)
+        # is read back from its newest version document when an after-sale or a supplier asks for it,
+        # so memory follows the open work, not the history. Every order keeps the gist scans read.
+        self._open_orders: ModelsAsJson[DispatchOrder] = ModelsAsJson(DispatchOrder)
         self.gists: dict[str, OrderGist] = {}
         self._order_revisions: dict[str, int] = {}  # the `n` of the newest version document
         self.by_supplier: dict[str, list[str]] = defaultdict(list)
@@ -383,12 +385,34 @@ class DispatchStore:
             self._count_allocations(previous, -1)
         gist = self.gists[order.dispatch_id] = OrderGist.of(order)
         self._count_allocations(gist, +1)
-        self.orders[order.dispatch_id] = order
+        if order.is_final:
+            self._open_orders.discard(order.dispatch_id)
+        else:
+            self._open_orders[order.dispatch_id] = order
         self._order_revisions[order.dispatch_id] = revision
 
     # --- reads ---
-    def orders_of(self, order_id: str) -> list[DispatchOrder]:
-        return [self.orders[d] for d in self.by_order.get(order_id, [])]
+    async def order(self, dispatch_id: str) -> DispatchOrder | None:
+        """The dispatch order as last written: from memory while open, else from its version document."""
+        kept = self._open_orders.get(dispatch_id)
+        if kept is not None:
+            return kept
+        revision = self._order_revisions.get(dispatch_id)
+        if revision is None:
+            return None
+        version_id = _version_id(dispatch_id, revision - 1)
+        document = await self._read_version(version_id)
+        if document is None:  # written before it was remembered: never expected
+            raise LookupError(f"dispatch order version {version_id} is not stored")
+        return DispatchOrder.model_validate(document["order"])
+
+    async def orders_of(self, order_id: str) -> list[DispatchOrder]:
+        """The WeChat order's dispatch orders, oldest first."""
+        found = await asyncio.gather(*(self.order(d) for d in self.by_order.get(order_id, [])))
+        return [order for order in found if order is not None]
+
+    def is_open(self, dispatch_id: str) -> bool:
+        return dispatch_id in self._open_orders
 
     def supplier_gists(self, supplier_id: str) -> list[tuple[str, OrderGist]]:
         """(dispatch id, gist) of the supplier's dispatch orders, oldest first."""
@@ -559,7 +583,7 @@ class DispatchStore:
         return [json if json is not None else rendered[e.seq] for e, json in cached]
 
     async def _read_version(self, version_id: str) -> Document | None:
-        async with self._feed_reads:
+        async with self._read_backs:
             return await self._orders_collection.find_one({"_id": version_id})
 
     async def relay(self, relay: Relay) -> None:

@@ -410,7 +410,8 @@ async def list_dispatch_orders(
     more = len(chosen) > limit
     page = chosen[:limit]
     return DispatchOrderList(
-        items=[api.public(store.orders[d]) for d in page], next_page_after=page[-1] if more and page else None
+        items=[api.public(o) for o in await asyncio.gather(*(store.order(d) for d in page)) if o is not None],
+        next_page_after=page[-1] if more and page else None,
     )
 
 
@@ -420,7 +421,7 @@ async def list_dispatch_orders(
 async def get_dispatch_order(
     supplier: SupplierId, api: Api, dispatch_id: DispatchIdPath
 ) -> DispatchOrderPublic:
-    return api.public(api.dispatcher.get_for_supplier(supplier, dispatch_id))
+    return api.public(await api.dispatcher.get_for_supplier(supplier, dispatch_id))
 
 
 async def _idempotent(
@@ -611,7 +612,7 @@ async def request_waybills(
     raw = body.model_dump_json().encode()
 
     async def run() -> tuple[int, bytes]:
-        order = api.dispatcher.get_for_supplier(supplier, dispatch_id)
+        order = await api.dispatcher.get_for_supplier(supplier, dispatch_id)
         dispatch.check_can_request_waybills(order, [p.lines for p in body.parcels])
         profile = await api.catalog.get_supplier(supplier)
         if profile is None or profile.return_address is None:
@@ -698,7 +699,7 @@ async def label(
     carrier_code: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")],
     waybill_no: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
 ) -> Response:
-    api.dispatcher.get_for_supplier(supplier, dispatch_id)  # 404 for another supplier's order
+    await api.dispatcher.get_for_supplier(supplier, dispatch_id)  # 404 for another supplier's order
     answer = await _logistics(
         api,
         "GET",

@@ -22,7 +22,7 @@ from services.dispatch.domain.routing import Route
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.store import OPS_AUDIENCE, DispatchStore, FeedEntry, VersionConflict
 from shared.db import Document
-from shared.events.dispatch import HoldReason, OrderHeld
+from shared.events.dispatch import DispatchState, HoldReason, OrderHeld
 from shared.kafka.admin import ensure_topics
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.producer import create_producer
@@ -30,7 +30,7 @@ from shared.kafka.topics import ALL_TOPICS, DISPATCH
 from shared.settings import KafkaSettings
 from tests.integration.dispatch_support import paid_order
 from tests.integration.helpers import read_topic
-from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, SHOP, T0, at, dline
+from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, SHOP, T0, at, dline, parcel
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(sta
         assert [e.seq for e in again.feed.after(OPS_AUDIENCE, 0, 10)] == [
             e.seq for e in store.feed.after(OPS_AUDIENCE, 0, 10)
         ]
-        assert again.orders[f"{order_id}-1"] == accept.order
+        assert await again.order(f"{order_id}-1") == accept.order
         assert again.plans[order_id] == plan
         assert again.feed.reserve("alpha", 1) == [3]  # positions go on after a restart
         ids = {str(e.event_id) for t in (first, accept) for e in t.events}
@@ -292,8 +292,39 @@ async def test_a_hold_written_while_the_routes_change_is_routed_at_once(stack: L
         await dispatcher.handle_order_event(message)
         assert scanned == [0]  # the scan ran while the hold was being written, and missed it
         assert store.plans[event.order_id].status == PlanStatus.DISPATCHED
-        assert [o.supplier_id for o in store.orders_of(event.order_id)] == ["alpha"]
+        assert [o.supplier_id for o in await store.orders_of(event.order_id)] == ["alpha"]
         await store.close()
     finally:
         await producer.stop()
         await mongo.close()
+
+
+async def test_a_final_order_is_read_back_from_its_version_and_open_ones_stay_in_memory(
+    stack: LocalStack,
+) -> None:
+    order_id = str(7_500_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store()
+        first = _offer(order_id, 1)
+        await store.save_transition(first, cause="paid")
+        await store.save_transition(_offer(order_id, 2, supplier="beta"), cause="paid")
+        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+        await store.save_transition(accept, cause="accept-1")
+        shipped = dispatch.ship(accept.order, parcels=[parcel("W1", (0, 2))], now=at(2))
+        await store.save_transition(shipped, cause="ship-1")
+
+        assert not store.is_open(f"{order_id}-1") and store.is_open(f"{order_id}-2")
+        assert store.gists[f"{order_id}-1"].state == DispatchState.SHIPPED
+        assert await store.order(f"{order_id}-1") == shipped.order  # read back: the version as written
+        assert [o.dispatch_id for o in await store.orders_of(order_id)] == [f"{order_id}-1", f"{order_id}-2"]
+        assert await store.order("no-such-order") is None
+        await store.close()
+
+        again = await open_store()
+        assert not again.is_open(f"{order_id}-1") and again.is_open(f"{order_id}-2")
+        assert await again.order(f"{order_id}-1") == shipped.order
+        assert [o.state for o in await again.orders_of(order_id)] == [
+            DispatchState.SHIPPED,
+            DispatchState.OFFERED,
+        ]
+        await again.close()

@@ -45,8 +45,8 @@ $(KAFKA_LIB_STAMP): deploy/kafka/pom.xml
 	@touch $@
 
 ferretdb: $(FERRETDB_BIN)
-$(FERRETDB_BIN): deploy/ferretdb/go.mod deploy/ferretdb/go.sum $(wildcard deploy/ferretdb/*.go)
-	cd deploy/ferretdb && go build -buildvcs=false -trimpath -o bin/ferretdb-local .
+$(FERRETDB_BIN): deploy/ferretdb/go.mod deploy/ferretdb/go.sum deploy/ferretdb/build.sh $(wildcard deploy/ferretdb/*.go)
+	deploy/ferretdb/build.sh
 
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \

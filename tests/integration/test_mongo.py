@@ -141,3 +141,14 @@ async def test_a_versioned_projection_reads_back_what_it_saved_and_loads_it_agai
     with pytest.raises(VersionConflict):  # the first one still holds p-2's first revision
         await first.save("p-2", _Parcel(waybill_no="YT2", lines=[4]), cause="late")
     assert first.get("p-2") == _Parcel(waybill_no="YT2", lines=[3])  # unchanged by the refusal
+
+
+async def test_a_lookup_by_id_uses_the_id_index(mongo_db: AsyncDatabase[Document]) -> None:
+    """FerretDB 1.24's SQLite backend indexed `_id` under one expression and looked it up under another,
+    so every `_id` lookup scanned the collection (600 ms of CPU for a recent document among 25,000).
+    deploy/ferretdb/build.sh fixes the lookup; SQLite's own plan shows the index is used."""
+    await mongo_db.versions.insert_many([{"_id": f"v{i}#000001", "n": i} for i in range(50)])
+    plan = await mongo_db.command("explain", {"find": "versions", "filter": {"_id": "v49#000001"}})
+    steps = " ".join(str(step) for step in plan["queryPlanner"]["Plan"])
+    assert "USING INDEX" in steps and "SCAN" not in steps, plan
+    assert (await mongo_db.versions.find_one({"_id": "v49#000001"}) or {}).get("n") == 49

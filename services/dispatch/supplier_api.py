@@ -158,9 +158,8 @@ class IdempotencyStore:
     """First answers by (supplier, key), in the database (restarts) and cached here, for
     `retention_s` (a day by default, as payment APIs keep theirs): a retry comes within minutes; a key
     reused after that is a new request. Which keys are stored, and when, is also known here (`load`
-    before serving; dispatch is one process: their only writer), so a new key costs no read: FerretDB
-    answers an `_id` lookup that finds nothing by scanning the collection. `sweep` deletes what has
-    expired, so the collection and this index stay a day's worth."""
+    before serving; dispatch is one process: their only writer), so a new key costs no read. `sweep`
+    deletes what has expired, so the collection and this index stay a day's worth."""
 
     def __init__(
         self,

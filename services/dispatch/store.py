@@ -408,7 +408,10 @@ class DispatchStore:
 
     async def orders_of(self, order_id: str) -> list[DispatchOrder]:
         """The WeChat order's dispatch orders, oldest first."""
-        found = await asyncio.gather(*(self.order(d) for d in self.by_order.get(order_id, [])))
+        dispatch_ids = self.by_order.get(order_id, [])
+        if all(d in self._open_orders for d in dispatch_ids):  # the usual case: no read, no tasks
+            return [self._open_orders[d] for d in dispatch_ids]
+        found = await asyncio.gather(*(self.order(d) for d in dispatch_ids))
         return [order for order in found if order is not None]
 
     def is_open(self, dispatch_id: str) -> bool:

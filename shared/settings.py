@@ -155,8 +155,8 @@ class DispatchSettings(ServiceSettings):
     feed_cached_changes: int = Field(default=5_000, ge=0)
     # A feed page reads back at most this many version documents (a supplier far behind gets shorter pages).
     feed_max_reads: int = Field(default=50, ge=1)
-    # Feed reads of version documents in flight at once, over all suppliers.
-    feed_reads_at_once: int = Field(default=8, ge=1)
+    # Version documents read back at once (old feed changes, final dispatch orders), over all callers.
+    read_backs_at_once: int = Field(default=8, ge=1)
     # Keys are cached per process and read again after this long; an expired entry still answers for
     # up to `api_key_stale_s` while that read runs. A revoked key stops working once the read lands.
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)

@@ -49,7 +49,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             runtime.db,
             runtime.producer,
             feed_cached_changes=settings.feed_cached_changes,
-            feed_reads_at_once=settings.feed_reads_at_once,
+            read_backs_at_once=settings.read_backs_at_once,
         )
         await store.load()
         stack.push_async_callback(store.close)

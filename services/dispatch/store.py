@@ -243,7 +243,7 @@ class DispatchStore:
         *,
         mark_interval_s: float = 1.0,
         feed_cached_changes: int = 5_000,
-        feed_reads_at_once: int = 8,
+        read_backs_at_once: int = 8,
     ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
@@ -255,7 +255,7 @@ class DispatchStore:
         # Version documents read back (feed pages, final orders), across all callers: suppliers far
         # behind the cache get their pages more slowly instead of swamping the database (20 behind at
         # 50 reads a page once put a thousand lookups on FerretDB at once, and every API call waited).
-        self._read_backs = asyncio.Semaphore(feed_reads_at_once)
+        self._read_backs = asyncio.Semaphore(read_backs_at_once)
         self._producer = producer
         # Read when an order event or a rejection arrives; most plans are done (dispatched) long before.
         self.plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)

@@ -44,13 +44,13 @@ async def _stores(stack: LocalStack) -> AsyncIterator[Any]:
     await producer.start()
     db = mongo[f"t_store_{uuid.uuid4().hex[:8]}"]
 
-    async def open_store(feed_cached_changes: int = 5_000, feed_reads_at_once: int = 8) -> DispatchStore:
+    async def open_store(feed_cached_changes: int = 5_000, read_backs_at_once: int = 8) -> DispatchStore:
         store = DispatchStore(
             db,
             producer,
             mark_interval_s=0.1,
             feed_cached_changes=feed_cached_changes,
-            feed_reads_at_once=feed_reads_at_once,
+            read_backs_at_once=read_backs_at_once,
         )
         await store.load()
         return store
@@ -96,15 +96,24 @@ async def _published(stack: LocalStack, event_ids: set[str]) -> list[str]:
     ]
 
 
+async def _split_and_accepted_by_alpha(
+    store: DispatchStore, order_id: str
+) -> tuple[dispatch.Transition, dispatch.Transition]:
+    """An order offered to alpha (dispatch order 1, then accepted) and beta (2): alpha's offer and
+    acceptance."""
+    first = _offer(order_id, 1)
+    await store.save_transition(first, cause="paid")
+    await store.save_transition(_offer(order_id, 2, supplier="beta"), cause="paid")
+    accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
+    await store.save_transition(accept, cause="accept-1")
+    return first, accept
+
+
 async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(stack: LocalStack) -> None:
     order_id = str(7_000_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     async with _stores(stack) as open_store:
         store = await open_store()
-        first = _offer(order_id, 1)
-        await store.save_transition(first, cause="paid")
-        await store.save_transition(_offer(order_id, 2, supplier="beta"), cause="paid")
-        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
-        await store.save_transition(accept, cause="accept-1")
+        first, accept = await _split_and_accepted_by_alpha(store, order_id)
         held = OrderHeld(
             order_id=order_id,
             occurred_at=T0,
@@ -170,7 +179,7 @@ async def test_feed_pages_of_many_suppliers_read_back_at_most_so_many_documents_
     """Suppliers far behind the cache, polling together, put a bounded load on the database."""
     base = 7_400_000_000_000_000_000 + uuid.uuid4().int % 10**15
     async with _stores(stack) as open_store:
-        store = await open_store(feed_cached_changes=1, feed_reads_at_once=2)
+        store = await open_store(feed_cached_changes=1, read_backs_at_once=2)
         for n in range(6):
             for supplier in ("alpha", "beta"):
                 await store.save_transition(
@@ -305,11 +314,7 @@ async def test_a_final_order_is_read_back_from_its_version_and_open_ones_stay_in
     order_id = str(7_500_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     async with _stores(stack) as open_store:
         store = await open_store()
-        first = _offer(order_id, 1)
-        await store.save_transition(first, cause="paid")
-        await store.save_transition(_offer(order_id, 2, supplier="beta"), cause="paid")
-        accept = dispatch.accept(first.order, estimated_ship_at=None, now=at(1))
-        await store.save_transition(accept, cause="accept-1")
+        _, accept = await _split_and_accepted_by_alpha(store, order_id)
         shipped = dispatch.ship(accept.order, parcels=[parcel("W1", (0, 2))], now=at(2))
         await store.save_transition(shipped, cause="ship-1")
 

@@ -22,7 +22,7 @@ from services.dispatch.domain import plan as planning
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import PlanOutcome, PlanStatus, RoutingContext
 from services.dispatch.domain.routing import Route
-from services.dispatch.store import DispatchStore
+from services.dispatch.store import DispatchStore, OrderGist
 from shared.events.aftersale import (
     AFTERSALE_EVENTS,
     CancelLinesRequested,
@@ -318,10 +318,15 @@ class Dispatcher:
             HOLDS.labels(plan.hold_reason or "").inc()
 
     # --- supplier commands (HTTP) ---
-    async def get_for_supplier(self, supplier_id: str, dispatch_id: str) -> DispatchOrder:
+    def _owned(self, supplier_id: str, dispatch_id: str) -> OrderGist:
+        """The gist of the supplier's own dispatch order: 404 for another's id, as for an unknown one."""
         gist = self.store.gists.get(dispatch_id)
         if gist is None or gist.supplier_id != supplier_id:
             raise DispatchNotFound(dispatch_id)
+        return gist
+
+    async def get_for_supplier(self, supplier_id: str, dispatch_id: str) -> DispatchOrder:
+        self._owned(supplier_id, dispatch_id)
         order = await self.store.order(dispatch_id)
         if order is None:
             raise DispatchNotFound(dispatch_id)
@@ -336,9 +341,9 @@ class Dispatcher:
         cause: str,
     ) -> DispatchOrder:
         """Apply one supplier command: a 404 for another supplier's id, DispatchError for a refusal."""
-        order = await self.get_for_supplier(supplier_id, dispatch_id)
-        async with self.store.lock(order.order_id):
-            order = await self.get_for_supplier(supplier_id, dispatch_id)  # as it is now, under the lock
+        # The gist names the WeChat order to lock; the order itself is read once, under the lock.
+        async with self.store.lock(self._owned(supplier_id, dispatch_id).order_id):
+            order = await self.get_for_supplier(supplier_id, dispatch_id)
             now = self._clock()
             transition = decide(order, now)
             await self.store.save_transition(transition, cause=cause)

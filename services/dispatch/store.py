@@ -406,13 +406,16 @@ class DispatchStore:
             raise LookupError(f"dispatch order version {version_id} is not stored")
         return DispatchOrder.model_validate(document["order"])
 
-    async def orders_of(self, order_id: str) -> list[DispatchOrder]:
-        """The WeChat order's dispatch orders, oldest first."""
-        dispatch_ids = self.by_order.get(order_id, [])
+    async def orders(self, dispatch_ids: Sequence[str]) -> list[DispatchOrder]:
+        """These dispatch orders (unknown ids left out), in the order asked."""
         if all(d in self._open_orders for d in dispatch_ids):  # the usual case: no read, no tasks
             return [self._open_orders[d] for d in dispatch_ids]
         found = await asyncio.gather(*(self.order(d) for d in dispatch_ids))
         return [order for order in found if order is not None]
+
+    async def orders_of(self, order_id: str) -> list[DispatchOrder]:
+        """The WeChat order's dispatch orders, oldest first."""
+        return await self.orders(self.by_order.get(order_id, []))
 
     def is_open(self, dispatch_id: str) -> bool:
         return dispatch_id in self._open_orders

@@ -409,7 +409,7 @@ async def list_dispatch_orders(
     more = len(chosen) > limit
     page = chosen[:limit]
     return DispatchOrderList(
-        items=[api.public(o) for o in await asyncio.gather(*(store.order(d) for d in page)) if o is not None],
+        items=[api.public(o) for o in await store.orders(page)],
         next_page_after=page[-1] if more and page else None,
     )
 

@@ -18,10 +18,13 @@ class Keys:
     def __init__(self) -> None:
         self.owner: dict[str, str] = {"key-a": "S1"}
         self.reads = 0
+        self.down = False  # every read fails while set
 
     async def authenticate(self, token: str) -> str | None:
         self.reads += 1
         await asyncio.sleep(0.01)
+        if self.down:
+            raise ConnectionError("database unreachable")
         return self.owner.get(token)
 
 
@@ -58,11 +61,7 @@ async def test_an_unknown_key_is_refused_and_a_failed_read_reaches_every_caller(
     cache = _cache(keys, ttl_s=60)
     assert await cache.supplier_of("key-x") is None
 
-    async def unreachable(token: str) -> str | None:
-        await asyncio.sleep(0.01)
-        raise ConnectionError("database unreachable")
-
-    keys.authenticate = unreachable  # type: ignore[method-assign]
+    keys.down = True
     results = await asyncio.gather(*(cache.supplier_of("key-b") for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
 
@@ -100,11 +99,7 @@ async def test_a_failed_background_read_keeps_the_entry_until_the_window_ends() 
     cache = _cache(keys, ttl_s=0.02, stale_s=0.1)
     assert await cache.supplier_of("key-a") == "S1"
 
-    async def unreachable(token: str) -> str | None:
-        await asyncio.sleep(0.005)
-        raise ConnectionError("database unreachable")
-
-    keys.authenticate = unreachable  # type: ignore[method-assign]
+    keys.down = True
     await asyncio.sleep(0.03)
     assert await cache.supplier_of("key-a") == "S1"  # the failing read runs behind it
     await asyncio.sleep(0.01)

@@ -2,91 +2,62 @@
 
 from __future__ import annotations
 
-import asyncio
-import math
-from collections.abc import AsyncIterator, Callable
-from typing import Any
-
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
-# How long our HTTP servers keep an idle connection open: longer than httpx's keep-alive (5 s), so a
-# client never sends a request on a connection the server is closing at that moment (uvicorn's own
-# 5 s equals httpx's, and the race surfaced as ReadError('') on POSTs, which nothing retries).
+# How long our HTTP servers keep an idle connection open: longer than the clients' keep-alive (5 s),
+# so a client never sends a request on a connection the server is closing at that moment (uvicorn's
+# own 5 s equals httpx's, and the race surfaced as ReadError('') on POSTs, which nothing retries).
 KEEP_ALIVE_S = 75
 
 
-class BoundedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that lets at most `max_connections` requests in at once (until each
-    response is closed); the rest wait on a semaphore. httpcore's pool scans every queued request
-    against every connection whenever one frees, so thousands queued there cost quadratic CPU
-    (py-spy: most of the ingest worker's and the supplier bots' time in a sale's spike).
+class PooledTransport(AiohttpTransport):
+    """httpx's API over aiohttp's connection pool: at most `connections` requests at once (a request
+    holds its connection until its response is closed), every connection kept alive, the rest of the
+    requests waiting their turn in order, for as long as it takes: a burst queued behind the pool is
+    not the far end failing (each request's connect, read and write timeouts still apply).
 
-    The connections are split over pools of at most `SHARD_CONNECTIONS`, each request going to the
-    least busy: each time a request enters or leaves a pool, httpcore checks every connection against
-    every other (a third of the ingest worker's CPU with one pool of 32 under bench-e2e)."""
+    Why not httpx's own transport: httpcore scans every connection (and every queued request) each time
+    a request enters or leaves its pool, and builds its own HTTP/1.1 state per request. Under
+    bench-e2e that was a third to a half of the CPU of the ingest worker and of the WeChat stand-in;
+    against a local server (2026-12-03), httpx cost 0.8 ms of CPU per request over httpcore (split into
+    pools of 8) and 0.28 ms over aiohttp."""
 
-    SHARD_CONNECTIONS = 8
-
-    def __init__(self, *, limits: httpx.Limits | None = None, **kwargs: Any) -> None:
-        limits = limits or httpx.Limits()
-        total = limits.max_connections or 100
-        shards = math.ceil(total / self.SHARD_CONNECTIONS)
-        per_shard = math.ceil(total / shards)
-        keep_alive = math.ceil((limits.max_keepalive_connections or total) / shards)
-        shard_limits = httpx.Limits(
-            max_connections=per_shard,
-            max_keepalive_connections=min(per_shard, keep_alive),
-            keepalive_expiry=limits.keepalive_expiry,
+    def __init__(self, connections: int) -> None:
+        super().__init__(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         )
-        self._shards = [httpx.AsyncHTTPTransport(limits=shard_limits, **kwargs) for _ in range(shards)]
-        self._busy = [0] * shards
-        self._slots = asyncio.Semaphore(total)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._slots.acquire()
-        shard = min(range(len(self._shards)), key=self._busy.__getitem__)
-        self._busy[shard] += 1
-
-        def release() -> None:
-            self._busy[shard] -= 1
-            self._slots.release()
-
+        timeout = request.extensions.get("timeout")
+        if timeout is not None and timeout.get("pool") is not None:
+            request.extensions["timeout"] = {**timeout, "pool": None}
         try:
-            response = await self._shards[shard].handle_async_request(request)
-        except BaseException:
-            release()
-            raise
-        response.stream = _ReleasingStream(response.stream, release)
-        return response
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            raise _precise(exc, request) from exc.__cause__ or exc
+        except aiohttp.ClientError as exc:  # those httpx-aiohttp leaves as they are (a malformed answer)
+            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
 
 
-def kept_alive_transport(connections: int) -> BoundedTransport:
-    """At most `connections` at once, every one kept alive: httpx keeps only 20 by default, so a
-    client sending more at once opens (and closes) a TCP connection for most of its requests."""
-    return BoundedTransport(
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    )
+def _precise(exc: httpx.TransportError, request: httpx.Request) -> httpx.TransportError:
+    """httpx-aiohttp maps every aiohttp connection error to `ConnectTimeout`; name what happened as
+    httpcore would (a refused connection, a server gone before answering, a reset)."""
+    cause = exc.__cause__
+    message = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return exc
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(cause, aiohttp.ClientOSError):
+        return httpx.ReadError(message, request=request)
+    return exc
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """The response body; closing it frees the request's slot (once)."""
-
-    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
+def kept_alive_transport(connections: int) -> PooledTransport:
+    """At most `connections` at once, every one kept alive (httpx keeps only 20 of its 100 by default,
+    so a client sending more at once would open and close a TCP connection for most requests)."""
+    return PooledTransport(connections)

@@ -62,8 +62,7 @@ class WeChatSettings(BaseSettings):
     # The real API by default; point it at the stand-in (sim/) or a test double.
     api_base: str = "https://api.weixin.qq.com"
     request_timeout_s: float = Field(default=5.0, gt=0)
-    # Connections per process, all kept alive (httpx keeps 20 of its 100 and reopens the rest), split
-    # by BoundedTransport into pools of 8 (httpcore's cost per request grows with a pool's square).
+    # Connections per process, all kept alive (shared.http.PooledTransport); calls beyond them wait.
     pool_connections: int = Field(default=32, ge=1)
     # Access tokens: refreshed this long before WeChat's expiry; shared by every process.
     token_refresh_margin_s: int = Field(default=300, ge=0)

@@ -115,8 +115,7 @@ class SupplierApiClient:
             base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "lvyue-supplier-sim/1"},
             timeout=timeout_s,
-            # Calls beyond the pool wait in the transport, not in httpcore's queue (see BoundedTransport):
-            # a sale's thousands of offers made that queue the simulator's busiest code.
+            # Calls beyond the pool wait for a connection without a time limit (see PooledTransport).
             transport=transport or kept_alive_transport(32),
         )
         self._policy = policy

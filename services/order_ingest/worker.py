@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.order_ingest.domain.fetch_policy import push_needs_fetch
+from services.order_ingest.domain.fetch_policy import push_needs_fetch, push_shown_by_stored
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
 from shared.db import Document, IndexSpec
 from shared.events.dead_letter import DeadLetterReason
@@ -55,7 +55,8 @@ ORDER_EVENTS_PUBLISHED = Counter(
 )
 FETCHES_SAVED = Counter(
     "lvyue_ingest_fetches_saved_total",
-    "Order pushes answered from a detail fetched after they arrived, without an order/get of their own.",
+    "Order pushes answered from the stored detail (fetched after they arrived, or already showing their"
+    " step), without an order/get of their own.",
 )
 BREAKER_WAITS = Counter(
     "lvyue_ingest_breaker_waits_total", "Times a push waited for a shop's open WeChat circuit breaker."
@@ -169,9 +170,12 @@ class IngestWorker:
             )
         stored_before = self._orders.get(stored_key(push.order_id))
         fetch_started: float | None = None
-        if stored_before is not None and not push_needs_fetch(
-            received_at=push.occurred_at.timestamp(),
-            newest_fetch_started_at=self._fetch_started.get(push.order_id),
+        if stored_before is not None and (
+            push_shown_by_stored(push.event, stored_before.order.status)
+            or not push_needs_fetch(
+                received_at=push.occurred_at.timestamp(),
+                newest_fetch_started_at=self._fetch_started.get(push.order_id),
+            )
         ):
             order = stored_before.order
             FETCHES_SAVED.inc()

@@ -1,8 +1,14 @@
-"""A push needs its own order/get unless the stored detail was fetched well after the push arrived."""
+"""A push needs its own order/get unless the stored detail was fetched well after the push arrived,
+or already shows the step the push announces."""
 
 from __future__ import annotations
 
-from services.order_ingest.domain.fetch_policy import RECEIVED_BEFORE_FETCH_MARGIN_S, push_needs_fetch
+from services.order_ingest.domain.fetch_policy import (
+    RECEIVED_BEFORE_FETCH_MARGIN_S,
+    push_needs_fetch,
+    push_shown_by_stored,
+)
+from shared.wechat.api import OrderStatus
 
 FETCHED_AT = 1_700_000_100.0
 
@@ -29,3 +35,33 @@ def test_within_the_margin_the_push_is_fetched_again() -> None:
 def test_the_margin_can_be_chosen() -> None:
     assert push_needs_fetch(received_at=FETCHED_AT - 5, newest_fetch_started_at=FETCHED_AT, margin_s=10)
     assert not push_needs_fetch(received_at=FETCHED_AT - 5, newest_fetch_started_at=FETCHED_AT, margin_s=1)
+
+
+def test_a_new_order_push_is_shown_by_any_stored_detail() -> None:
+    for status in OrderStatus:
+        assert push_shown_by_stored("channels_ec_order_new", status)
+
+
+def test_a_pay_push_is_shown_only_once_the_order_is_past_payment() -> None:
+    shown = {s for s in OrderStatus if push_shown_by_stored("channels_ec_order_pay", s)}
+    assert shown == {
+        OrderStatus.AWAITING_SHIPMENT,
+        OrderStatus.PARTIALLY_SHIPPED,
+        OrderStatus.AWAITING_RECEIPT,
+        OrderStatus.COMPLETED,
+        OrderStatus.CANCELLED_AFTER_AFTERSALE,
+    }
+    # unpaid, and the gift and group-buy orders still waiting after their payment, ask WeChat again
+    assert not push_shown_by_stored("channels_ec_order_pay", OrderStatus.UNPAID)
+    assert not push_shown_by_stored("channels_ec_order_pay", OrderStatus.GROUP_BUY_PENDING)
+    assert not push_shown_by_stored("channels_ec_order_pay", OrderStatus.CANCELLED_UNPAID)
+
+
+def test_a_cancel_push_is_shown_only_by_a_cancelled_order() -> None:
+    shown = {s for s in OrderStatus if push_shown_by_stored("channels_ec_order_cancel", s)}
+    assert shown == {OrderStatus.CANCELLED_AFTER_AFTERSALE, OrderStatus.CANCELLED_UNPAID}
+
+
+def test_other_pushes_are_never_answered_by_the_status() -> None:
+    for event in ("channels_ec_order_ext_info_update", "channels_ec_order_confirm", "lvyue_reconcile_order"):
+        assert not any(push_shown_by_stored(event, s) for s in OrderStatus)

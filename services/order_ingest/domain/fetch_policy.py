@@ -1,15 +1,40 @@
 """Whether a push needs an order/get of its own. Pure: no I/O.
 
-Under a backlog an order's pushes (new, then pay a moment later) wait in Kafka side by side, and each
-fetched the same detail again: half the worker's calls to WeChat in a live sale's spike. A detail
-fetched after a push arrived already shows that push's change (WeChat pushes once the change is
-made), so a push received well before the newest fetch of its order began is answered from the stored
-detail. The margin covers the webhook's and the worker's clocks (different hosts) and WeChat's lag.
+Two ways a push is already answered by the stored detail:
+
+- By time. Under a backlog an order's pushes (new, then pay a moment later) wait in Kafka side by side,
+  and each fetched the same detail again: half the worker's calls to WeChat in a live sale's spike. A
+  detail fetched after a push arrived already shows that push's change (WeChat pushes once the change
+  is made), so a push received well before the newest fetch of its order began is answered from the
+  stored detail. The margin covers the webhook's and the worker's clocks (different hosts) and
+  WeChat's lag.
+- By content. A push announcing a step the stored detail has already taken (a new order we have
+  stored, a payment when the stored order is awaiting shipment or later, a cancellation when it is
+  cancelled) can only be a late or repeated copy: any later change has a push of its own.
 """
 
 from __future__ import annotations
 
+from shared.wechat.api import OrderStatus
+
 RECEIVED_BEFORE_FETCH_MARGIN_S = 2.0
+
+ORDER_NEW = "channels_ec_order_new"
+ORDER_PAY = "channels_ec_order_pay"
+ORDER_CANCEL = "channels_ec_order_cancel"
+
+# Statuses an order reaches only after its payment has gone through (gift and group-buy orders wait in
+# 12 and 13 after paying, and the step to 20 comes with a push of its own: not past the pay push).
+_PAID_AND_BEYOND = frozenset(
+    {
+        OrderStatus.AWAITING_SHIPMENT,
+        OrderStatus.PARTIALLY_SHIPPED,
+        OrderStatus.AWAITING_RECEIPT,
+        OrderStatus.COMPLETED,
+        OrderStatus.CANCELLED_AFTER_AFTERSALE,
+    }
+)
+_CANCELLED = frozenset({OrderStatus.CANCELLED_AFTER_AFTERSALE, OrderStatus.CANCELLED_UNPAID})
 
 
 def push_needs_fetch(
@@ -23,3 +48,15 @@ def push_needs_fetch(
     if newest_fetch_started_at is None:
         return True
     return received_at > newest_fetch_started_at - margin_s
+
+
+def push_shown_by_stored(event: str, stored_status: int) -> bool:
+    """True when the stored detail (status `stored_status`) has already taken the step `event`
+    announces; False for every other push (they may carry changes the status does not show)."""
+    if event == ORDER_NEW:
+        return True
+    if event == ORDER_PAY:
+        return stored_status in _PAID_AND_BEYOND
+    if event == ORDER_CANCEL:
+        return stored_status in _CANCELLED
+    return False

@@ -65,7 +65,7 @@ SERVICE_PROCESSES: dict[str, tuple[str, dict[str, str]]] = {
 # (nice 5: about a third of the order path's share while both want the CPU, all of it when idle).
 # Before, the ingest worker itself was at 5: under a spike it got a quarter of a core and held every
 # order back by over a minute (bench-e2e). The webhook benchmark sets its own levels.
-BACKGROUND_NICENESS: dict[str, int] = {"logistics": 5, "aftersale": 5, "carrier_sim": 5}
+BACKGROUND_NICENESS: dict[str, int] = {"logistics": 10, "aftersale": 10, "carrier_sim": 10}
 _DEFAULT_PROCESS_PORTS = {"order_ingest_worker": 8011}
 SERVICES = tuple(SERVICE_PROCESSES)
 ALL_COMPONENTS = INFRASTRUCTURE + STAND_INS + SERVICES

@@ -65,6 +65,10 @@ SERVICE_PROCESSES: dict[str, tuple[str, dict[str, str]]] = {
 # (nice 5: about a third of the order path's share while both want the CPU, all of it when idle).
 # Before, the ingest worker itself was at 5: under a spike it got a quarter of a core and held every
 # order back by over a minute (bench-e2e). The webhook benchmark sets its own levels.
+# FerretDB's Go heap is small (about 70 MiB at peak), so at Go's default GOGC=100 it collects every few
+# megabytes of inserts: 12% of its CPU in bench-e2e (pprof: gcBgMarkWorker). Collecting at 4× the live
+# heap trades some tens of MiB for most of that.
+FERRETDB_GOGC = 400
 BACKGROUND_NICENESS: dict[str, int] = {"logistics": 10, "aftersale": 10, "carrier_sim": 10}
 _DEFAULT_PROCESS_PORTS = {"order_ingest_worker": 8011}
 SERVICES = tuple(SERVICE_PROCESSES)
@@ -299,7 +303,7 @@ class LocalStack:
                     f"--data-dir={self.data_dir / 'ferretdb'}",
                     f"--debug-listen=127.0.0.1:{self.ports.ferretdb_debug}",
                 ],
-                {},
+                {"GOGC": str(FERRETDB_GOGC)},
                 20,
             ),
             "prometheus": (

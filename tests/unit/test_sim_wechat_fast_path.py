@@ -1,0 +1,119 @@
+"""The stand-in answers WeChat's POST ...?access_token= calls in front of FastAPI exactly as its FastAPI
+routes do: same status, content type, body and call record, for answers and refusals alike."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from sim.wechat.app import TokenCallsFastPath, create_app, token_calls, wechat_router
+from sim.wechat.state import Shop, SimState
+from sim.wechat.testing import FakeClock
+
+APPID = "wx134c8103faa5a59e"
+SECRET = "s3cr3t"
+
+
+def _state() -> tuple[SimState, str, str]:
+    """A shop with one order, and a valid access token: the same in every state built here (seeded)."""
+    state = SimState(clock=FakeClock(), seed=7)
+    state.register_shop(Shop(appid=APPID, secret=SECRET, token="AAAAA", encoding_aes_key="A" * 43))
+    order = state.create_order(APPID)
+    token = state.tokens.issue_basic(APPID).value
+    return state, str(order.order_id), token
+
+
+def _routes_only(state: SimState) -> FastAPI:
+    app = FastAPI()
+    app.include_router(wechat_router(state))
+    return app
+
+
+async def _ask(app: Any, path: str, *, params: dict[str, str], content: bytes) -> tuple[int, str, Any]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as http:
+        reply = await http.post(path, params=params, content=content)
+    return reply.status_code, reply.headers["content-type"], reply.json()
+
+
+# (path, access_token or None, body); TOKEN and ORDER stand for each state's own (tokens are random).
+CASES: list[tuple[str, str | None, str]] = [
+    ("/channels/ec/order/get", "TOKEN", '{"order_id": "ORDER"}'),
+    ("/channels/ec/order/get", "TOKEN", '{"order_id": "1"}'),  # unknown order
+    ("/channels/ec/order/get", None, '{"order_id": "1"}'),  # no token: 41001
+    ("/channels/ec/order/get", "", '{"order_id": "1"}'),  # blank token
+    ("/channels/ec/order/get", "not-a-token", "{}"),  # 40001
+    ("/channels/ec/order/get", "TOKEN", "{not json"),  # 47001
+    ("/channels/ec/order/get", "TOKEN", "[1, 2]"),  # not an object
+    ("/channels/ec/order/get", "TOKEN", "{}"),  # order_id missing
+    ("/channels/ec/order/list/get", "TOKEN", '{"page_size": 10}'),
+]
+
+
+async def _answers(app: Any, order_id: str, token: str) -> list[tuple[int, str, Any]]:
+    answers = []
+    for path, access_token, body in CASES:
+        params = {} if access_token is None else {"access_token": access_token.replace("TOKEN", token)}
+        answer = await _ask(app, path, params=params, content=body.replace("ORDER", order_id).encode())
+        answers.append(_without(answer, order_id))
+    return answers
+
+
+def _without(answer: tuple[int, str, Any], order_id: str) -> tuple[int, str, Any]:
+    """The answer with this state's order id written as ORDER (the two states need not number alike)."""
+    status, content_type, body = answer
+    return status, content_type, json.loads(_no_rid(json.dumps(body).replace(order_id, "ORDER")))
+
+
+def _recorded(state: SimState) -> list[tuple[str, str, str | None, int, str]]:
+    return [(c.method, c.path, c.appid, c.errcode, _no_rid(c.errmsg)) for c in state.calls.calls()]
+
+
+def _no_rid(text: str) -> str:
+    """WeChat's errmsg ends with a random request id."""
+    return re.sub(r" rid: [0-9a-f-]+", "", text)
+
+
+async def test_the_fast_path_answers_every_case_as_the_routes_do() -> None:
+    fast_state, fast_order, fast_token = _state()
+    route_state, route_order, route_token = _state()
+    by_fast_path = await _answers(create_app(fast_state), fast_order, fast_token)
+    by_route = await _answers(_routes_only(route_state), route_order, route_token)
+    for case, fast, route in zip(CASES, by_fast_path, by_route, strict=True):
+        assert fast == route, case
+    assert by_fast_path[0][2]["errcode"] == 0 and by_fast_path[0][2]["order"]["order_id"] == "ORDER"
+    fast_calls = [(c.method, c.path, c.appid, c.errcode, _no_rid(c.errmsg)) for c in fast_state.calls.calls()]
+    route_calls = [
+        (c.method, c.path, c.appid, c.errcode, _no_rid(c.errmsg)) for c in route_state.calls.calls()
+    ]
+    assert fast_calls == route_calls and len(fast_calls) == len(CASES)
+    assert {c[3] for c in fast_calls} >= {0, 41001, 40001, 47001}
+
+
+async def test_a_token_call_never_reaches_fastapi() -> None:
+    state, order_id, token = _state()
+
+    async def not_here(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError(f"{scope['method']} {scope['path']} reached the app behind the fast path")
+
+    fast_path = TokenCallsFastPath(not_here, token_calls(state))
+    status, _, body = await _ask(
+        fast_path,
+        "/channels/ec/order/get",
+        params={"access_token": token},
+        content=b'{"order_id": "%s"}' % order_id.encode(),
+    )
+    assert status == 200 and body["order"]["order_id"] == order_id
+
+
+async def test_the_fast_path_takes_the_token_calls_only() -> None:
+    state, _, _ = _state()
+    app = create_app(state)
+    assert any(m.cls is TokenCallsFastPath for m in app.user_middleware)  # type: ignore[comparison-overlap]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as http:
+        assert (await http.get("/channels/ec/order/get")).status_code == 405  # a GET is FastAPI's
+        assert (await http.post("/channels/ec/no/such/path", content=b"{}")).status_code == 404
+        assert (await http.get("/sim/health")).status_code == 200

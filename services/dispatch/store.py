@@ -1,8 +1,9 @@
 """Dispatch state: insert-only version documents, an in-memory projection, and the supplier feed.
 
 Why insert-only: FerretDB 1.24 over SQLite answers inserts and `_id` lookups in about a millisecond
-but scans the whole collection for every update, delete or secondary-index query (see
-`make bench-store`), so an update costs more the more orders there are. Every change of a plan or a
+but scans the whole collection for every query that is not an `_id` equality (`$in`, secondary
+indexes; see `make bench-store`). Updates by `_id` scanned too when this was designed: FerretDB's
+`_id` index bug, fixed in our build since (`shared/versioned.py`). Every change of a plan or a
 dispatch order is therefore a new document `<id>#<n>` (n = the version the change follows + 1): a
 second writer of the same change collides on the unique `_id`, which makes the write a
 compare-and-set on MongoDB and FerretDB alike. Reads come from the projection held in memory, built

@@ -6,8 +6,8 @@ published (`PublishedFacts`), and event ids are deterministic. A crash between p
 recording the facts republishes the same events with the same ids, which consumers drop.
 
 Orders are stored insert-only (`shared/versioned.py`): a new document per change, read back from the
-in-memory projection, because FerretDB scans the whole collection for every update (a live sale of a
-few thousand orders made every write slower than the last). The worker runs as one process.
+in-memory projection. It was chosen when every update scanned the whole collection (FerretDB's `_id`
+index bug, fixed in our build since; see `shared/versioned.py`). The worker runs as one process.
 """
 
 from __future__ import annotations

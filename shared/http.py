@@ -10,6 +10,7 @@ from httpx_aiohttp import AiohttpTransport
 # so a client never sends a request on a connection the server is closing at that moment (uvicorn's
 # own 5 s equals httpx's, and the race surfaced as ReadError('') on POSTs, which nothing retries).
 KEEP_ALIVE_S = 75
+CLIENT_KEEP_ALIVE_S = 5.0  # httpx's default keep-alive expiry
 
 
 class PooledTransport(AiohttpTransport):
@@ -25,9 +26,16 @@ class PooledTransport(AiohttpTransport):
     pools of 8) and 0.28 ms over aiohttp."""
 
     def __init__(self, connections: int) -> None:
-        super().__init__(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        super().__init__(client=self._new_session)
+        self._connections = connections
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        """Made on the first request, inside the event loop. httpx keeps the cookies (as it would over
+        httpcore): aiohttp's own jar would send them a second time."""
+        connector = aiohttp.TCPConnector(
+            limit=self._connections, keepalive_timeout=CLIENT_KEEP_ALIVE_S, ssl=self.ssl_context
         )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout")

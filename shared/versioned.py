@@ -4,9 +4,10 @@ FerretDB 1.24 over SQLite answers inserts and `_id` lookups in about a milliseco
 whole collection for any other query (`$in`, secondary indexes: `make bench-store`). Updates by `_id`
 also scanned when this was designed; that was FerretDB's `_id` index bug, fixed in our build
 (`deploy/ferretdb/build.sh`; an update by `_id` is now 0.8 ms), so an update-in-place design would
-now be affordable too. Each change of an aggregate is a new document `<key>#<revision>`: a second writer of the same revision collides on the
-unique `_id` (a compare-and-set on MongoDB and FerretDB alike), and reads come from memory, built
-once at start-up. A service using it runs as one process per database.
+now be affordable too. Each change of an aggregate is a new document `<key>#<revision>`: a second
+writer of the same revision collides on the unique `_id` (a compare-and-set on MongoDB and FerretDB
+alike), and reads come from memory, built once at start-up. A service using it runs as one process
+per database.
 """
 
 from __future__ import annotations

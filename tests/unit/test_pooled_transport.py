@@ -127,3 +127,30 @@ async def test_a_request_waiting_for_a_connection_is_not_timed_out_by_the_wait()
     async with server, client:
         answers = await asyncio.gather(*(client.get(f"/{n}") for n in range(4)))
     assert [a.text for a in answers] == ["ok"] * 4
+
+
+async def test_httpx_alone_keeps_the_cookies() -> None:
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                seen.append(head.lower())
+                writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: session=abc\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # A host name, not an address: aiohttp's own jar ignores cookies of IP addresses.
+    client = httpx.AsyncClient(transport=kept_alive_transport(1), base_url=f"http://localhost:{port}")
+    async with server, client:
+        await client.get("/first")
+        await client.get("/second")
+        client.cookies.clear()
+        await client.get("/third")
+    assert b"cookie: session=abc" in seen[1]  # httpx sends what it was given
+    assert b"cookie:" not in seen[2]  # and nothing once it forgot it: no second jar in aiohttp

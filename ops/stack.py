@@ -59,16 +59,18 @@ SERVICE_PROCESSES: dict[str, tuple[str, dict[str, str]]] = {
     "logistics": ("logistics", {}),
     "aftersale": ("aftersale", {}),
 }
-# CPU priority (`nice`) when everything shares two cores: the order path (webhook, ingest worker,
-# dispatch, Kafka, FerretDB and the WeChat stand-in they call) at normal priority; what follows a
-# dispatch (waybills, tracking, after-sales and the carrier stand-in) is not latency-bound and yields
-# (nice 5: about a third of the order path's share while both want the CPU, all of it when idle).
-# Before, the ingest worker itself was at 5: under a spike it got a quarter of a core and held every
-# order back by over a minute (bench-e2e). The webhook benchmark sets its own levels.
 # FerretDB's Go heap is small (about 70 MiB at peak), so at Go's default GOGC=100 it collects every few
 # megabytes of inserts: 12% of its CPU in bench-e2e (pprof: gcBgMarkWorker). Collecting at 4× the live
 # heap trades some tens of MiB for most of that.
 FERRETDB_GOGC = 400
+# CPU priority (`nice`) when everything shares two cores: the order path (webhook, ingest worker,
+# dispatch, Kafka, FerretDB and the WeChat stand-in they call) at normal priority; what follows a
+# dispatch (waybills, tracking, after-sales and the carrier stand-in) is not latency-bound and yields
+# (nice 10: weight 110 against the order path's 1024 while both want the CPU, all of it when idle).
+# At nice 5 (weight 335) dispatch still got only a fair share under a spike, and bench-e2e's paid
+# orders queued before it (p99 15 s at 100/s; 5.4 s at nice 10). Before that, the ingest worker itself
+# was at 5: it got a quarter of a core and held every order back by over a minute. The webhook
+# benchmark sets its own levels.
 BACKGROUND_NICENESS: dict[str, int] = {"logistics": 10, "aftersale": 10, "carrier_sim": 10}
 _DEFAULT_PROCESS_PORTS = {"order_ingest_worker": 8011}
 SERVICES = tuple(SERVICE_PROCESSES)

@@ -98,6 +98,7 @@ class SupplierBot:
             config.api_key,
             policy=settings.retry,
             timeout_s=settings.http_timeout_s,
+            requests_per_s=settings.requests_per_s,
             transport=transport,
             on_retry=lambda name, error: self._count(f"retry_{name}"),
         )

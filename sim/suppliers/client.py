@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
@@ -108,6 +109,7 @@ class SupplierApiClient:
         policy: RetryPolicy,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        requests_per_s: float | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         on_retry: Callable[[str, BaseException], None] | None = None,
     ) -> None:
@@ -120,6 +122,8 @@ class SupplierApiClient:
         )
         self._policy = policy
         self._timeout_s = timeout_s
+        # At most `requests_per_s` requests in any second, retries included (None: unpaced).
+        self._pace = AsyncLimiter(requests_per_s, 1.0) if requests_per_s is not None else None
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         self._on_retry = on_retry
 
@@ -175,6 +179,8 @@ class SupplierApiClient:
         )
         async for attempt in retrying:
             with attempt:
+                if self._pace is not None:
+                    await self._pace.acquire()
                 response = await send()
                 answer = _answer_of(response)
                 if response.status_code in RETRIED_STATUSES and response.status_code not in no_retry:

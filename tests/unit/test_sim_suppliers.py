@@ -9,6 +9,7 @@ import json
 import random
 import re
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -372,6 +373,35 @@ async def test_client_retries_5xx_429_and_network_errors_with_one_idempotency_ke
         await client.post("/x/accept", AcceptRequest(), idempotency_key="k-4")
     assert len(seen) == RetryPolicy().max_attempts
     await client.aclose()
+
+
+async def test_a_paced_client_stays_under_the_supplier_apis_rate_limit() -> None:
+    sent_at: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent_at.append(time.monotonic())
+        return httpx.Response(200, json={"ok": True})
+
+    client = SupplierApiClient(
+        "http://dispatch.test",
+        "lvk_key",
+        policy=RetryPolicy(),
+        timeout_s=1,
+        transport=httpx.MockTransport(handler),
+        requests_per_s=50,
+    )
+    started = time.monotonic()
+    answers = await asyncio.gather(
+        *(client.post(f"/d-{n}/accept", AcceptRequest(), idempotency_key=f"k-{n}") for n in range(100))
+    )
+    await client.aclose()
+    assert all(a.ok for a in answers) and len(sent_at) == 100
+    # A token bucket of 50 a second with bursts of 50 (the API's is 20/s with bursts of 40): between
+    # any two requests, at most 50 plus 50 a second; so the hundredth leaves about a second in.
+    assert sent_at[-1] - started >= 0.9
+    for i, first in enumerate(sent_at):
+        for j in range(i, len(sent_at)):
+            assert j - i + 1 <= 50 + 50 * (sent_at[j] - first) + 1, (i, j)
 
 
 # --- one bot against an in-memory supplier API ----------------------------------------------------

@@ -17,7 +17,8 @@ class PooledTransport(AiohttpTransport):
     """httpx's API over aiohttp's connection pool: at most `connections` requests at once (a request
     holds its connection until its response is closed), every connection kept alive, the rest of the
     requests waiting their turn in order, for as long as it takes: a burst queued behind the pool is
-    not the far end failing (each request's connect, read and write timeouts still apply).
+    not the far end failing (each request's connect and read timeouts still apply; aiohttp has no
+    write timeout of its own).
 
     Why not httpx's own transport: httpcore scans every connection (and every queued request) each time
     a request enters or leaves its pool, and builds its own HTTP/1.1 state per request. Under
@@ -30,8 +31,8 @@ class PooledTransport(AiohttpTransport):
         self._connections = connections
 
     def _new_session(self) -> aiohttp.ClientSession:
-        """Made on the first request, inside the event loop. httpx keeps the cookies (as it would over
-        httpcore): aiohttp's own jar would send them a second time."""
+        """Made on the first request, inside the event loop. httpx alone keeps the cookies (as over
+        httpcore): aiohttp's own jar would go on sending a cookie httpx has dropped."""
         connector = aiohttp.TCPConnector(
             limit=self._connections, keepalive_timeout=CLIENT_KEEP_ALIVE_S, ssl=self.ssl_context
         )

@@ -268,7 +268,8 @@ def token_calls(state: SimState) -> dict[str, TokenCall]:
     return dict(calls)
 
 
-def wechat_router(state: SimState) -> APIRouter:
+def wechat_router(state: SimState, calls: dict[str, TokenCall] | None = None) -> APIRouter:
+    """WeChat's open API as FastAPI routes; `calls` are the token calls (made here when not given)."""
     router = APIRouter(tags=["WeChat open API"])
 
     @router.get(openapi.TOKEN_PATH)
@@ -301,7 +302,7 @@ def wechat_router(state: SimState) -> APIRouter:
         recorded = {**body, "secret": "***"} if isinstance(body, dict) and "secret" in body else body
         return await _answer(state, request, recorded, appid if isinstance(appid, str) else None, answer)
 
-    for path, call in token_calls(state).items():
+    for path, call in (calls if calls is not None else token_calls(state)).items():
         router.add_api_route(path, _token_endpoint(call), methods=["POST"], response_class=JSONResponse)
     return router
 
@@ -680,7 +681,8 @@ def create_app(
     app = FastAPI(title="WeChat Shop stand-in", lifespan=lifespan)
     app.state.sim = state
     app.state.pusher = pusher
-    app.include_router(wechat_router(state))
-    app.add_middleware(TokenCallsFastPath, calls=token_calls(state))
+    calls = token_calls(state)  # one set, for the routes and the fast path in front of them
+    app.include_router(wechat_router(state, calls))
+    app.add_middleware(TokenCallsFastPath, calls=calls)
     app.include_router(control_router(state))
     return app

@@ -627,7 +627,19 @@ TIME_SCALE = 60
 FLEET_NICENESS = 10  # as the stack's downstream processes (ops.stack.BACKGROUND_NICENESS)
 
 
-def fleet_settings(dispatch_url: str, keys: dict[str, str], seed: int) -> FleetSettings:
+def supplier_call_rate(rate: float, suppliers: int) -> int:
+    """Calls per second per supplier key in this scenario: dispatch's rate limit and the bots' pacing
+    alike. Each paid order makes up to two dispatch orders (two lines, two suppliers), each accepted
+    and shipped (two calls), plus a few long polls a second; twice that, for the spike's unevenness,
+    and never under the API's default of 20. A fleet beyond the limit is refused with 429 and falls
+    behind its feed, which the bench would then measure instead of the line (at 200/s and 20 calls/s
+    per key, 3,640 orders were never told to WeChat)."""
+    return max(20, math.ceil(2 * (rate * 2 * 2 / suppliers + 3)))
+
+
+def fleet_settings(
+    dispatch_url: str, keys: dict[str, str], seed: int, *, requests_per_s: float
+) -> FleetSettings:
     """Suppliers that accept ~0.2 s after the offer and ship ~0.5 s after accepting: delays in supplier
     time (6-18 s, 24-36 s) divided by TIME_SCALE; no rejections, splits or partial shipments."""
     return FleetSettings(
@@ -643,6 +655,7 @@ def fleet_settings(dispatch_url: str, keys: dict[str, str], seed: int) -> FleetS
         time_scale=TIME_SCALE,
         seed=seed,
         feed_wait_s=20,
+        requests_per_s=requests_per_s,
     )
 
 
@@ -752,7 +765,14 @@ async def _measure(
 
     fleet = Helper(
         _fleet_process,
-        (fleet_settings(stack.service_url("dispatch"), prepared.keys, seed).model_dump_json(),),
+        (
+            fleet_settings(
+                stack.service_url("dispatch"),
+                prepared.keys,
+                seed,
+                requests_per_s=supplier_call_rate(rate, suppliers),
+            ).model_dump_json(),
+        ),
         "bench-e2e-suppliers",
     )
     client = HttpClient("127.0.0.1", stack.ports.wechat_sim, timeout_s=30)
@@ -1042,6 +1062,7 @@ def _report(
                     "lines_per_order": "1-2 distinct SKUs, uniform",
                     "supplier_delays": "accept 0.1-0.3 s after the offer, ship 0.4-0.6 s after accepting",
                     "time_scale": TIME_SCALE,
+                    "supplier_calls_per_s": supplier_call_rate(rate, suppliers),
                     "carrier_scans": "on the same clock: pickup 2 simulated hours (2 min) after the waybill",
                     "kafka_topic_hops_to_dispatch": KAFKA_TOPIC_HOPS,
                     "cpus": os.cpu_count(),
@@ -1131,7 +1152,13 @@ def bench_e2e(
         run_dir=run_dir,
         ports=StackPorts.free(),
         components=ALL_COMPONENTS,
-        component_env={"carrier_sim": {"CARRIER_SIM_TIME_SCALE": str(TIME_SCALE)}},
+        component_env={
+            "carrier_sim": {"CARRIER_SIM_TIME_SCALE": str(TIME_SCALE)},
+            "dispatch": {
+                "DISPATCH_SUPPLIER_RATE_PER_S": str(supplier_call_rate(rate, suppliers)),
+                "DISPATCH_SUPPLIER_BURST": str(2 * supplier_call_rate(rate, suppliers)),
+            },
+        },
     )
     busy = other_busy_processes([])
     if busy:

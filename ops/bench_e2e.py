@@ -1148,6 +1148,7 @@ def bench_e2e(
     paid → supplier feed p99 ≤ 1 s at 200 orders/s), beside bare aiokafka through the same Kafka hops."""
     run_dir = Path(tempfile.mkdtemp(prefix="lvyue-bench-e2e-"))
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    calls_per_s = supplier_call_rate(rate, suppliers)
     stack = LocalStack(
         run_dir=run_dir,
         ports=StackPorts.free(),
@@ -1155,8 +1156,8 @@ def bench_e2e(
         component_env={
             "carrier_sim": {"CARRIER_SIM_TIME_SCALE": str(TIME_SCALE)},
             "dispatch": {
-                "DISPATCH_SUPPLIER_RATE_PER_S": str(supplier_call_rate(rate, suppliers)),
-                "DISPATCH_SUPPLIER_BURST": str(2 * supplier_call_rate(rate, suppliers)),
+                "DISPATCH_SUPPLIER_RATE_PER_S": str(calls_per_s),
+                "DISPATCH_SUPPLIER_BURST": str(2 * calls_per_s),
             },
         },
     )

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.events.dispatch import RejectReason
+from shared.settings import DispatchSettings
 
 # WeChat delivery_id of the carriers a small Chinese supplier typically uses, with their share.
 DEFAULT_CARRIERS: dict[str, float] = {
@@ -114,10 +115,10 @@ class FleetSettings(BaseModel):
     behaviour: Behaviour = Behaviour()
     time_scale: float = Field(default=1.0, gt=0)  # every behaviour delay is divided by this
     # Requests per second per supplier, paced on our side as a supplier's integration would: the supplier
-    # API allows 20/s with bursts of 40 per key (DISPATCH_SUPPLIER_RATE_PER_S, _BURST) and answers 429
-    # beyond. Unpaced, a supplier with hundreds of offers at once sent them all and retried them all
-    # together on Retry-After, until calls gave up.
-    requests_per_s: float = Field(default=20.0, gt=0)
+    # API allows DISPATCH_SUPPLIER_RATE_PER_S per key (bursts of _BURST) and answers 429 beyond; the
+    # default is dispatch's own. Unpaced, a supplier with hundreds of offers at once sent them all and
+    # retried them all together on Retry-After, until calls gave up.
+    requests_per_s: float = Field(default=DispatchSettings.model_fields["supplier_rate_per_s"].default, gt=0)
     seed: int | None = None  # None: a random seed, shown in stats() so a run can be repeated
     feed_wait_s: float = Field(default=20, ge=0, le=60)
     feed_limit: int = Field(default=100, ge=1, le=1000)

@@ -38,10 +38,15 @@ class SlowServer:
             writer.close()
 
 
-async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_back() -> None:
-    far_end = SlowServer(delay_s=0.01)
+async def _slow_server(delay_s: float) -> tuple[SlowServer, asyncio.Server, int]:
+    """A SlowServer listening on a free local port: (its counters, the server, the port)."""
+    far_end = SlowServer(delay_s=delay_s)
     server = await asyncio.start_server(far_end.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    return far_end, server, server.sockets[0].getsockname()[1]
+
+
+async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_back() -> None:
+    far_end, server, port = await _slow_server(0.01)
     client = httpx.AsyncClient(transport=kept_alive_transport(2), base_url=f"http://127.0.0.1:{port}")
     async with server, client:
         answers = await asyncio.gather(*(client.get(f"/{n}") for n in range(30)))
@@ -56,9 +61,7 @@ async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_
 
 
 async def test_every_connection_is_used_and_kept_alive() -> None:
-    far_end = SlowServer(delay_s=0.02)
-    server = await asyncio.start_server(far_end.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    far_end, server, port = await _slow_server(0.02)
     client = httpx.AsyncClient(transport=kept_alive_transport(20), base_url=f"http://127.0.0.1:{port}")
     async with server, client:
         for _ in range(3):
@@ -107,9 +110,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 
 
 async def test_a_slow_answer_is_a_read_timeout() -> None:
-    far_end = SlowServer(delay_s=1.0)
-    server = await asyncio.start_server(far_end.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    _, server, port = await _slow_server(1.0)
     client = httpx.AsyncClient(transport=kept_alive_transport(1), timeout=httpx.Timeout(0.2, pool=None))
     async with server, client:
         with pytest.raises(httpx.ReadTimeout):
@@ -117,9 +118,7 @@ async def test_a_slow_answer_is_a_read_timeout() -> None:
 
 
 async def test_a_request_waiting_for_a_connection_is_not_timed_out_by_the_wait() -> None:
-    far_end = SlowServer(delay_s=0.15)
-    server = await asyncio.start_server(far_end.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    _, server, port = await _slow_server(0.15)
     # Each request answers within its 0.3 s; the fourth waits 0.45 s for the one connection.
     client = httpx.AsyncClient(
         transport=kept_alive_transport(1), timeout=0.3, base_url=f"http://127.0.0.1:{port}"

@@ -161,7 +161,7 @@ class Dispatcher:
             raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
         now = self._clock()
         async with self.store.lock(event.order_id):
-            plan = self.store.plans.get(event.order_id)
+            plan = await self.store.plan(event.order_id)
             orders = await self.store.orders_of(event.order_id)
             outcome: PlanOutcome
             match event:
@@ -258,7 +258,7 @@ class Dispatcher:
                         transitions.append(dispatch.instruct(target, _instruction(event, now), now=now))
                 case ReshipRequested():
                     outcome = planning.on_reship(
-                        self.store.plans.get(event.order_id),
+                        await self.store.plan(event.order_id),
                         orders,
                         case_id=event.case_id,
                         replaces=event.dispatch_id,
@@ -279,7 +279,9 @@ class Dispatcher:
         released = 0
         for held in self.store.held_plans():
             async with self.store.lock(held.order_id):
-                plan = self.store.plans[held.order_id]
+                plan = await self.store.plan(held.order_id)
+                if plan is None:  # never expected: a held plan is kept in memory
+                    continue
                 outcome = planning.retry_hold(plan, self._context(plan.shop_id, plan.lines), self._clock())
                 await self._commit(outcome, cause=f"retry:{uuid.uuid4()}")
                 released += bool(outcome.transitions)
@@ -351,7 +353,7 @@ class Dispatcher:
                 TRANSITIONS.labels(event.event_type).inc()
             new = transition.order
             if new.state == DispatchState.REJECTED and order.state != DispatchState.REJECTED:
-                plan = self.store.plans.get(new.order_id)
+                plan = await self.store.plan(new.order_id)
                 if plan is not None:
                     outcome = planning.on_dispatch_rejected(
                         plan, new, self._context(new.shop_id, plan.lines), now

@@ -56,6 +56,9 @@ FEED = "supplier_feed"  # feed positions before they moved into the version docu
 RELAYED = "dispatch_relayed"
 INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
 OPS_AUDIENCE = "~ops"  # plan events (holds) are relayed through the same feed, under this name
+# How many published versions a process remembers: a redelivery comes within minutes (a rebalance,
+# a restart), thousands of versions at most at a sale's peak.
+RELAYED_REMEMBERED = 20_000
 NOTHING_TO_SHOW = b"{}"  # a position whose version has no dispatch order to show (a plan's events)
 
 
@@ -258,8 +261,10 @@ class DispatchStore:
         # 50 reads a page once put a thousand lookups on FerretDB at once, and every API call waited).
         self._read_backs = asyncio.Semaphore(read_backs_at_once)
         self._producer = producer
-        # Read when an order event or a rejection arrives; most plans are done (dispatched) long before.
-        self.plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)
+        # Plans still at work: held, or with a dispatch order open. Read when an order event or a
+        # rejection arrives; a settled plan (its orders shipped, cancelled or rejected) is read back
+        # from its newest version document, like a final dispatch order.
+        self._open_plans: ModelsAsJson[OrderPlan] = ModelsAsJson(OrderPlan)
         self._held: set[str] = set()  # order ids whose plan is held
         self._plan_revisions: dict[str, int] = {}
         # Open dispatch orders, read by supplier commands and order events a few times each: kept as
@@ -275,7 +280,9 @@ class DispatchStore:
         self._allocated: dict[str, int] = {}
         self._allocating: dict[str, int] = {}  # decided, not yet written (see hold_allocations)
         self._holding: dict[str, dict[str, int]] = {}  # dispatch id -> its units in _allocating
-        self._relayed: set[str] = set()
+        # Versions published lately, so a redelivered change is not published again (a copy is
+        # harmless: consumers drop it by event id). Bounded: all of them would grow with the history.
+        self._relayed: dict[str, None] = {}
         self._unmarked: list[str] = []  # published, not yet recorded as such
         self._mark_interval_s = mark_interval_s
         self._marker: asyncio.Task[None] | None = None
@@ -292,8 +299,8 @@ class DispatchStore:
         plan_documents = [d async for d in self._plans_collection.find({})]
         marks = [d async for d in self._marks_collection.find({})]
         legacy_feed = [d async for d in self._legacy_feed.find({})]  # positions written before v2
-        self._relayed = {version_id for mark in marks for version_id in mark["version_ids"]}
-        self._relayed |= {d["version_id"] for d in legacy_feed}
+        relayed = {version_id for mark in marks for version_id in mark["version_ids"]}
+        relayed |= {d["version_id"] for d in legacy_feed}
         versions: dict[str, Relay] = {}
         for document in order_documents:
             versions[document["_id"]] = _relay_of(document, DispatchOrder.model_validate(document["order"]))
@@ -310,9 +317,9 @@ class DispatchStore:
                 entries.extend(
                     (feed["audience"], FeedEntry(seq, relay.version_id, json)) for seq in feed["seqs"]
                 )
-            elif relay is not None and relay.events and document["_id"] not in self._relayed:
+            elif relay is not None and relay.events and document["_id"] not in relayed:
                 log.warning("version %s predates feed positions and was never relayed", document["_id"])
-                self._relayed.add(document["_id"])
+                relayed.add(document["_id"])
         for document in legacy_feed:
             relay = versions.get(document["version_id"])
             changes = relay.changes() if relay is not None else []
@@ -341,7 +348,7 @@ class DispatchStore:
         pending = [
             relay
             for version_id, relay in sorted(versions.items(), key=lambda item: item[1].written_order)
-            if relay.events and version_id not in self._relayed
+            if relay.events and version_id not in relayed
         ]
         for relay in pending:
             await self.relay(relay)
@@ -388,9 +395,17 @@ class DispatchStore:
         self._count_allocations(gist, +1)
         if order.is_final:
             self._open_orders.discard(order.dispatch_id)
+            if self._settled(order.order_id):
+                self._open_plans.discard(order.order_id)
         else:
             self._open_orders[order.dispatch_id] = order
         self._order_revisions[order.dispatch_id] = revision
+
+    def _settled(self, order_id: str) -> bool:
+        """The order's plan is not held and none of its dispatch orders is open: nothing left to do."""
+        if order_id in self._held:
+            return False
+        return not any(d in self._open_orders for d in self.by_order.get(order_id, ()))
 
     # --- reads ---
     async def order(self, dispatch_id: str) -> DispatchOrder | None:
@@ -425,15 +440,36 @@ class DispatchStore:
         """(dispatch id, gist) of the supplier's dispatch orders, oldest first."""
         return [(d, self.gists[d]) for d in self.by_supplier.get(supplier_id, [])]
 
+    async def plan(self, order_id: str) -> OrderPlan | None:
+        """The order's plan as last written: from memory while at work, else from its version document."""
+        kept = self._open_plans.get(order_id)
+        if kept is not None:
+            return kept
+        revision = self._plan_revisions.get(order_id)
+        if revision is None:
+            return None
+        version_id = _version_id(f"plan:{order_id}", revision - 1)
+        async with self._read_backs:
+            document = await self._plans_collection.find_one({"_id": version_id})
+        if document is None:  # written before it was remembered: never expected
+            raise LookupError(f"plan version {version_id} is not stored")
+        return OrderPlan.model_validate(document["plan"])
+
+    def is_plan_in_memory(self, order_id: str) -> bool:
+        return order_id in self._open_plans
+
     def held_plans(self) -> list[OrderPlan]:
-        return [self.plans[order_id] for order_id in self.plans if order_id in self._held]
+        return [self._open_plans[order_id] for order_id in self._open_plans if order_id in self._held]
 
     def _keep_plan(self, plan: OrderPlan) -> None:
-        self.plans[plan.order_id] = plan
         if plan.status == PlanStatus.HELD:
             self._held.add(plan.order_id)
         else:
             self._held.discard(plan.order_id)
+        if self._settled(plan.order_id):
+            self._open_plans.discard(plan.order_id)
+        else:
+            self._open_plans[plan.order_id] = plan
 
     def allocated(self) -> dict[str, int]:
         """Units each capped route has given to dispatch orders still live or shipped (kept as orders
@@ -598,7 +634,9 @@ class DispatchStore:
         if relay.version_id in self._relayed:
             return
         await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
-        self._relayed.add(relay.version_id)
+        self._relayed[relay.version_id] = None
+        while len(self._relayed) > RELAYED_REMEMBERED:
+            del self._relayed[next(iter(self._relayed))]
         self._unmarked.append(relay.version_id)
 
 

@@ -99,6 +99,7 @@ class SupplierBot:
             policy=settings.retry,
             timeout_s=settings.http_timeout_s,
             requests_per_s=settings.requests_per_s,
+            connections=settings.connections,
             transport=transport,
             on_retry=lambda name, error: self._count(f"retry_{name}"),
         )

@@ -110,6 +110,7 @@ class SupplierApiClient:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
         requests_per_s: float | None = None,
+        connections: int = 8,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         on_retry: Callable[[str, BaseException], None] | None = None,
     ) -> None:
@@ -117,8 +118,10 @@ class SupplierApiClient:
             base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "lvyue-supplier-sim/1"},
             timeout=timeout_s,
-            # Calls beyond the pool wait for a connection without a time limit (see PooledTransport).
-            transport=transport or kept_alive_transport(32),
+            # Calls beyond the pool wait here for a connection, without a time limit (PooledTransport):
+            # in flight at the API, each call holds memory there (32 each once took dispatch over its
+            # memory target at 200 orders/s).
+            transport=transport or kept_alive_transport(connections),
         )
         self._policy = policy
         self._timeout_s = timeout_s

@@ -119,6 +119,9 @@ class FleetSettings(BaseModel):
     # default is dispatch's own. Unpaced, a supplier with hundreds of offers at once sent them all and
     # retried them all together on Retry-After, until calls gave up.
     requests_per_s: float = Field(default=DispatchSettings.model_fields["supplier_rate_per_s"].default, gt=0)
+    # Connections per supplier: calls beyond them wait on our side (a supplier's integration has a few
+    # workers, not one connection per open order).
+    connections: int = Field(default=8, ge=1, le=64)
     seed: int | None = None  # None: a random seed, shown in stats() so a run can be repeated
     feed_wait_s: float = Field(default=20, ge=0, le=60)
     feed_limit: int = Field(default=100, ge=1, le=1000)

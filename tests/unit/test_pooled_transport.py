@@ -5,48 +5,16 @@ alive, frees each one when its response is closed, and raises httpx's errors, na
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from shared.http import kept_alive_transport
-
-
-@dataclass
-class SlowServer:
-    """Answers every request "ok" after `delay_s`, counting requests in flight and connections."""
-
-    delay_s: float
-    in_flight: int = 0
-    most: int = 0
-    connections: set[int] = field(default_factory=set)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections.add(writer.get_extra_info("peername")[1])
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                self.in_flight += 1
-                self.most = max(self.most, self.in_flight)
-                await asyncio.sleep(self.delay_s)
-                self.in_flight -= 1
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-async def _slow_server(delay_s: float) -> tuple[SlowServer, asyncio.Server, int]:
-    """A SlowServer listening on a free local port: (its counters, the server, the port)."""
-    far_end = SlowServer(delay_s=delay_s)
-    server = await asyncio.start_server(far_end.serve, "127.0.0.1", 0)
-    return far_end, server, server.sockets[0].getsockname()[1]
+from tests.unit.slow_server import slow_server
 
 
 async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_back() -> None:
-    far_end, server, port = await _slow_server(0.01)
+    far_end, server, port = await slow_server(0.01)
     client = httpx.AsyncClient(transport=kept_alive_transport(2), base_url=f"http://127.0.0.1:{port}")
     async with server, client:
         answers = await asyncio.gather(*(client.get(f"/{n}") for n in range(30)))
@@ -61,7 +29,7 @@ async def test_no_more_requests_in_flight_than_connections_and_every_slot_comes_
 
 
 async def test_every_connection_is_used_and_kept_alive() -> None:
-    far_end, server, port = await _slow_server(0.02)
+    far_end, server, port = await slow_server(0.02)
     client = httpx.AsyncClient(transport=kept_alive_transport(20), base_url=f"http://127.0.0.1:{port}")
     async with server, client:
         for _ in range(3):
@@ -110,7 +78,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 
 
 async def test_a_slow_answer_is_a_read_timeout() -> None:
-    _, server, port = await _slow_server(1.0)
+    _, server, port = await slow_server(1.0)
     client = httpx.AsyncClient(transport=kept_alive_transport(1), timeout=httpx.Timeout(0.2, pool=None))
     async with server, client:
         with pytest.raises(httpx.ReadTimeout):
@@ -118,7 +86,7 @@ async def test_a_slow_answer_is_a_read_timeout() -> None:
 
 
 async def test_a_request_waiting_for_a_connection_is_not_timed_out_by_the_wait() -> None:
-    _, server, port = await _slow_server(0.15)
+    _, server, port = await slow_server(0.15)
     # Each request answers within its 0.3 s; the fourth waits 0.45 s for the one connection.
     client = httpx.AsyncClient(
         transport=kept_alive_transport(1), timeout=0.3, base_url=f"http://127.0.0.1:{port}"

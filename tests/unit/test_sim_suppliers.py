@@ -61,6 +61,7 @@ from sim.suppliers.decisions import (
     waybill_number,
 )
 from sim.suppliers.settings import RetryPolicy, load_settings, parse_supplier
+from tests.unit.slow_server import slow_server
 
 T0 = datetime(2025, 11, 13, 2, 0, tzinfo=UTC)
 ADDRESS = ShippingAddress(
@@ -373,6 +374,21 @@ async def test_client_retries_5xx_429_and_network_errors_with_one_idempotency_ke
         await client.post("/x/accept", AcceptRequest(), idempotency_key="k-4")
     assert len(seen) == RetryPolicy().max_attempts
     await client.aclose()
+
+
+async def test_a_client_has_at_most_its_connections_in_flight_at_the_api() -> None:
+    far_end, server, port = await slow_server(0.02)
+    client = SupplierApiClient(
+        f"http://127.0.0.1:{port}", "lvk_key", policy=RetryPolicy(max_attempts=1), timeout_s=5, connections=3
+    )
+    async with server:
+        answers = await asyncio.gather(
+            *(client.post(f"/d-{n}/accept", AcceptRequest(), idempotency_key=f"k-{n}") for n in range(12))
+        )
+        await client.aclose()
+    assert [a.status for a in answers] == [200] * 12
+    assert far_end.most == 3  # the other calls waited on the client's side
+    assert FleetSettings().connections == 8  # what each bot opens by default
 
 
 async def test_a_paced_client_stays_under_the_supplier_apis_rate_limit() -> None:

@@ -159,9 +159,12 @@ class Dispatcher:
             event = ORDER_EVENTS.validate_json(message.value)
         except ValidationError as exc:
             raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
+        if isinstance(event, OrderShippingUrged | OrderCompleted):
+            ORDER_EVENTS_HANDLED.labels(event.event_type, "not_for_dispatch").inc()
+            return
         now = self._clock()
         async with self.store.lock(event.order_id):
-            plan = await self.store.plan(event.order_id)
+            plan = await self.store.plan(event.order_id)  # from the database unless held (store.py)
             orders = await self.store.orders_of(event.order_id)
             outcome: PlanOutcome
             match event:
@@ -175,9 +178,6 @@ class Dispatcher:
                     outcome = planning.on_sku_changed(
                         plan, orders, event, self._context(event.shop_id, event.lines), now
                     )
-                case OrderShippingUrged() | OrderCompleted():
-                    ORDER_EVENTS_HANDLED.labels(event.event_type, "not_for_dispatch").inc()
-                    return
             await self._commit(outcome, cause=str(event.event_id))
         if isinstance(event, OrderPaid) and outcome.transitions:
             STAGE_SECONDS.labels("paid_to_dispatched").observe(

@@ -22,7 +22,7 @@ from services.dispatch.domain.routing import Route
 from services.dispatch.handlers import Dispatcher, RouteBook
 from services.dispatch.store import OPS_AUDIENCE, DispatchStore, FeedEntry, VersionConflict
 from shared.db import Document
-from shared.events.dispatch import DispatchState, HoldReason, OrderHeld, RejectReason
+from shared.events.dispatch import DispatchState, HoldReason, OrderHeld
 from shared.kafka.admin import ensure_topics
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.producer import create_producer
@@ -336,12 +336,12 @@ async def test_a_final_order_is_read_back_from_its_version_and_open_ones_stay_in
         await again.close()
 
 
-async def test_a_settled_plan_is_read_back_and_plans_at_work_stay_in_memory(stack: LocalStack) -> None:
+async def test_only_held_plans_stay_in_memory_and_the_others_are_read_back(stack: LocalStack) -> None:
     order_id = str(7_600_000_000_000_000_000 + uuid.uuid4().int % 10**15)
     held_id = str(int(order_id) + 1)
     async with _stores(stack) as open_store:
         store = await open_store()
-        _, accept = await _split_and_accepted_by_alpha(store, order_id)
+        await _split_and_accepted_by_alpha(store, order_id)
         plan = OrderPlan(
             order_id=order_id,
             shop_id=SHOP,
@@ -352,18 +352,9 @@ async def test_a_settled_plan_is_read_back_and_plans_at_work_stay_in_memory(stac
         await store.save_plan(plan, [], cause="paid")
         held = OrderPlan(order_id=held_id, shop_id=SHOP, version=1, status=PlanStatus.HELD)
         await store.save_plan(held, [], cause="paid")
-        assert store.is_plan_in_memory(order_id) and store.is_plan_in_memory(held_id)
-
-        shipped = dispatch.ship(accept.order, parcels=[parcel("W1", (0, 2))], now=at(2))
-        await store.save_transition(shipped, cause="ship-1")
-        assert store.is_plan_in_memory(order_id)  # beta's dispatch order is still open
-        beta = await store.order(f"{order_id}-2")
-        assert beta is not None
-        rejected = dispatch.reject(beta, reason=RejectReason.OUT_OF_STOCK, text="", now=at(3))
-        await store.save_transition(rejected, cause="reject-2")
-        assert not store.is_plan_in_memory(order_id)  # settled: read back when asked
-        assert await store.plan(order_id) == plan
-        assert store.held_plans() == [held]  # a hold stays, with no dispatch order at all
+        assert not store.is_plan_in_memory(order_id) and store.is_plan_in_memory(held_id)
+        assert await store.plan(order_id) == plan  # read back: the version as written
+        assert store.held_plans() == [held]
         assert await store.plan("no-such-order") is None
         await store.close()
 
@@ -371,11 +362,8 @@ async def test_a_settled_plan_is_read_back_and_plans_at_work_stay_in_memory(stac
         assert not again.is_plan_in_memory(order_id) and again.is_plan_in_memory(held_id)
         assert await again.plan(order_id) == plan
         assert again.held_plans() == [held]
-        reopened = plan.model_copy(
-            update={"version": 2, "dispatch_ids": [*plan.dispatch_ids, f"{order_id}-3"]}
-        )
-        await again.save_transition(_offer(order_id, 3, supplier="gamma"), cause="rerouted")
-        await again.save_plan(reopened, [], cause="rerouted")
-        assert again.is_plan_in_memory(order_id)  # at work again: a new dispatch order is open
-        assert await again.plan(order_id) == reopened
+        released = held.model_copy(update={"version": 2, "status": PlanStatus.DISPATCHED})
+        await again.save_plan(released, [], cause="routed")
+        assert not again.is_plan_in_memory(held_id) and again.held_plans() == []
+        assert await again.plan(held_id) == released
         await again.close()

@@ -146,6 +146,8 @@ class DispatchSettings(ServiceSettings):
     # Supplier API: requests per second and burst per supplier (429 + Retry-After beyond).
     supplier_rate_per_s: float = Field(default=20.0, gt=0)
     supplier_burst: int = Field(default=40, ge=1)
+    # Calls in flight at once per API key (429 + Retry-After beyond): each holds memory here.
+    supplier_max_in_flight: int = Field(default=16, ge=1)
     feed_max_wait_s: float = Field(default=30.0, ge=0)
     feed_linger_s: float = Field(default=0.1, ge=0, le=1)
     feed_max_page: int = Field(default=500, ge=1)

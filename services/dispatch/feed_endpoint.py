@@ -49,7 +49,7 @@ def parse_feed_query(query_string: bytes) -> FeedQuery | None:
     return query
 
 
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+def header_text(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return None if value is None else value.decode("latin-1")
 
@@ -69,7 +69,7 @@ class FeedEndpoint:
         api: SupplierApi | None = getattr(scope["app"].state, "supplier_api", None)
         query = parse_feed_query(scope.get("query_string", b""))
         headers = dict(scope["headers"])
-        token = api_key_of(_header(headers, b"authorization"), _header(headers, b"x-api-key"))
+        token = api_key_of(header_text(headers, b"authorization"), header_text(headers, b"x-api-key"))
         supplier = await api.keys.supplier_of(token) if api is not None and token else None
         if api is None or query is None or supplier is None:
             await self.app(scope, receive, send)

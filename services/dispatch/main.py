@@ -18,6 +18,7 @@ from services.dispatch import store as dispatch_store
 from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
+from services.dispatch.in_flight import InFlightPerKey
 from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
 from shared.http import kept_alive_transport
 from shared.kafka.agents import OrderedAgents
@@ -110,4 +111,5 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     )
     install(api)
     api.add_middleware(FeedEndpoint, service=settings.service_name)
+    api.add_middleware(InFlightPerKey, limit=settings.supplier_max_in_flight)  # outermost: added last
     return api

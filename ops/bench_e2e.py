@@ -1138,7 +1138,7 @@ def bench_e2e(
     shops: Annotated[int, typer.Option(help="Shops, registered in the WeChat stand-in and our DB.")] = 5,
     suppliers: Annotated[int, typer.Option(help="Suppliers, each a bot long-polling its feed.")] = 20,
     skus_per_supplier: Annotated[int, typer.Option(help="SKUs (routes per shop) per supplier.")] = 2,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for the last orders.")] = 180,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for the last orders.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the order mix and the bots.")] = 11,
     profile: Annotated[
         bool, typer.Option(help="py-spy (speedscope) of every Python process that spends CPU per order.")

@@ -558,6 +558,11 @@ def _dispatch_rows() -> list[Row]:
                     [increase_by("lvyue_dispatch_holds_placed_total", "reason")],
                     bars=True,
                 ),
+                Panel(
+                    "Supplier calls refused: too many in flight for their key",
+                    [increase_by("lvyue_dispatch_supplier_calls_over_in_flight_total", "instance")],
+                    bars=True,
+                ),
             ],
         ),
         Row(

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -178,6 +178,8 @@ class Dispatcher:
                     outcome = planning.on_sku_changed(
                         plan, orders, event, self._context(event.shop_id, event.lines), now
                     )
+                case _:
+                    assert_never(event)
             await self._commit(outcome, cause=str(event.event_id))
         if isinstance(event, OrderPaid) and outcome.transitions:
             STAGE_SECONDS.labels("paid_to_dispatched").observe(
@@ -279,8 +281,8 @@ class Dispatcher:
         released = 0
         for held in self.store.held_plans():
             async with self.store.lock(held.order_id):
-                plan = await self.store.plan(held.order_id)
-                if plan is None:  # never expected: a held plan is kept in memory
+                plan = self.store.held_plan(held.order_id)
+                if plan is None:  # released while this waited for the lock
                     continue
                 outcome = planning.retry_hold(plan, self._context(plan.shop_id, plan.lines), self._clock())
                 await self._commit(outcome, cause=f"retry:{uuid.uuid4()}")

@@ -5,7 +5,9 @@ route, the dispatch order it changes. The rate limit (calls per second) does not
 dispatch is slow, the same rate means more calls in flight. At 200 orders/s, 20 supplier bots with
 32 connections each had 600 calls in flight at once (17,000 coroutines), and dispatch went over its
 memory target. Counted per API key as sent, before it is checked (no lookup on this path); an
-unknown key is refused by the route right after.
+unknown key is refused by the route right after. Feed long polls are not counted: a parked poll is
+one wait on an event, and a client that dropped one must not find its commands refused until the
+poll times out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.dispatch.feed_endpoint import header_text
-from services.dispatch.supplier_api import api_key_of, error_response
+from services.dispatch.supplier_api import FEED_PATH, api_key_of, error_response
 from shared.api.supplier import API_PREFIX, SupplierErrorCode
 
 REFUSED = Counter(
@@ -33,7 +35,8 @@ class InFlightPerKey:
         return self._in_flight.get(key, 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path.startswith(API_PREFIX) or path == FEED_PATH:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -46,7 +49,7 @@ class InFlightPerKey:
             REFUSED.inc()
             refusal = error_response(
                 429,
-                SupplierErrorCode.RATE_LIMITED,
+                SupplierErrorCode.TOO_MANY_IN_FLIGHT,
                 f"at most {self._limit} calls in flight per API key",
                 headers={"Retry-After": "1"},
             )

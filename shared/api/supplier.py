@@ -33,6 +33,7 @@ class SupplierErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_IN_FLIGHT = "too_many_in_flight"  # 429: the key has its limit of calls unanswered
     VALIDATION_FAILED = "validation_failed"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # same key, different request
     # Illegal transitions (409).

@@ -4,6 +4,7 @@ for tests of HTTP clients' pools."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 
 
@@ -19,7 +20,10 @@ class SlowServer:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer.get_extra_info("peername")[1])
         try:
-            while await reader.readuntil(b"\r\n\r\n"):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))  # the body, before answering
                 self.in_flight += 1
                 self.most = max(self.most, self.in_flight)
                 await asyncio.sleep(self.delay_s)

@@ -1,5 +1,6 @@
 """The supplier API lets each key have at most so many calls in flight: the next one gets a 429 with
-Retry-After at once, other keys are not affected, and a slot comes back when its call ends."""
+Retry-After at once, other keys and feed long polls are not affected, and a slot comes back when its
+call ends, fails or is cancelled."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from services.dispatch.in_flight import InFlightPerKey
+from services.dispatch.supplier_api import FEED_PATH
 from shared.api.supplier import API_PREFIX, SupplierErrorCode
 
 
@@ -46,21 +48,38 @@ async def test_a_key_over_its_calls_in_flight_is_refused_at_once_and_its_slots_c
         await _started(inner, 2)
         refused = await client.get(url, headers={"Authorization": "Bearer key-a"})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
-        assert refused.json()["code"] == SupplierErrorCode.RATE_LIMITED
+        assert refused.json()["code"] == SupplierErrorCode.TOO_MANY_IN_FLIGHT
         assert inner.started == 2  # the refused call never reached the app
         other_key = asyncio.create_task(client.get(url, headers={"Authorization": "Bearer key-b"}))
         unauthenticated = asyncio.create_task(client.get(url))  # left to the route's 401
         elsewhere = asyncio.create_task(client.get("/metrics", headers={"X-Api-Key": "key-a"}))
-        await _started(inner, 5)
+        # A long poll parks on an event: not counted, so a dropped one never blocks the key's commands.
+        polls = [asyncio.create_task(client.get(FEED_PATH, headers={"X-Api-Key": "key-a"})) for _ in range(3)]
+        await _started(inner, 8)
         assert limited.in_flight("key-a") == 2 and limited.in_flight("key-b") == 1
         inner.release.set()
-        answers = await asyncio.gather(*held, other_key, unauthenticated, elsewhere)
-        assert [a.status_code for a in answers] == [200] * 5
+        answers = await asyncio.gather(*held, other_key, unauthenticated, elsewhere, *polls)
+        assert [a.status_code for a in answers] == [200] * 8
         assert limited.in_flight("key-a") == 0 and limited.in_flight("key-b") == 0
         again = await asyncio.gather(
             *(client.get(url, headers={"Authorization": "Bearer key-a"}) for _ in range(2))
         )
         assert [a.status_code for a in again] == [200, 200]
+
+
+async def test_a_cancelled_call_gives_its_slot_back() -> None:
+    inner = HeldApp()
+    limited = InFlightPerKey(inner, limit=1)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://dispatch.test")
+    url = API_PREFIX + "/dispatch-orders/d-1"
+    async with client:
+        call = asyncio.create_task(client.get(url, headers={"X-Api-Key": "key-a"}))
+        await _started(inner, 1)
+        assert limited.in_flight("key-a") == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert limited.in_flight("key-a") == 0
 
 
 async def test_a_call_that_fails_gives_its_slot_back() -> None:
@@ -72,5 +91,5 @@ async def test_a_call_that_fails_gives_its_slot_back() -> None:
     async with client:
         for _ in range(2):
             with pytest.raises(RuntimeError):
-                await client.get(API_PREFIX + "/feed", headers={"X-Api-Key": "key-a"})
+                await client.get(API_PREFIX + "/dispatch-orders", headers={"X-Api-Key": "key-a"})
             assert limited.in_flight("key-a") == 0

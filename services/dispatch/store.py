@@ -449,9 +449,6 @@ class DispatchStore:
             raise LookupError(f"plan version {version_id} is not stored")
         return OrderPlan.model_validate(document["plan"])
 
-    def is_plan_in_memory(self, order_id: str) -> bool:
-        return order_id in self._held_plans
-
     def held_plan(self, order_id: str) -> OrderPlan | None:
         """The order's plan if it is on hold now (no read)."""
         return self._held_plans.get(order_id)

@@ -352,18 +352,18 @@ async def test_only_held_plans_stay_in_memory_and_the_others_are_read_back(stack
         await store.save_plan(plan, [], cause="paid")
         held = OrderPlan(order_id=held_id, shop_id=SHOP, version=1, status=PlanStatus.HELD)
         await store.save_plan(held, [], cause="paid")
-        assert not store.is_plan_in_memory(order_id) and store.is_plan_in_memory(held_id)
+        assert store.held_plan(order_id) is None and store.held_plan(held_id) == held  # in memory
         assert await store.plan(order_id) == plan  # read back: the version as written
         assert store.held_plans() == [held]
         assert await store.plan("no-such-order") is None
         await store.close()
 
         again = await open_store()
-        assert not again.is_plan_in_memory(order_id) and again.is_plan_in_memory(held_id)
+        assert again.held_plan(order_id) is None and again.held_plan(held_id) == held
         assert await again.plan(order_id) == plan
         assert again.held_plans() == [held]
         released = held.model_copy(update={"version": 2, "status": PlanStatus.DISPATCHED})
         await again.save_plan(released, [], cause="routed")
-        assert not again.is_plan_in_memory(held_id) and again.held_plans() == []
+        assert again.held_plan(held_id) is None and again.held_plans() == []
         assert await again.plan(held_id) == released
         await again.close()

@@ -178,6 +178,9 @@ class IdempotencyStore:
         self._stored_at: dict[str, float] = {}  # key -> when stored (epoch s), oldest first
         # Only while a request with the key runs: a lock nobody holds is collected.
         self._in_flight: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # FerretDB deletes what its scan matched by `_id`, so an answer replaced during a sweep's delete
+        # was deleted with the old one (a flaky test caught it): the two take turns.
+        self._deleting = asyncio.Lock()
 
     def lock(self, key: str) -> asyncio.Lock:
         lock = self._in_flight.get(key)
@@ -219,7 +222,8 @@ class IdempotencyStore:
             "created_at": datetime.fromtimestamp(now, UTC),
         }
         if key in self._stored_at:  # expired, not yet swept: the new answer replaces it
-            await self._collection.replace_one({"_id": key}, document, upsert=True)
+            async with self._deleting:
+                await self._collection.replace_one({"_id": key}, document, upsert=True)
             self._stored_at.pop(key, None)  # re-added last (newest); a sweep may have forgotten it meanwhile
         else:
             # Another process may have answered the same key first: its answer stands in the database.
@@ -236,7 +240,8 @@ class IdempotencyStore:
             return 0
         # One call (FerretDB scans for it), before forgetting: a key forgotten here while its old
         # answer stayed stored would have a new answer refused by the unique `_id`, and lost.
-        await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
+        async with self._deleting:
+            await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
         forgotten = [k for k in expired if self._stored_at.get(k, math.inf) <= cutoff]  # not answered anew
         for key in forgotten:
             del self._stored_at[key]

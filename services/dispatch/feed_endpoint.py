@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.dispatch.supplier_api import FEED_PATH, SupplierApi, api_key_of, feed_body, rate_limited
+from services.dispatch.supplier_api import FEED_PATH, SupplierApi, api_key_of_scope, feed_body, rate_limited
 from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
@@ -49,11 +49,6 @@ def parse_feed_query(query_string: bytes) -> FeedQuery | None:
     return query
 
 
-def header_text(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return None if value is None else value.decode("latin-1")
-
-
 class FeedEndpoint:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
@@ -68,8 +63,7 @@ class FeedEndpoint:
             return
         api: SupplierApi | None = getattr(scope["app"].state, "supplier_api", None)
         query = parse_feed_query(scope.get("query_string", b""))
-        headers = dict(scope["headers"])
-        token = api_key_of(header_text(headers, b"authorization"), header_text(headers, b"x-api-key"))
+        token = api_key_of_scope(scope)
         supplier = await api.keys.supplier_of(token) if api is not None and token else None
         if api is None or query is None or supplier is None:
             await self.app(scope, receive, send)

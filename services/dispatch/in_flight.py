@@ -15,8 +15,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.dispatch.feed_endpoint import header_text
-from services.dispatch.supplier_api import FEED_PATH, api_key_of, error_response
+from services.dispatch.supplier_api import FEED_PATH, api_key_of_scope, error_response
 from shared.api.supplier import API_PREFIX, SupplierErrorCode
 
 REFUSED = Counter(
@@ -39,8 +38,7 @@ class InFlightPerKey:
         if not path.startswith(API_PREFIX) or path == FEED_PATH:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        key = api_key_of(header_text(headers, b"authorization"), header_text(headers, b"x-api-key"))
+        key = api_key_of_scope(scope)
         if key is None:  # refused by the route (401)
             await self.app(scope, receive, send)
             return

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from starlette.types import Scope
 
 from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
@@ -300,6 +301,16 @@ def api_key_of(authorization: str | None, x_api_key: str | None) -> str | None:
     if authorization and authorization[:7].lower() == "bearer ":
         return authorization[7:].strip() or None
     return None
+
+
+def api_key_of_scope(scope: Scope) -> str | None:
+    """The API key of a raw ASGI request (for the middlewares in front of the routes)."""
+    headers = dict(scope["headers"])
+    authorization, x_api_key = headers.get(b"authorization"), headers.get(b"x-api-key")
+    return api_key_of(
+        None if authorization is None else authorization.decode("latin-1"),
+        None if x_api_key is None else x_api_key.decode("latin-1"),
+    )
 
 
 def rate_limited(api: SupplierApi, supplier: str) -> JSONResponse | None:

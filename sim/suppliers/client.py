@@ -29,7 +29,7 @@ from tenacity import (
 
 from shared.api.supplier import API_PREFIX, DispatchOrderPublic, FeedPage, SupplierErrorCode
 from shared.http import kept_alive_transport
-from sim.suppliers.settings import RetryPolicy
+from sim.suppliers.settings import FleetSettings, RetryPolicy
 
 log = logging.getLogger(__name__)
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -110,7 +110,7 @@ class SupplierApiClient:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
         requests_per_s: float | None = None,
-        connections: int = 8,
+        connections: int = FleetSettings.model_fields["connections"].default,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         on_retry: Callable[[str, BaseException], None] | None = None,
     ) -> None:

@@ -115,12 +115,13 @@ class FleetSettings(BaseModel):
     behaviour: Behaviour = Behaviour()
     time_scale: float = Field(default=1.0, gt=0)  # every behaviour delay is divided by this
     # Requests per second per supplier, paced on our side as a supplier's integration would: the supplier
-    # API allows DISPATCH_SUPPLIER_RATE_PER_S per key (bursts of _BURST) and answers 429 beyond; the
-    # default is dispatch's own. Unpaced, a supplier with hundreds of offers at once sent them all and
+    # API allows DISPATCH_SUPPLIER_RATE_PER_S per supplier (bursts of _BURST) and answers 429 beyond;
+    # the default is dispatch's own. Unpaced, a supplier with hundreds of offers at once sent them all and
     # retried them all together on Retry-After, until calls gave up.
     requests_per_s: float = Field(default=DispatchSettings.model_fields["supplier_rate_per_s"].default, gt=0)
     # Connections per supplier: calls beyond them wait on our side (a supplier's integration has a few
-    # workers, not one connection per open order).
+    # workers, not one connection per open order). More than DISPATCH_SUPPLIER_MAX_IN_FLIGHT (16) would
+    # meet 429s.
     connections: int = Field(default=8, ge=1, le=64)
     seed: int | None = None  # None: a random seed, shown in stats() so a run can be repeated
     feed_wait_s: float = Field(default=20, ge=0, le=60)

@@ -29,6 +29,10 @@ class HeldApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
+def _client(app: InFlightPerKey) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://dispatch.test")
+
+
 async def _started(inner: HeldApp, count: int) -> None:
     async with asyncio.timeout(5):
         while inner.started < count:
@@ -38,7 +42,7 @@ async def _started(inner: HeldApp, count: int) -> None:
 async def test_a_key_over_its_calls_in_flight_is_refused_at_once_and_its_slots_come_back() -> None:
     inner = HeldApp()
     limited = InFlightPerKey(inner, limit=2)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://dispatch.test")
+    client = _client(limited)
     url = API_PREFIX + "/dispatch-orders/d-1"
     async with client:
         held = [
@@ -70,7 +74,7 @@ async def test_a_key_over_its_calls_in_flight_is_refused_at_once_and_its_slots_c
 async def test_a_cancelled_call_gives_its_slot_back() -> None:
     inner = HeldApp()
     limited = InFlightPerKey(inner, limit=1)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://dispatch.test")
+    client = _client(limited)
     url = API_PREFIX + "/dispatch-orders/d-1"
     async with client:
         call = asyncio.create_task(client.get(url, headers={"X-Api-Key": "key-a"}))
@@ -87,7 +91,7 @@ async def test_a_call_that_fails_gives_its_slot_back() -> None:
         raise RuntimeError("the route failed")
 
     limited = InFlightPerKey(failing, limit=1)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://dispatch.test")
+    client = _client(limited)
     async with client:
         for _ in range(2):
             with pytest.raises(RuntimeError):

@@ -1,5 +1,6 @@
-"""The stand-in answers WeChat's POST ...?access_token= calls in front of FastAPI exactly as its FastAPI
-routes do: same status, content type, body and call record, for answers and refusals alike."""
+"""The stand-in answers WeChat's POST ...?access_token= calls, and the control API's order creation, in
+front of FastAPI exactly as its FastAPI routes do: same status, content type, body and call record, for
+answers and refusals alike."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from sim.wechat.app import TokenCallsFastPath, create_app, token_calls, wechat_router
+from sim.wechat.app import (
+    OrderCreationFastPath,
+    TokenCallsFastPath,
+    control_router,
+    create_app,
+    token_calls,
+    wechat_router,
+)
 from sim.wechat.state import Shop, SimState
 from sim.wechat.testing import FakeClock
 
@@ -117,3 +125,67 @@ async def test_the_fast_path_takes_the_token_calls_only() -> None:
         assert (await http.get("/channels/ec/order/get")).status_code == 405  # a GET is FastAPI's
         assert (await http.post("/channels/ec/no/such/path", content=b"{}")).status_code == 404
         assert (await http.get("/sim/health")).status_code == 200
+
+
+# (content type or None, body) of POST /sim/orders; APPID is the registered shop's.
+ORDER_CASES: list[tuple[str | None, str]] = [
+    ("application/json", '{"appid": "APPID", "paid": true}'),
+    (
+        "application/json",
+        '{"appid": "APPID", "order_id": "3700000000000000001", "products": [{"sku_cnt": 2}]}',
+    ),
+    ("application/json", '{"appid": "APPID", "order_id": "3700000000000000001"}'),  # exists: 409
+    ("application/json; charset=utf-8", '{"appid": "wx-no-such-shop"}'),  # 404
+    (None, '{"appid": "APPID", "freight": 500}'),  # no content type: the route's to judge
+    ("application/vnd.sale+json", '{"appid": "APPID"}'),
+    ("application/json", '{"appid": "APPID", "products": [{"sku_cnt": 0}]}'),  # 422
+    ("application/json", '{"products": []}'),  # 422: no appid, no product
+    ("application/json", "{not json"),  # 422
+    ("text/plain", '{"appid": "APPID"}'),  # FastAPI does not read it as JSON
+    ("application/json", "[1]"),  # 422
+]
+
+
+async def _order_answers(app: Any) -> list[tuple[int, str, Any]]:
+    answers = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
+        for content_type, body in ORDER_CASES:
+            headers = {} if content_type is None else {"content-type": content_type}
+            reply = await http.post("/sim/orders", content=body.replace("APPID", APPID), headers=headers)
+            answers.append((reply.status_code, reply.headers["content-type"], reply.json()))
+    return answers
+
+
+async def test_order_creation_in_front_of_fastapi_answers_as_the_route_does() -> None:
+    fast_state, _, _ = _state()
+    route_state, _, _ = _state()
+    routes_only = FastAPI()
+    routes_only.include_router(control_router(route_state))
+    by_fast_path = await _order_answers(create_app(fast_state))
+    by_route = await _order_answers(routes_only)
+    for case, fast, route in zip(ORDER_CASES, by_fast_path, by_route, strict=True):
+        assert fast == route, case
+    statuses = [status for status, _, _ in by_fast_path]
+    assert statuses == [200, 200, 409, 404, 422, 200, 422, 422, 422, 422, 422]
+    paid = by_fast_path[0][2]
+    assert paid["status"] == 20 and paid["order_detail"]["pay_info"]["pay_time"] > 0
+    assert by_fast_path[1][2]["order_detail"]["product_infos"][0]["sku_cnt"] == 2
+    assert by_fast_path[2][2]["detail"]["code"] == "order_exists"
+    assert [o.doc for o in fast_state.orders.orders.values()] == [
+        o.doc for o in route_state.orders.orders.values()
+    ]
+    assert len(fast_state.orders.orders) == 1 + 3  # the seeded one and the three created
+
+
+async def test_a_valid_order_creation_never_reaches_fastapi() -> None:
+    state, _, _ = _state()
+
+    async def not_here(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError(f"{scope['method']} {scope['path']} reached the app behind the fast path")
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=OrderCreationFastPath(not_here, state)), base_url="http://sim.test"
+    ) as http:
+        reply = await http.post("/sim/orders", json={"appid": APPID, "paid": True})
+    assert reply.status_code == 200 and reply.json()["status"] == 20
+    assert state.orders.find(reply.json()["order_id"]).doc["status"] == 20

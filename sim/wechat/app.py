@@ -674,10 +674,15 @@ def control_router(state: SimState) -> APIRouter:
 
     @router.get("/calls", response_model=list[CallOut])
     async def calls(
-        path: Annotated[str | None, Query()] = None, appid: Annotated[str | None, Query()] = None
+        path: Annotated[str | None, Query()] = None,
+        appid: Annotated[str | None, Query()] = None,
+        after: Annotated[
+            int, Query(ge=0, description="only the calls numbered after this `seq` (a watcher's mark)")
+        ] = 0,
     ) -> list[CallOut]:
         return [
             CallOut(
+                seq=c.seq,
                 at=c.at,
                 method=c.method,
                 path=c.path,
@@ -686,7 +691,7 @@ def control_router(state: SimState) -> APIRouter:
                 errcode=c.errcode,
                 errmsg=c.errmsg,
             )
-            for c in state.calls.calls(path=path, appid=appid)
+            for c in state.calls.calls(path=path, appid=appid, after=after)
         ]
 
     @router.delete("/calls")

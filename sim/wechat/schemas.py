@@ -284,6 +284,7 @@ class EwaybillBalanceIn(BaseModel):
 
 
 class CallOut(BaseModel):
+    seq: int = Field(description="the call's number, from 1 (ask `after` it for the newer ones)")
     at: float
     method: str
     path: str

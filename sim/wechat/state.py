@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -81,19 +81,29 @@ class CallRecord:
     request: Any  # the parsed JSON body (or the query for GET), exactly as received
     errcode: int
     errmsg: str
+    seq: int = 0  # numbered by the recorder from 1, never reused (not even after a clear)
 
 
 class CallRecorder:
     def __init__(self, *, limit: int = 200_000) -> None:
         self._calls: deque[CallRecord] = deque(maxlen=limit)
+        self._last_seq = 0
 
     def record(self, call: CallRecord) -> None:
-        self._calls.append(call)
+        self._last_seq += 1
+        self._calls.append(replace(call, seq=self._last_seq))
 
-    def calls(self, *, path: str | None = None, appid: str | None = None) -> list[CallRecord]:
-        return [
-            c for c in self._calls if (path is None or c.path == path) and (appid is None or c.appid == appid)
-        ]
+    def calls(self, *, path: str | None = None, appid: str | None = None, after: int = 0) -> list[CallRecord]:
+        """The calls kept, oldest first; `after`: only those numbered after it (read from the newest
+        back, so a watcher asking for what is new does not walk the whole log)."""
+        newer: list[CallRecord] = []
+        for call in reversed(self._calls):
+            if call.seq <= after:
+                break
+            if (path is None or call.path == path) and (appid is None or call.appid == appid):
+                newer.append(call)
+        newer.reverse()
+        return newer
 
     def clear(self) -> None:
         self._calls.clear()

@@ -393,6 +393,28 @@ async def test_calls_are_recorded_with_body_and_errcode(wechat: WeChat, state: S
     assert not [c for c in state.calls.calls() if c.path.startswith("/sim")]
 
 
+async def test_a_watcher_asks_only_for_the_calls_after_its_mark(wechat: WeChat, state: SimState) -> None:
+    order_id = (await wechat.paid_order())["order_id"]
+    await wechat.call(GET, {"order_id": order_id})
+    first = (await wechat.http.get("/sim/calls", params={"path": GET})).json()
+    assert len(first) == 1
+    await wechat.call(GET, {"order_id": "1"})
+    await wechat.call(GET, {"order_id": order_id})
+    mark = first[-1]["seq"]
+    newer = (await wechat.http.get("/sim/calls", params={"path": GET, "after": mark})).json()
+    assert [c["errcode"] for c in newer] == [ErrCode.ORDER_NOT_FOUND, 0]
+    assert all(c["seq"] > mark for c in newer) and newer[0]["seq"] < newer[1]["seq"]
+    everything = (await wechat.http.get("/sim/calls")).json()
+    assert [c["seq"] for c in everything] == sorted({c["seq"] for c in everything})  # unique, in order
+    last = everything[-1]["seq"]
+    assert (await wechat.http.get("/sim/calls", params={"after": last})).json() == []
+    state.calls.clear()  # numbers are not reused after a clear
+    await wechat.call(GET, {"order_id": order_id})
+    after_clear = (await wechat.http.get("/sim/calls", params={"path": GET})).json()
+    assert [c["seq"] for c in after_clear] == [last + 1]
+    assert (await wechat.http.get("/sim/calls", params={"after": -1})).status_code == 422
+
+
 # ---- the buyer's side (control endpoints) --------------------------------------------------------
 
 

@@ -6,12 +6,17 @@ middleware stack: a third of dispatch's CPU in the profile. Here a well-formed, 
 is answered directly; anything else (a missing or unknown key, a query the route would refuse, the
 app still starting) goes on to the FastAPI route, which answers it in the API's error format and
 documents the feed in `/docs`. The same RED metrics are recorded as for every other route.
+
+A long poll ends early when its client hangs up (recorded as 499, nginx's "client closed request"):
+otherwise it would hold its waiter, and build and send a page, for nobody, until its wait ran out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -24,6 +29,7 @@ from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _DECIMAL = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,11 @@ class FeedEndpoint:
                 await refusal(scope, receive, send)
                 status = refusal.status_code
                 return
-            body = await feed_body(api, supplier, query.after, query.wait_s, query.limit)
+            page = feed_body(api, supplier, query.after, query.wait_s, query.limit)
+            body = await page if query.wait_s <= 0 else await unless_hung_up(page, receive)
+            if body is None:
+                status = CLIENT_CLOSED_REQUEST
+                return
             answer_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": answer_headers})
             await send({"type": "http.response.body", "body": body})
@@ -91,3 +101,24 @@ class FeedEndpoint:
                 )
             answered.inc()
             self._duration.observe(time.perf_counter() - started)
+
+
+async def unless_hung_up(work: Awaitable[bytes], receive: Receive) -> bytes | None:
+    """`work`'s result, or None (with `work` cancelled) when the client hangs up first. For a GET the
+    server's first message is the empty body; the next comes only when the client disconnects."""
+    answer = asyncio.ensure_future(work)
+    hang_up = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((answer, hang_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hang_up.cancel()
+        if not answer.done():
+            answer.cancel()
+    if not answer.done() or answer.cancelled():  # cancelled above: the client hung up first
+        return None
+    return answer.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -4,6 +4,7 @@ supplier's feed; the supplier API's access rules, idempotency, concurrency and c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -119,6 +120,23 @@ async def test_long_poll_wakes_when_work_arrives(stack: LocalStack) -> None:
         assert [c["dispatch_order"]["order_id"] for c in page["changes"]] == [event.order_id]
         assert waited < 5, f"the long poll answered {waited:.2f} s after the order was published"
         assert page["next_cursor"] == page["changes"][-1]["cursor"] > cursor
+
+
+async def test_a_long_poll_ends_when_its_client_hangs_up(stack: LocalStack) -> None:
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        hung_up_before, answered_before = _feed_answers(499), _feed_answers(200)
+        async with harness.client("alpha") as client:
+            cursor = (await client.get("/feed")).json()["next_cursor"]
+            poll = asyncio.create_task(client.get("/feed", params={"after": cursor, "wait_s": 30}))
+            await asyncio.sleep(0.5)
+            poll.cancel()  # the connection is dropped mid-response
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+        deadline = time.monotonic() + 5
+        while _feed_answers(499) == hung_up_before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert _feed_answers(499) == hung_up_before + 1  # long before its 30 s were up
+        assert _feed_answers(200) == answered_before + 1  # the first poll only
 
 
 def _feed_answers(status: int) -> float:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
+from bson import decode
+from bson.raw_bson import RawBSONDocument
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -52,15 +54,25 @@ class VersionedProjection(Generic[M]):
         self._revisions: dict[str, int] = {}
         self._locks = KeyedLocks()
 
-    async def load(self) -> list[Document]:
-        """Build the projection; returns every document (for callers that replay what they carry)."""
-        documents = [d async for d in self._collection.find({})]
-        for document in documents:
-            key = document["key"]
-            if document["revision"] > self._revisions.get(key, 0):
-                self._revisions[key] = document["revision"]
-                self._keep(key, self._model.model_validate(document["value"]))
-        return documents
+    async def load(self) -> None:
+        """Build the projection from the newest revision of each key. Every document is read (the
+        collection is insert-only), but each is decoded only down to its key and revision: the newest
+        value of each key is held as raw BSON and validated once at the end, where decoding and
+        validating every revision made start-up time grow with the history of each aggregate."""
+        raw = self._collection.with_options(
+            codec_options=self._collection.codec_options.with_options(document_class=RawBSONDocument)
+        )
+        newest: dict[str, tuple[int, RawBSONDocument]] = {}
+        async for document in raw.find({}):
+            key, revision = document["key"], document["revision"]
+            kept = newest.get(key)
+            if kept is None or revision > kept[0]:
+                newest[key] = (revision, document["value"])  # a sub-document stays raw
+        codec_options = self._collection.codec_options
+        for key, (revision, value) in newest.items():
+            if revision > self._revisions.get(key, 0):
+                self._revisions[key] = revision
+                self._keep(key, self._model.model_validate(decode(value.raw, codec_options)))
 
     def _keep(self, key: str, value: M) -> None:
         if isinstance(self._current, dict):

@@ -143,6 +143,53 @@ async def test_a_versioned_projection_reads_back_what_it_saved_and_loads_it_agai
     assert first.get("p-2") == _Parcel(waybill_no="YT2", lines=[3])  # unchanged by the refusal
 
 
+class _Shipment(BaseModel):
+    waybill_no: str
+    shipped_at: datetime
+    lines: list[int]
+
+
+async def test_a_projection_loads_the_newest_revision_of_each_key_whatever_the_order_read(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    shipped_at = datetime(2026, 12, 3, 8, 30, 0, 123000, tzinfo=UTC)
+
+    def revision(key: str, number: int, waybill_no: str) -> Document:
+        value = _Shipment(waybill_no=waybill_no, shipped_at=shipped_at, lines=list(range(number)))
+        return {
+            "_id": f"{key}#{number:06d}",
+            "key": key,
+            "revision": number,
+            "cause": f"step {number}",
+            "value": value.model_dump(),  # a BSON date, as `save` writes one
+        }
+
+    # Written out of order (read back in the order written): the newest is not the last read.
+    await mongo_db.shipments.insert_many(
+        [
+            revision("s-1", 2, "ZT2"),
+            revision("s-1", 3, "ZT3"),
+            revision("s-2", 1, "YT1"),
+            revision("s-1", 1, "ZT1"),
+        ]
+    )
+    projection = VersionedProjection(mongo_db, "shipments", _Shipment)
+    await projection.load()
+    newest = projection.get("s-1")
+    assert newest == _Shipment(waybill_no="ZT3", shipped_at=shipped_at, lines=[0, 1, 2])
+    assert newest is not None and newest.shipped_at.tzinfo is not None
+    assert projection.get("s-2") == _Shipment(waybill_no="YT1", shipped_at=shipped_at, lines=[0])
+    # The next revision written is the one after the newest; a second load keeps what is newer.
+    await projection.save("s-1", _Shipment(waybill_no="ZT4", shipped_at=shipped_at, lines=[]), cause="step 4")
+    assert await mongo_db.shipments.find_one({"_id": "s-1#000004"}) is not None
+    await projection.load()
+    assert projection.get("s-1") == _Shipment(waybill_no="ZT4", shipped_at=shipped_at, lines=[])
+    with pytest.raises(VersionConflict):
+        await VersionedProjection(mongo_db, "shipments", _Shipment).save(
+            "s-1", _Shipment(waybill_no="late", shipped_at=shipped_at, lines=[]), cause="late"
+        )
+
+
 async def test_a_lookup_by_id_uses_the_id_index(mongo_db: AsyncDatabase[Document]) -> None:
     """FerretDB 1.24's SQLite backend indexed `_id` under one expression and looked it up under another,
     so every `_id` lookup scanned the collection (600 ms of CPU for a recent document among 25,000).

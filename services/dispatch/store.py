@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from bson import decode
+from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -296,34 +298,58 @@ class DispatchStore:
     # --- start-up and shutdown ---
     async def load(self) -> int:
         """Build the projection and the feeds; publish what a crash left unpublished. Returns how many
-        versions were published again."""
-        order_documents = [d async for d in self._orders_collection.find({})]
-        plan_documents = [d async for d in self._plans_collection.find({})]
-        marks = [d async for d in self._marks_collection.find({})]
-        legacy_feed = [d async for d in self._legacy_feed.find({})]  # positions written before v2
-        relayed = {version_id for mark in marks for version_id in mark["version_ids"]}
-        relayed |= {d["version_id"] for d in legacy_feed}
-        versions: dict[str, Relay] = {}
-        for document in order_documents:
-            versions[document["_id"]] = _relay_of(document, DispatchOrder.model_validate(document["order"]))
-        for document in plan_documents:
-            if document.get("events"):
-                versions[document["_id"]] = _relay_of(document, None)
+        versions were published again.
 
+        The version collections are streamed, each document decoded only down to its top level: a
+        feed position needs no model (an order's change is rendered when read), so only each order's
+        and plan's newest revision is validated, and only the versions still to publish (or named
+        by a legacy position) become relays. Start-up memory and CPU follow the open work, not the
+        history (every version held as a dict and validated made both grow with every sale)."""
+        relayed: set[str] = set()
+        async for mark in self._marks_collection.find({}):
+            relayed.update(mark["version_ids"])
+        legacy_feed = [d async for d in self._legacy_feed.find({})]  # positions written before v2
+        legacy_ids = {d["version_id"] for d in legacy_feed}
+        relayed |= legacy_ids
+        codec_options = self._orders_collection.codec_options
+        raw_options = codec_options.with_options(document_class=RawBSONDocument)
         entries: list[tuple[str, FeedEntry]] = []
-        for document in [*order_documents, *plan_documents]:
+        to_relay: dict[str, Relay] = {}  # unpublished versions, and those legacy positions name
+        newest_orders: dict[str, tuple[int, RawBSONDocument]] = {}
+        newest_plans: dict[str, tuple[int, RawBSONDocument]] = {}
+
+        def version(document: RawBSONDocument, body: bytes | None, has_order: bool) -> None:
+            """A version's feed positions, and its relay when one is needed."""
+            version_id = document["_id"]
+            has_events = bool(document.get("events"))
             feed = document.get("feed")
-            relay = versions.get(document["_id"])
-            if feed and relay is not None:
-                json = None if relay.snapshot is not None else NOTHING_TO_SHOW  # rendered when read
-                entries.extend(
-                    (feed["audience"], FeedEntry(seq, relay.version_id, json)) for seq in feed["seqs"]
-                )
-            elif relay is not None and relay.events and document["_id"] not in relayed:
-                log.warning("version %s predates feed positions and was never relayed", document["_id"])
-                relayed.add(document["_id"])
+            if feed:
+                audience = feed["audience"]
+                entries.extend((audience, FeedEntry(seq, version_id, body)) for seq in feed["seqs"])
+            elif has_events and version_id not in relayed:
+                log.warning("version %s predates feed positions and was never relayed", version_id)
+                relayed.add(version_id)
+            if (has_events and version_id not in relayed) or version_id in legacy_ids:
+                decoded = decode(document.raw, codec_options)
+                snapshot = DispatchOrder.model_validate(decoded["order"]) if has_order else None
+                to_relay[version_id] = _relay_of(decoded, snapshot)
+
+        orders = self._orders_collection.with_options(codec_options=raw_options)
+        async for document in orders.find({}):
+            version(document, None, has_order=True)  # None: the change is rendered when read
+            kept = newest_orders.get(document["dispatch_id"])
+            if kept is None or document["revision"] > kept[0]:
+                newest_orders[document["dispatch_id"]] = (document["revision"], document["order"])
+        plans = self._plans_collection.with_options(codec_options=raw_options)
+        async for document in plans.find({}):
+            if document.get("events"):
+                version(document, NOTHING_TO_SHOW, has_order=False)
+            kept = newest_plans.get(document["order_id"])
+            if kept is None or document["revision"] > kept[0]:
+                newest_plans[document["order_id"]] = (document["revision"], document["plan"])
+
         for document in legacy_feed:
-            relay = versions.get(document["version_id"])
+            relay = to_relay.get(document["version_id"])
             changes = relay.changes() if relay is not None else []
             index = document.get("index", 0)
             change = changes[index] if index < len(changes) else None
@@ -335,23 +361,18 @@ class DispatchStore:
             )
         self.feed.restore(entries)
 
-        newest_orders: dict[str, Document] = {}
-        for document in order_documents:
-            key = document["dispatch_id"]
-            if key not in newest_orders or document["revision"] > newest_orders[key]["revision"]:
-                newest_orders[key] = document
-        for document in sorted(newest_orders.values(), key=lambda d: d["order"]["created_at"]):
-            self._remember_order(DispatchOrder.model_validate(document["order"]), document["revision"])
-        for document in plan_documents:
-            key = document["order_id"]
-            if document["revision"] > self._plan_revisions.get(key, 0):
-                self._keep_plan(OrderPlan.model_validate(document["plan"]))
-                self._plan_revisions[key] = document["revision"]
-        pending = [
-            relay
-            for version_id, relay in sorted(versions.items(), key=lambda item: item[1].written_order)
-            if relay.events and version_id not in relayed
-        ]
+        # One model at a time: only the open orders stay in memory as models.
+        for revision, raw in sorted(newest_orders.values(), key=lambda item: item[1]["created_at"]):
+            self._remember_order(DispatchOrder.model_validate(decode(raw.raw, codec_options)), revision)
+        newest_orders.clear()
+        for order_id, (revision, raw) in newest_plans.items():
+            if revision > self._plan_revisions.get(order_id, 0):
+                self._keep_plan(OrderPlan.model_validate(decode(raw.raw, codec_options)))
+                self._plan_revisions[order_id] = revision
+        pending = sorted(
+            (relay for version_id, relay in to_relay.items() if relay.events and version_id not in relayed),
+            key=lambda relay: relay.written_order,
+        )
         for relay in pending:
             await self.relay(relay)
         self._marker = asyncio.create_task(self._mark_forever())

@@ -147,6 +147,41 @@ async def test_a_restart_rebuilds_the_same_feeds_and_publishes_nothing_twice(sta
         await again.close()
 
 
+async def test_positions_written_before_the_version_documents_held_them_are_read_at_start_up(
+    stack: LocalStack,
+) -> None:
+    """Feed positions of the first format lived in their own collection, one document each."""
+    order_id = str(7_050_000_000_000_000_000 + uuid.uuid4().int % 10**15)
+    async with _stores(stack) as open_store:
+        store = await open_store()
+        offer = _offer(order_id, 1)
+        relay = await store.write_transition(offer, cause="paid")
+        assert relay is not None
+        await store.relay(relay)
+        feed_before = await _feed(store)
+        await store.close()
+        versions, legacy = store._orders_collection, store._legacy_feed
+        await versions.update_one({"_id": relay.version_id}, {"$unset": {"feed": ""}})
+        await legacy.insert_one(
+            {
+                "_id": uuid.uuid4().hex,
+                "audience": "alpha",
+                "seq": 1,
+                "version_id": relay.version_id,
+                "index": 0,
+            }
+        )
+
+        restarted = await open_store()
+        assert [(seq, change["change"]) for seq, _, change in await _feed(restarted)] == [
+            (1, "dispatch_offered")
+        ]
+        assert await _feed(restarted) == feed_before
+        (event_id,) = {str(e.event_id) for e in offer.events}
+        assert await _published(stack, {event_id}) == [event_id]  # not again at start-up
+        await restarted.close()
+
+
 async def _offered_and_accepted_beyond_a_cache_of_one(store: DispatchStore, order_id: str) -> list[FeedEntry]:
     """Two changes in alpha's feed, only the newest of them cached."""
     first = _offer(order_id, 1)

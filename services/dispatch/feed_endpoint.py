@@ -7,23 +7,30 @@ is answered directly; anything else (a missing or unknown key, a query the route
 app still starting) goes on to the FastAPI route, which answers it in the API's error format and
 documents the feed in `/docs`. The same RED metrics are recorded as for every other route.
 
-A long poll ends early when its client hangs up (recorded as 499, nginx's "client closed request"):
-otherwise it would hold its waiter, and build and send a page, for nobody, until its wait ran out.
+A parked long poll ends early when its client hangs up (recorded as 499, nginx's "client closed
+request"): otherwise it would hold its waiter, and build and send a page, for nobody, until its wait
+ran out. The hang-up is watched only once a poll parks: under load most polls find changes at once,
+and watching every one of them cost bench-dispatch's p99 about 2 s (4.0 s against 1.8).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.dispatch.supplier_api import FEED_PATH, SupplierApi, api_key_of_scope, feed_body, rate_limited
+from services.dispatch.supplier_api import (
+    FEED_PATH,
+    ClientHungUp,
+    SupplierApi,
+    api_key_of_scope,
+    feed_body,
+    rate_limited,
+)
 from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
@@ -83,9 +90,16 @@ class FeedEndpoint:
                 await refusal(scope, receive, send)
                 status = refusal.status_code
                 return
-            page = feed_body(api, supplier, query.after, query.wait_s, query.limit)
-            body = await page if query.wait_s <= 0 else await unless_hung_up(page, receive)
-            if body is None:
+            try:
+                body = await feed_body(
+                    api,
+                    supplier,
+                    query.after,
+                    query.wait_s,
+                    query.limit,
+                    hang_up=lambda: disconnected(receive),
+                )
+            except ClientHungUp:
                 status = CLIENT_CLOSED_REQUEST
                 return
             answer_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
@@ -103,22 +117,8 @@ class FeedEndpoint:
             self._duration.observe(time.perf_counter() - started)
 
 
-async def unless_hung_up(work: Awaitable[bytes], receive: Receive) -> bytes | None:
-    """`work`'s result, or None (with `work` cancelled) when the client hangs up first. For a GET the
-    server's first message is the empty body; the next comes only when the client disconnects."""
-    answer = asyncio.ensure_future(work)
-    hang_up = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((answer, hang_up), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        hang_up.cancel()
-        if not answer.done():
-            answer.cancel()
-    if not answer.done() or answer.cancelled():  # cancelled above: the client hung up first
-        return None
-    return answer.result()
-
-
-async def _disconnected(receive: Receive) -> None:
+async def disconnected(receive: Receive) -> None:
+    """Returns when the client disconnects. For a GET the server's first message is the empty body;
+    the next comes only when the client disconnects (or the answer is complete)."""
     while (await receive())["type"] != "http.disconnect":
         pass

@@ -366,13 +366,31 @@ router = APIRouter(prefix=API_PREFIX, tags=["supplier"], responses=ERROR_RESPONS
 FEED_PATH = API_PREFIX + "/feed"  # also served on a fast path: see feed_endpoint.py
 
 
-async def feed_body(api: SupplierApi, supplier: str, after: int, wait_s: float, limit: int) -> bytes:
-    """A FeedPage as JSON, built from the entries' stored JSON (no model per change)."""
+class ClientHungUp(Exception):
+    """The client of a long poll disconnected while it waited."""
+
+
+async def feed_body(
+    api: SupplierApi,
+    supplier: str,
+    after: int,
+    wait_s: float,
+    limit: int,
+    *,
+    hang_up: Callable[[], Awaitable[None]] | None = None,
+) -> bytes:
+    """A FeedPage as JSON, built from the entries' stored JSON (no model per change). `hang_up`: an
+    awaitable that ends when the client disconnects; a poll that parks ends with ClientHungUp then,
+    instead of waiting out its time for nobody (watched only once it parks: most polls do not)."""
     store = api.dispatcher.store
     limit = min(limit, api.settings.feed_max_page)
     entries = store.feed.after(supplier, after, limit)
     if not entries and wait_s > 0:
-        await store.feed.wait(supplier, after, min(wait_s, api.settings.feed_max_wait_s))
+        parked = store.feed.wait(supplier, after, min(wait_s, api.settings.feed_max_wait_s))
+        if hang_up is None:
+            await parked
+        elif not await finished_first(parked, hang_up()):
+            raise ClientHungUp
         if api.settings.feed_linger_s > 0:
             # Woken by one change: a moment more gathers the ones right behind it (fewer polls).
             await asyncio.sleep(api.settings.feed_linger_s)
@@ -382,6 +400,22 @@ async def feed_body(api: SupplierApi, supplier: str, after: int, wait_s: float, 
     bodies = await store.feed_bodies(entries)
     body = b'{"schema_version":1,"changes":[' + b",".join(bodies) + b'],"next_cursor":'
     return body + str(next_cursor).encode() + b"}"
+
+
+async def finished_first(work: Awaitable[None], other: Awaitable[None]) -> bool:
+    """Run both until one ends; True when `work` did, False (with `work` cancelled) when `other` did."""
+    first = asyncio.ensure_future(work)
+    second = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait((first, second), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        second.cancel()
+        if not first.done():
+            first.cancel()
+    if not first.done() or first.cancelled():  # cancelled above: `other` ended first
+        return False
+    first.result()  # its failure, if it failed
+    return True
 
 
 @router.get("/feed", response_model=FeedPage, summary="Changes after a cursor, long-polling")

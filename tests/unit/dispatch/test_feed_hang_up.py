@@ -1,4 +1,4 @@
-"""A long poll stops waiting when its client hangs up, and answers as before when it does not."""
+"""A parked long poll stops waiting when its client hangs up, and answers as before when it does not."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.dispatch.feed_endpoint import unless_hung_up
+from services.dispatch.feed_endpoint import disconnected
+from services.dispatch.supplier_api import finished_first
 
 
 def _server(hang_up: asyncio.Event) -> Any:
@@ -25,35 +26,32 @@ def _server(hang_up: asyncio.Event) -> Any:
     return receive
 
 
-async def test_the_page_is_answered_while_the_client_stays() -> None:
-    async def page() -> bytes:
-        await asyncio.sleep(0.01)
-        return b'{"changes":[]}'
-
-    assert await unless_hung_up(page(), _server(asyncio.Event())) == b'{"changes":[]}'
-
-
-async def test_a_hang_up_ends_the_wait_and_cancels_the_page() -> None:
+async def test_the_wait_ends_as_before_while_the_client_stays() -> None:
     hang_up = asyncio.Event()
-    page_cancelled = asyncio.Event()
+    assert await finished_first(asyncio.sleep(0.01), disconnected(_server(hang_up)))
+    assert not hang_up.is_set()
 
-    async def page() -> bytes:
+
+async def test_a_hang_up_ends_the_wait_and_cancels_it() -> None:
+    hang_up = asyncio.Event()
+    wait_cancelled = asyncio.Event()
+
+    async def parked() -> None:
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            page_cancelled.set()
+            wait_cancelled.set()
             raise
-        return b"never"
 
     asyncio.get_running_loop().call_later(0.01, hang_up.set)
     async with asyncio.timeout(5):
-        assert await unless_hung_up(page(), _server(hang_up)) is None
-        await page_cancelled.wait()  # cancelled, not left waiting out its 30 s
+        assert not await finished_first(parked(), disconnected(_server(hang_up)))
+        await wait_cancelled.wait()  # cancelled, not left waiting out its 30 s
 
 
-async def test_a_failing_page_fails_the_poll() -> None:
-    async def page() -> bytes:
+async def test_a_failing_wait_fails_the_poll() -> None:
+    async def parked() -> None:
         raise RuntimeError("store gone")
 
     with pytest.raises(RuntimeError, match="store gone"):
-        await unless_hung_up(page(), _server(asyncio.Event()))
+        await finished_first(parked(), disconnected(_server(asyncio.Event())))

@@ -56,23 +56,23 @@ class VersionedProjection(Generic[M]):
 
     async def load(self) -> None:
         """Build the projection from the newest revision of each key. Every document is read (the
-        collection is insert-only), but each is decoded only down to its key and revision: the newest
-        value of each key is held as raw BSON and validated once at the end, where decoding and
-        validating every revision made start-up time grow with the history of each aggregate."""
+        collection is insert-only), but each is decoded only at its top level, its value left as
+        BSON: the newest value of each key is kept as BSON bytes and validated once at the end, where
+        holding, decoding and validating every revision made start-up grow with the history."""
         raw = self._collection.with_options(
             codec_options=self._collection.codec_options.with_options(document_class=RawBSONDocument)
         )
-        newest: dict[str, tuple[int, RawBSONDocument]] = {}
+        newest: dict[str, tuple[int, bytes]] = {}
         async for document in raw.find({}):
             key, revision = document["key"], document["revision"]
             kept = newest.get(key)
             if kept is None or revision > kept[0]:
-                newest[key] = (revision, document["value"])  # a sub-document stays raw
+                newest[key] = (revision, bytes(document["value"].raw))  # not a view of the document
         codec_options = self._collection.codec_options
         for key, (revision, value) in newest.items():
             if revision > self._revisions.get(key, 0):
                 self._revisions[key] = revision
-                self._keep(key, self._model.model_validate(decode(value.raw, codec_options)))
+                self._keep(key, self._model.model_validate(decode(value, codec_options)))
 
     def _keep(self, key: str, value: M) -> None:
         if isinstance(self._current, dict):

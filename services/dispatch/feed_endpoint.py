@@ -118,7 +118,7 @@ class FeedEndpoint:
 
 
 async def disconnected(receive: Receive) -> None:
-    """Returns when the client disconnects. For a GET the server's first message is the empty body;
-    the next comes only when the client disconnects (or the answer is complete)."""
+    """Returns when the client disconnects; for a GET before its answer starts (the server's first
+    message is the empty body, and the next comes when the client disconnects or the answer is done)."""
     while (await receive())["type"] != "http.disconnect":
         pass

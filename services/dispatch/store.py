@@ -315,17 +315,19 @@ class DispatchStore:
         raw_options = codec_options.with_options(document_class=RawBSONDocument)
         entries: list[tuple[str, FeedEntry]] = []
         to_relay: dict[str, Relay] = {}  # unpublished versions, and those legacy positions name
-        newest_orders: dict[str, tuple[int, RawBSONDocument]] = {}
-        newest_plans: dict[str, tuple[int, RawBSONDocument]] = {}
+        # Newest revisions as BSON bytes (a raw sub-document can be a view of its whole version
+        # document: bytes keep only its own).
+        newest_orders: dict[str, tuple[int, str, bytes]] = {}  # revision, created_at (ISO), order
+        newest_plans: dict[str, tuple[int, bytes]] = {}
 
-        def version(document: RawBSONDocument, body: bytes | None, has_order: bool) -> None:
+        def take_version(document: RawBSONDocument, entry_json: bytes | None, has_order: bool) -> None:
             """A version's feed positions, and its relay when one is needed."""
             version_id = document["_id"]
             has_events = bool(document.get("events"))
             feed = document.get("feed")
             if feed:
                 audience = feed["audience"]
-                entries.extend((audience, FeedEntry(seq, version_id, body)) for seq in feed["seqs"])
+                entries.extend((audience, FeedEntry(seq, version_id, entry_json)) for seq in feed["seqs"])
             elif has_events and version_id not in relayed:
                 log.warning("version %s predates feed positions and was never relayed", version_id)
                 relayed.add(version_id)
@@ -336,17 +338,19 @@ class DispatchStore:
 
         orders = self._orders_collection.with_options(codec_options=raw_options)
         async for document in orders.find({}):
-            version(document, None, has_order=True)  # None: the change is rendered when read
-            kept = newest_orders.get(document["dispatch_id"])
-            if kept is None or document["revision"] > kept[0]:
-                newest_orders[document["dispatch_id"]] = (document["revision"], document["order"])
+            take_version(document, None, has_order=True)  # None: the change is rendered when read
+            kept_order = newest_orders.get(document["dispatch_id"])
+            if kept_order is None or document["revision"] > kept_order[0]:
+                order = document["order"]
+                created_at = order["created_at"]
+                newest_orders[document["dispatch_id"]] = (document["revision"], created_at, bytes(order.raw))
         plans = self._plans_collection.with_options(codec_options=raw_options)
         async for document in plans.find({}):
             if document.get("events"):
-                version(document, NOTHING_TO_SHOW, has_order=False)
-            kept = newest_plans.get(document["order_id"])
-            if kept is None or document["revision"] > kept[0]:
-                newest_plans[document["order_id"]] = (document["revision"], document["plan"])
+                take_version(document, NOTHING_TO_SHOW, has_order=False)
+            kept_plan = newest_plans.get(document["order_id"])
+            if kept_plan is None or document["revision"] > kept_plan[0]:
+                newest_plans[document["order_id"]] = (document["revision"], bytes(document["plan"].raw))
 
         for document in legacy_feed:
             relay = to_relay.get(document["version_id"])
@@ -362,12 +366,13 @@ class DispatchStore:
         self.feed.restore(entries)
 
         # One model at a time: only the open orders stay in memory as models.
-        for revision, raw in sorted(newest_orders.values(), key=lambda item: item[1]["created_at"]):
-            self._remember_order(DispatchOrder.model_validate(decode(raw.raw, codec_options)), revision)
+        by_creation = sorted(newest_orders.values(), key=lambda item: item[1])
         newest_orders.clear()
+        for revision, _, raw in by_creation:
+            self._remember_order(DispatchOrder.model_validate(decode(raw, codec_options)), revision)
         for order_id, (revision, raw) in newest_plans.items():
             if revision > self._plan_revisions.get(order_id, 0):
-                self._keep_plan(OrderPlan.model_validate(decode(raw.raw, codec_options)))
+                self._keep_plan(OrderPlan.model_validate(decode(raw, codec_options)))
                 self._plan_revisions[order_id] = revision
         pending = sorted(
             (relay for version_id, relay in to_relay.items() if relay.events and version_id not in relayed),

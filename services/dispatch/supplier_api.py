@@ -379,8 +379,8 @@ async def feed_body(
     *,
     hang_up: Callable[[], Awaitable[None]] | None = None,
 ) -> bytes:
-    """A FeedPage as JSON, built from the entries' stored JSON (no model per change). `hang_up`: an
-    awaitable that ends when the client disconnects; a poll that parks ends with ClientHungUp then,
+    """A FeedPage as JSON, built from the entries' stored JSON (no model per change). `hang_up`: makes
+    an awaitable that ends when the client disconnects; a poll that parks ends with ClientHungUp then,
     instead of waiting out its time for nobody (watched only once it parks: most polls do not)."""
     store = api.dispatcher.store
     limit = min(limit, api.settings.feed_max_page)
@@ -403,19 +403,25 @@ async def feed_body(
 
 
 async def finished_first(work: Awaitable[None], other: Awaitable[None]) -> bool:
-    """Run both until one ends; True when `work` did, False (with `work` cancelled) when `other` did."""
+    """Run both until one ends; True when `work` did, False (with `work` cancelled) when `other` ended
+    first. A failure of either is raised; both tasks are finished before this returns or raises."""
     first = asyncio.ensure_future(work)
     second = asyncio.ensure_future(other)
+    stopped_first = False
     try:
         await asyncio.wait((first, second), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        second.cancel()
         if not first.done():
-            first.cancel()
-    if not first.done() or first.cancelled():  # cancelled above: `other` ended first
-        return False
-    first.result()  # its failure, if it failed
-    return True
+            stopped_first = first.cancel()
+        second.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+    if not stopped_first:
+        first.result()  # its failure (or its cancellation by someone else), if any
+        return True
+    failure = None if second.cancelled() else second.exception()
+    if failure is not None:
+        raise failure
+    return False
 
 
 @router.get("/feed", response_model=FeedPage, summary="Changes after a cursor, long-polling")

@@ -192,10 +192,14 @@ def _token_endpoint(call: TokenCall) -> Callable[[Request], Awaitable[JSONRespon
     return endpoint
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request's body; None when the client disconnects first (nothing is done or answered then,
+    as Starlette drops a request whose client is gone while its body is read)."""
     raw = bytearray()
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
         raw += message.get("body", b"")
         if not message.get("more_body", False):
             return bytes(raw)
@@ -230,6 +234,8 @@ class TokenCallsFastPath:
             await self.app(scope, receive, send)
             return
         raw = await _read_body(receive)
+        if raw is None:
+            return
         # Starlette's reading of the query: the last of repeated names, blank values kept.
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         access_token = query.get("access_token")
@@ -469,11 +475,13 @@ class OrderCreationFastPath:
             await self.app(scope, receive, send)
             return
         raw = await _read_body(receive)
+        if raw is None:
+            return
         try:  # as FastAPI reads a model body: JSON, then the model in Python mode
             if not _is_application_json(scope):  # FastAPI's rules for other types: its route's to apply
                 raise ValueError("not application/json")
             body = OrderIn.model_validate(json.loads(raw))
-        except ValueError:  # ValidationError and JSONDecodeError are ValueErrors
+        except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
             await self.app(scope, _replaying(raw, receive), send)
             return
         try:

@@ -161,7 +161,7 @@ async def test_a_projection_loads_the_newest_revision_of_each_key_whatever_the_o
             "key": key,
             "revision": number,
             "cause": f"step {number}",
-            "value": value.model_dump(),  # a BSON date, as `save` writes one
+            "value": value.model_dump(mode="json"),  # as `save` writes it: the time as ISO text
         }
 
     # Written out of order (read back in the order written): the newest is not the last read.

@@ -143,6 +143,9 @@ ORDER_CASES: list[tuple[str | None, str]] = [
     ("application/json", "{not json"),  # 422
     ("text/plain", '{"appid": "APPID"}'),  # FastAPI does not read it as JSON
     ("application/json", "[1]"),  # 422
+    ("application/json", ""),  # no body: 422
+    ("application/json", "null"),  # 422
+    ("application/json", "[" * 100_000 + "]" * 100_000),  # too deep for json.loads: 400
 ]
 
 
@@ -166,7 +169,7 @@ async def test_order_creation_in_front_of_fastapi_answers_as_the_route_does() ->
     for case, fast, route in zip(ORDER_CASES, by_fast_path, by_route, strict=True):
         assert fast == route, case
     statuses = [status for status, _, _ in by_fast_path]
-    assert statuses == [200, 200, 409, 404, 422, 200, 422, 422, 422, 422, 422]
+    assert statuses == [200, 200, 409, 404, 422, 200, 422, 422, 422, 422, 422, 422, 422, 400]
     paid = by_fast_path[0][2]
     assert paid["status"] == 20 and paid["order_detail"]["pay_info"]["pay_time"] > 0
     assert by_fast_path[1][2]["order_detail"]["product_infos"][0]["sku_cnt"] == 2

@@ -46,7 +46,7 @@ async def test_a_hang_up_ends_the_wait_and_cancels_it() -> None:
     asyncio.get_running_loop().call_later(0.01, hang_up.set)
     async with asyncio.timeout(5):
         assert not await finished_first(parked(), disconnected(_server(hang_up)))
-        await wait_cancelled.wait()  # cancelled, not left waiting out its 30 s
+    assert wait_cancelled.is_set()  # cancelled and finished, not left waiting out its 30 s
 
 
 async def test_a_failing_wait_fails_the_poll() -> None:
@@ -55,3 +55,53 @@ async def test_a_failing_wait_fails_the_poll() -> None:
 
     with pytest.raises(RuntimeError, match="store gone"):
         await finished_first(parked(), disconnected(_server(asyncio.Event())))
+
+
+async def test_a_failing_watch_fails_the_poll_and_stops_the_wait() -> None:
+    wait_cancelled = asyncio.Event()
+
+    async def parked() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            wait_cancelled.set()
+            raise
+
+    async def broken_watch() -> None:
+        raise ConnectionError("receive failed")
+
+    with pytest.raises(ConnectionError, match="receive failed"):
+        await finished_first(parked(), broken_watch())
+    assert wait_cancelled.is_set()  # finished before the failure was raised
+
+
+async def test_a_cancelled_poll_leaves_neither_task_running() -> None:
+    started = asyncio.Event()
+    ended: list[str] = []
+
+    async def parked(name: str) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            ended.append(name)
+
+    poll = asyncio.ensure_future(finished_first(parked("wait"), parked("watch")))
+    await started.wait()
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    assert sorted(ended) == ["wait", "watch"]
+
+
+async def test_the_watch_is_stopped_once_the_wait_ends() -> None:
+    watch_ended = asyncio.Event()
+
+    async def watch() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            watch_ended.set()
+
+    assert await finished_first(asyncio.sleep(0), watch())
+    assert watch_ended.is_set()

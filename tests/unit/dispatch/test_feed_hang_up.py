@@ -26,6 +26,15 @@ def _server(hang_up: asyncio.Event) -> Any:
     return receive
 
 
+async def _parked(cancelled: asyncio.Event) -> None:
+    """A long poll's wait that ends only by cancellation, which it records."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 async def test_the_wait_ends_as_before_while_the_client_stays() -> None:
     hang_up = asyncio.Event()
     assert await finished_first(asyncio.sleep(0.01), disconnected(_server(hang_up)))
@@ -35,17 +44,9 @@ async def test_the_wait_ends_as_before_while_the_client_stays() -> None:
 async def test_a_hang_up_ends_the_wait_and_cancels_it() -> None:
     hang_up = asyncio.Event()
     wait_cancelled = asyncio.Event()
-
-    async def parked() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            wait_cancelled.set()
-            raise
-
     asyncio.get_running_loop().call_later(0.01, hang_up.set)
     async with asyncio.timeout(5):
-        assert not await finished_first(parked(), disconnected(_server(hang_up)))
+        assert not await finished_first(_parked(wait_cancelled), disconnected(_server(hang_up)))
     assert wait_cancelled.is_set()  # cancelled and finished, not left waiting out its 30 s
 
 
@@ -60,18 +61,11 @@ async def test_a_failing_wait_fails_the_poll() -> None:
 async def test_a_failing_watch_fails_the_poll_and_stops_the_wait() -> None:
     wait_cancelled = asyncio.Event()
 
-    async def parked() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            wait_cancelled.set()
-            raise
-
     async def broken_watch() -> None:
         raise ConnectionError("receive failed")
 
     with pytest.raises(ConnectionError, match="receive failed"):
-        await finished_first(parked(), broken_watch())
+        await finished_first(_parked(wait_cancelled), broken_watch())
     assert wait_cancelled.is_set()  # finished before the failure was raised
 
 

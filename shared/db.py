@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bson.raw_bson import RawBSONDocument
 from prometheus_client import Histogram
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
@@ -71,6 +72,14 @@ class CommandTimer(monitoring.CommandListener):
         started = self._started.pop((event.connection_id, event.request_id), None)
         if started is not None:
             DB_COMMAND_SECONDS.labels(*started, result).observe(event.duration_micros / 1e6)
+
+
+def raw_bson(collection: AsyncCollection[Document]) -> AsyncCollection[RawBSONDocument]:
+    """The collection read as undecoded BSON: a document is decoded on first access, its top level
+    only (sub-documents stay raw until read), for scans that keep little of what they read."""
+    return collection.with_options(
+        codec_options=collection.codec_options.with_options(document_class=RawBSONDocument)
+    )
 
 
 def create_mongo_client(settings: MongoSettings, *, app_name: str) -> AsyncMongoClient[Document]:

@@ -17,13 +17,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 from bson import decode
-from bson.raw_bson import RawBSONDocument
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.compact import ModelsAsJson, share_field_sets
-from shared.db import Document, InsertBatcher
+from shared.db import Document, InsertBatcher, raw_bson
 from shared.events.base import utc_now
 from shared.locks import KeyedLocks
 
@@ -59,11 +58,8 @@ class VersionedProjection(Generic[M]):
         collection is insert-only), but each is decoded only at its top level, its value left as
         BSON: the newest value of each key is kept as BSON bytes and validated once at the end, where
         holding, decoding and validating every revision made start-up grow with the history."""
-        raw = self._collection.with_options(
-            codec_options=self._collection.codec_options.with_options(document_class=RawBSONDocument)
-        )
         newest: dict[str, tuple[int, bytes]] = {}
-        async for document in raw.find({}):
+        async for document in raw_bson(self._collection).find({}):
             key, revision = document["key"], document["revision"]
             kept = newest.get(key)
             if kept is None or revision > kept[0]:

@@ -46,7 +46,7 @@ from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
 from shared.api.supplier import FeedChange
 from shared.compact import ModelsAsJson
-from shared.db import Document, IndexSpec, InsertBatcher
+from shared.db import Document, IndexSpec, InsertBatcher, raw_bson
 from shared.events.base import Event, utc_now
 from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
 from shared.kafka.producer import publish
@@ -312,7 +312,6 @@ class DispatchStore:
         legacy_ids = {d["version_id"] for d in legacy_feed}
         relayed |= legacy_ids
         codec_options = self._orders_collection.codec_options
-        raw_options = codec_options.with_options(document_class=RawBSONDocument)
         entries: list[tuple[str, FeedEntry]] = []
         to_relay: dict[str, Relay] = {}  # unpublished versions, and those legacy positions name
         # Newest revisions as BSON bytes (a raw sub-document can be a view of its whole version
@@ -336,31 +335,29 @@ class DispatchStore:
                 snapshot = DispatchOrder.model_validate(decoded["order"]) if has_order else None
                 to_relay[version_id] = _relay_of(decoded, snapshot)
 
-        orders = self._orders_collection.with_options(codec_options=raw_options)
-        async for document in orders.find({}):
+        async for document in raw_bson(self._orders_collection).find({}):
             take_version(document, None, has_order=True)  # None: the change is rendered when read
             kept_order = newest_orders.get(document["dispatch_id"])
             if kept_order is None or document["revision"] > kept_order[0]:
                 order = document["order"]
                 created_at = order["created_at"]
                 newest_orders[document["dispatch_id"]] = (document["revision"], created_at, bytes(order.raw))
-        plans = self._plans_collection.with_options(codec_options=raw_options)
-        async for document in plans.find({}):
+        async for document in raw_bson(self._plans_collection).find({}):
             if document.get("events"):
                 take_version(document, NOTHING_TO_SHOW, has_order=False)
             kept_plan = newest_plans.get(document["order_id"])
             if kept_plan is None or document["revision"] > kept_plan[0]:
                 newest_plans[document["order_id"]] = (document["revision"], bytes(document["plan"].raw))
 
-        for document in legacy_feed:
-            relay = to_relay.get(document["version_id"])
+        for position in legacy_feed:
+            relay = to_relay.get(position["version_id"])
             changes = relay.changes() if relay is not None else []
-            index = document.get("index", 0)
+            index = position.get("index", 0)
             change = changes[index] if index < len(changes) else None
             entries.append(
                 (
-                    document["audience"],
-                    FeedEntry(document["seq"], document["version_id"], _body(change, document["seq"])),
+                    position["audience"],
+                    FeedEntry(position["seq"], position["version_id"], _body(change, position["seq"])),
                 )
             )
         self.feed.restore(entries)

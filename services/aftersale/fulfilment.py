@@ -4,6 +4,7 @@ apply events (idempotent by version) and say where a case's units are."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,8 +129,12 @@ def apply_tracking(fulfilment: OrderFulfilment, event: ParcelTrackingChanged) ->
     )
 
 
-def stage_for(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine]) -> Fulfilment:
-    """Where the case's units are. The first dispatch order that carries them and shipped decides."""
+def stage_for(
+    fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine], *, unshipped_first: bool = False
+) -> Fulfilment:
+    """Where the case's units are. The first dispatch order that carries them and shipped decides,
+    unless `unshipped_first` (a refund, which WeChat counts against units not shipped yet first):
+    then units still to send, or already dropped, are the case's before any parcel is."""
     if fulfilment is None:
         return Fulfilment(Stage.NOT_DISPATCHED)
     wanted = {(line.product_id, line.sku_id) for line in lines}
@@ -140,6 +145,11 @@ def stage_for(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine])
     ]
     if not carrying:
         return Fulfilment(Stage.NOT_DISPATCHED)
+    live = [v for v in carrying if v.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)]
+    if unshipped_first and live:
+        stoppable = _units_not_sent(live, lines)
+        if stoppable is not None:
+            return stoppable
     for view in carrying:
         shipped = [
             (p.carrier_code, p.waybill_no)
@@ -158,13 +168,37 @@ def stage_for(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine])
             else:
                 stage = Stage.IN_TRANSIT
             return Fulfilment(stage, view.dispatch_id, view.supplier_id, tuple(shipped))
-    live = [v for v in carrying if v.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)]
     if not live:
         return Fulfilment(Stage.CANCELLED, carrying[-1].dispatch_id, carrying[-1].supplier_id)
     view = live[-1]
     if _units_dropped(view, lines):
         return Fulfilment(Stage.CANCELLED, view.dispatch_id, view.supplier_id)
     return Fulfilment(Stage.NOT_SHIPPED, view.dispatch_id, view.supplier_id)
+
+
+def _units_not_sent(live: Sequence[DispatchView], lines: Sequence[AffectedLine]) -> Fulfilment | None:
+    """CANCELLED when the live dispatch orders dropped all of the case's units, NOT_SHIPPED while some
+    are still to send (they are stopped first), None when the rest can only be in parcels."""
+    wanted = {(x.product_id, x.sku_id): x.count for x in lines}
+    dropped: Counter[tuple[str, str]] = Counter()
+    unsent: Counter[tuple[str, str]] = Counter()
+    holder: DispatchView | None = None
+    for view in live:
+        now = {(u.product_id, u.sku_id): u.quantity for u in view.lines}
+        for unit in view.original:
+            key = (unit.product_id, unit.sku_id)
+            if key in wanted:
+                dropped[key] += max(0, unit.quantity - now.get(key, 0))
+        for unit in view.lines:
+            key = (unit.product_id, unit.sku_id)
+            if key in wanted and unit.quantity > unit.shipped:
+                unsent[key] += unit.quantity - unit.shipped
+                holder = holder or view
+    if all(dropped[key] >= count for key, count in wanted.items()):
+        return Fulfilment(Stage.CANCELLED, live[0].dispatch_id, live[0].supplier_id)
+    if holder is not None and any(unsent[key] and dropped[key] < count for key, count in wanted.items()):
+        return Fulfilment(Stage.NOT_SHIPPED, holder.dispatch_id, holder.supplier_id)
+    return None
 
 
 def _units_dropped(view: DispatchView, lines: Sequence[AffectedLine]) -> bool:

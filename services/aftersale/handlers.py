@@ -262,7 +262,9 @@ class Aftersale:
     # --- the state machine and its actions ---
     async def _decide_and_act(self, case: Case, *, cause: str) -> Case:
         now = self.clock()
-        fulfilment = stage_for(self.orders.get(case.order_id), case.lines)
+        fulfilment = stage_for(
+            self.orders.get(case.order_id), case.lines, unshipped_first=case.case_type == CaseType.REFUND
+        )
         decision = decide(case, fulfilment, self.policies.of(case.shop_id), now)
         case = decision.case
         events: list[Event] = []

@@ -543,15 +543,26 @@ class OrderBook:
             "deadline": now + SHIP_BY_S,
         }
         key = (str(product["product_id"]), str(product["sku_id"]))
-        claimed = sum(
-            a.shipped_units
+        cases_of_sku = [
+            a
             for a in self.aftersales.values()
             if a.order_id == order_id
             and (str(a.doc["product_info"]["product_id"]), str(a.doc["product_info"]["sku_id"])) == key
-            and (a.is_open or a.status in REFUNDED_STATUSES)
-        )
-        shipped_free = max(0, record.shipped_counts().get(key, 0) - claimed)
-        aftersale = AfterSaleRecord(record.appid, doc, shipped_units=min(count, shipped_free))
+        ]
+        if kind is AfterSaleType.REFUND:
+            # A refund covers units not shipped yet first: they are simply not sent. (Shipping waits
+            # while a case is open, 108009, so this split holds until the case ends.)
+            unshipped_claimed = sum(
+                int(a.doc["product_info"]["count"]) - a.shipped_units for a in cases_of_sku if a.is_open
+            )
+            unshipped_free = max(0, record.remaining_counts().get(key, 0) - unshipped_claimed)
+            shipped_units = count - min(count, unshipped_free)
+        else:  # a return or exchange is of goods the buyer has
+            shipped_claimed = sum(
+                a.shipped_units for a in cases_of_sku if a.is_open or a.status in REFUNDED_STATUSES
+            )
+            shipped_units = min(count, max(0, record.shipped_counts().get(key, 0) - shipped_claimed))
+        aftersale = AfterSaleRecord(record.appid, doc, shipped_units=shipped_units)
         self.aftersales[after_sale_order_id] = aftersale
         product["on_aftersale_sku_cnt"] = int(product["on_aftersale_sku_cnt"]) + count
         detail = record.doc["aftersale_detail"]
@@ -639,6 +650,13 @@ class OrderBook:
             record.doc["status"] = int(OrderStatus.CANCELLED_AFTER_AFTERSALE)
             record.touch(now)
             events.append(order_info_event("channels_ec_order_cancel", record.order_id, cancel_type=3))
+        elif record.status == OrderStatus.PARTIALLY_SHIPPED and all(
+            n <= 0 for n in record.remaining_counts().values()
+        ):
+            # The refund took the last units still to ship: the rest is on its way to the buyer.
+            record.doc["status"] = int(OrderStatus.AWAITING_RECEIPT)
+            record.doc["order_detail"]["delivery_info"]["ship_done_time"] = now
+            record.touch(now)
         return events
 
     def reject_aftersale(

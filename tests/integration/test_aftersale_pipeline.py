@@ -238,6 +238,66 @@ async def test_refund_in_transit_intercepts_and_refunds_once_the_parcel_is_back(
     assert await _case_calls(line, case_id) == [(ACCEPT, 0)]
 
 
+async def test_refund_of_the_units_left_on_a_partly_shipped_order_keeps_the_parcel(
+    line: Line, supplier: Supplier
+) -> None:
+    """Two units, one shipped and told to WeChat, one refunded: the supplier is asked to drop the unit
+    not sent, the parcel stays with the buyer (no interception), and WeChat's order awaits receipt. A
+    sale once intercepted the parcel too and left WeChat waiting for a unit nobody would ship."""
+    two = {**PRODUCT, "sku_cnt": 2}
+    order_id = str((await line.sim("POST", "/orders", appid=APPID, paid=True, products=[two]))["order_id"])
+    offered = await supplier.offered(order_id)
+    dispatch_id = offered["dispatch_id"]
+    await supplier.post(f"/dispatch-orders/{dispatch_id}/accept", {})
+    waybill = f"75{order_id[-11:]}"
+    await supplier.post(
+        f"/dispatch-orders/{dispatch_id}/shipments",
+        {
+            "parcels": [
+                {"carrier_code": "ZTO", "waybill_no": waybill, "lines": [{"line_no": 0, "quantity": 1}]}
+            ]
+        },
+    )
+
+    async def told() -> bool:
+        return any(
+            str(c["request"]["order_id"]) == order_id and c["errcode"] == 0
+            for c in await line.wechat_calls(DELIVERY_SEND)
+        )
+
+    await line.until(told, timeout_s=90)
+    case = await line.sim(
+        "POST",
+        f"/orders/{order_id}/aftersale",
+        type="REFUND",
+        product_id=PRODUCT["product_id"],
+        sku_id=PRODUCT["sku_id"],
+        count=1,
+        reason="不想要了",
+    )
+    case_id = str(case["after_sale_order_id"])
+    asked = await supplier.change(
+        lambda c: (
+            c["dispatch_order"]["dispatch_id"] == dispatch_id and c["change"] == "dispatch_change_requested"
+        )
+    )
+    request = asked["dispatch_order"]["change_requests"][-1]
+    assert request["kind"] == "sku"
+    assert [(x["quantity"], x["shipped_quantity"]) for x in request["new_lines"]] == [(1, 1)]
+    await supplier.post(
+        f"/dispatch-orders/{dispatch_id}/change-requests/{request['request_id']}/answer",
+        {"decision": "confirm"},
+    )
+    await _case_status(line, case_id, "MERCHANT_REFUND_SUCCESS")
+    ours = await _our_case(line, case_id, "resolved")
+    assert ours["resolution"] == "refunded"
+    order = await line.sim("GET", f"/orders/{order_id}")
+    assert order["status"] == 30, "nothing is left to ship"
+    dispatch_order = (await supplier.client.get(f"/dispatch-orders/{dispatch_id}")).json()
+    assert dispatch_order["state"] == "shipped"
+    assert not dispatch_order["aftersale_instructions"], "the parcel sent is not asked back"
+
+
 async def test_return_after_delivery_goes_through_the_suppliers_receipt(
     line: Line, supplier: Supplier
 ) -> None:

@@ -300,11 +300,37 @@ async def test_a_unit_refunded_before_shipping_is_no_longer_to_ship(wechat: WeCh
     assert (await wechat.order(order_id)).status == OrderStatus.AWAITING_RECEIPT
 
 
-async def test_a_unit_refunded_after_shipping_leaves_the_rest_to_ship(wechat: WeChat) -> None:
-    """A refund in transit is of the shipped unit (intercepted): the unit not yet shipped still ships."""
+async def test_a_refund_covers_units_not_shipped_yet_first(wechat: WeChat) -> None:
+    """One of two cups shipped, one refunded: the cup not sent yet is the refunded one, so nothing is
+    left to ship and the order awaits receipt."""
     order_id = (await wechat.paid_order(TWO_CUPS))["order_id"]
     assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 1))) == 0
+    assert (await wechat.order(order_id)).status == OrderStatus.PARTIALLY_SHIPPED
     await _refund(wechat, order_id)
+    assert (await wechat.order(order_id)).status == OrderStatus.AWAITING_RECEIPT
+    assert await wechat.ship(order_id, parcel("ZT2", ("1001", "2001", 1))) == ErrCode.ALREADY_SHIPPED
+
+
+async def test_a_refund_beyond_the_units_not_shipped_covers_shipped_ones(wechat: WeChat) -> None:
+    """Three cups, two shipped, two refunded: one unit is not sent, one comes back; none is left."""
+    three = [{**TWO_CUPS[0], "sku_cnt": 3}]
+    order_id = (await wechat.paid_order(three))["order_id"]
+    assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 2))) == 0
+    case = await wechat.control(f"/sim/orders/{order_id}/aftersale", {"type": "REFUND", "count": 2})
+    assert (await wechat.call(ACCEPT, {"after_sale_order_id": case["after_sale_order_id"]}))["errcode"] == 0
+    assert (await wechat.order(order_id)).status == OrderStatus.AWAITING_RECEIPT
+
+
+async def test_a_return_is_of_shipped_units_and_leaves_the_rest_to_ship(wechat: WeChat) -> None:
+    """A return is of goods the buyer has: the unit not yet shipped still ships."""
+    order_id = (await wechat.paid_order(TWO_CUPS))["order_id"]
+    assert await wechat.ship(order_id, parcel("ZT1", ("1001", "2001", 1))) == 0
+    case = await wechat.control(f"/sim/orders/{order_id}/aftersale", {"type": "RETURN", "count": 1})
+    case_id = case["after_sale_order_id"]
+    assert (await wechat.call(ACCEPT, {"after_sale_order_id": case_id}))["errcode"] == 0
+    await wechat.control(f"/sim/aftersales/{case_id}/return", {"delivery_id": "SF", "waybill_id": "SF1"})
+    assert (await wechat.call(ACCEPT, {"after_sale_order_id": case_id}))["errcode"] == 0
+    assert (await wechat.order(order_id)).status == OrderStatus.PARTIALLY_SHIPPED
     assert await wechat.ship(order_id, parcel("ZT2", ("1001", "2001", 1))) == 0
     assert await wechat.ship(order_id, parcel("ZT3", ("1001", "2001", 1))) == ErrCode.ALREADY_SHIPPED
 

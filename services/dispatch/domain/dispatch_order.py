@@ -388,7 +388,10 @@ def answer_change(
         case ChangeKind.ADDRESS:
             changes["receiver"] = request.new_receiver
         case ChangeKind.SKU:
-            changes["lines"] = request.new_lines
+            new_lines = request.new_lines or order.lines
+            changes["lines"] = new_lines
+            if order.state == DispatchState.PARTIALLY_SHIPPED and all(x.remaining == 0 for x in new_lines):
+                changes["state"] = DispatchState.SHIPPED  # what was left to send was dropped
     recorder.record(DispatchChangeAnswered, changes, request=answered)
     return recorder.done()
 
@@ -488,6 +491,14 @@ def change_receiver(order: DispatchOrder, *, receiver: ShippingAddress, now: dat
 
 def change_lines(order: DispatchOrder, *, lines: list[DispatchLine], now: datetime) -> Transition:
     """The buyer changed SKUs (WeChat allows it before shipping); `lines` are this supplier's new lines."""
+    return _ask_for_lines(order, lines, now=now, goods_left_are_wrong=True)
+
+
+def _ask_for_lines(
+    order: DispatchOrder, lines: list[DispatchLine], *, now: datetime, goods_left_are_wrong: bool
+) -> Transition:
+    """Apply new lines while offered, else ask the supplier; when `goods_left_are_wrong`, parcels
+    already sent carry the old lines and become an interception case."""
     recorder = _Recorder(order, now)
     open_sku = order.open_request(ChangeKind.SKU)
     current = open_sku.new_lines if open_sku and open_sku.new_lines is not None else order.lines
@@ -498,7 +509,7 @@ def change_lines(order: DispatchOrder, *, lines: list[DispatchLine], now: dateti
     if order.state == DispatchState.OFFERED:
         recorder.record(DispatchUpdated, {"lines": lines}, lines=lines, receiver=order.receiver)
         return recorder.done()
-    if order.state in (DispatchState.PARTIALLY_SHIPPED, DispatchState.SHIPPED):  # goods already left
+    if goods_left_are_wrong and order.state in (DispatchState.PARTIALLY_SHIPPED, DispatchState.SHIPPED):
         recorder.record(InterceptionRequired, {}, kind=ChangeKind.SKU, parcels=order.parcels)
     if order.state in SHIPPING_STATES:
         _request_change(recorder, ChangeKind.SKU, new_lines=lines)
@@ -560,8 +571,10 @@ def confirm_return(order: DispatchOrder, *, case_id: str, condition: str, now: d
 
 
 def reduce_lines(order: DispatchOrder, *, units: dict[tuple[str, str], int], now: datetime) -> Transition:
-    """After-sale refund before shipping: these units are not to be sent. The whole dispatch order is
-    cancelled (or a cancellation asked) when nothing of it is left to send; otherwise its lines shrink."""
+    """After-sale refund before shipping: these units are not to be sent. Only units not shipped yet
+    are dropped (a refund covers them first, as WeChat counts it), so parcels already sent stay with the
+    buyer. The whole dispatch order is cancelled (or a cancellation asked) when nothing of it was
+    shipped or is left to send; otherwise its lines shrink (asked of the supplier once accepted)."""
     remaining: list[DispatchLine] = []
     for line in order.lines:
         drop = min(units.get((line.product_id, line.sku_id), 0), line.remaining)
@@ -569,4 +582,4 @@ def reduce_lines(order: DispatchOrder, *, units: dict[tuple[str, str], int], now
             remaining.append(line.model_copy(update={"quantity": line.quantity - drop}))
     if not remaining:
         return cancel_for_order(order, now=now)
-    return change_lines(order, lines=remaining, now=now)
+    return _ask_for_lines(order, remaining, now=now, goods_left_are_wrong=False)

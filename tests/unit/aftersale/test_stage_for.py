@@ -58,3 +58,49 @@ def test_the_stage_of_units_shipped_in_several_parcels(
 
 def test_nothing_dispatched_yet() -> None:
     assert stage_for(None, LINES).stage == Stage.NOT_DISPATCHED
+
+
+def _partly_shipped(*, quantity: int, shipped: int, dropped: int = 0) -> OrderFulfilment:
+    """One dispatch order of `quantity` units of the SKU (less `dropped` since), `shipped` of them in
+    one parcel on its way."""
+    view = DispatchView(
+        dispatch_id="o-1",
+        supplier_id="alpha",
+        state=DispatchState.PARTIALLY_SHIPPED if quantity - dropped > shipped else DispatchState.SHIPPED,
+        version=3,
+        lines=[SKU.model_copy(update={"quantity": quantity - dropped, "shipped": shipped})],
+        original=[SKU.model_copy(update={"quantity": quantity, "shipped": 0})],
+        parcels=[
+            ParcelView(
+                carrier_code="ZTO", waybill_no="ZT0", units=[SKU.model_copy(update={"quantity": shipped})]
+            )
+        ],
+    )
+    return OrderFulfilment(
+        order_id="o", shop_id="shop", dispatch={"o-1": view}, parcels={"ZTO:ZT0": TrackingState.IN_TRANSIT}
+    )
+
+
+def test_a_refund_is_of_units_not_sent_yet_first_a_return_of_shipped_ones() -> None:
+    fulfilment = _partly_shipped(quantity=2, shipped=1)
+    refund = stage_for(fulfilment, LINES, unshipped_first=True)
+    assert (refund.stage, refund.dispatch_id, refund.waybills) == (Stage.NOT_SHIPPED, "o-1", ())
+    assert stage_for(fulfilment, LINES).stage == Stage.IN_TRANSIT
+
+
+def test_a_refund_whose_units_were_dropped_needs_no_interception() -> None:
+    found = stage_for(_partly_shipped(quantity=2, shipped=1, dropped=1), LINES, unshipped_first=True)
+    assert found.stage == Stage.CANCELLED
+
+
+def test_a_refund_beyond_the_units_dropped_brings_the_parcel_back() -> None:
+    two = [AffectedLine(product_id="p1", sku_id="s1", count=2)]
+    before = stage_for(_partly_shipped(quantity=2, shipped=1), two, unshipped_first=True)
+    assert before.stage == Stage.NOT_SHIPPED  # the unit not sent is stopped first
+    after = stage_for(_partly_shipped(quantity=2, shipped=1, dropped=1), two, unshipped_first=True)
+    assert (after.stage, after.waybills) == (Stage.IN_TRANSIT, (("ZTO", "ZT0"),))
+
+
+def test_a_refund_of_units_all_shipped_goes_by_the_parcels() -> None:
+    found = stage_for(_shipped_in(TrackingState.DELIVERED), LINES, unshipped_first=True)
+    assert found.stage == Stage.DELIVERED

@@ -1065,6 +1065,89 @@ def test_new_lines_for_an_ended_order_change_nothing(state: DispatchState) -> No
     assert not dispatch.change_lines(before, lines=NEW_LINES, now=at(3)).changed
 
 
+# --- reduce_lines (a refund before shipping) -------------------------------------------------------
+
+LINE_0 = ("p-sku-0", "sku-0")
+LINE_1 = ("p-sku-1", "sku-1")
+
+
+def test_a_refund_while_offered_shrinks_the_lines_directly() -> None:
+    before = offered()
+    transition = dispatch.reduce_lines(before, units={LINE_0: 1}, now=at(3))
+    [event] = transition.events
+    assert isinstance(event, DispatchUpdated)
+    assert [(x.line_no, x.quantity) for x in transition.order.lines] == [(0, 1), (1, 1)]
+    assert_versions_follow(before, transition.order, transition.events)
+
+
+def test_a_refund_while_accepted_asks_the_supplier_for_smaller_lines() -> None:
+    before = accepted()
+    transition = dispatch.reduce_lines(before, units={LINE_0: 1}, now=at(3))
+    [event] = transition.events
+    assert isinstance(event, DispatchChangeRequested)
+    assert event.request.new_lines is not None
+    assert [(x.line_no, x.quantity) for x in event.request.new_lines] == [(0, 1), (1, 1)]
+    assert transition.order.lines == before.lines, "not applied until the supplier confirms"
+
+
+def test_a_refund_of_every_unit_not_shipped_yet_cancels() -> None:
+    assert dispatch.reduce_lines(offered(), units={LINE_0: 2, LINE_1: 1}, now=at(3)).order.state == (
+        DispatchState.CANCELLED
+    )
+    asked = dispatch.reduce_lines(accepted(), units={LINE_0: 5, LINE_1: 1}, now=at(3)).order
+    assert asked.open_request(ChangeKind.CANCEL) is not None
+
+
+def test_a_refund_while_partially_shipped_drops_only_units_not_shipped_and_intercepts_nothing() -> None:
+    """Line 0 has 1 of 2 units shipped: a refund of 2 units of it drops the one left; the parcel sent
+    stays with the buyer (a sale once intercepted it and left WeChat waiting for a unit forever)."""
+    before = partially_shipped()
+    transition = dispatch.reduce_lines(before, units={LINE_0: 2}, now=at(3))
+    [event] = transition.events
+    assert isinstance(event, DispatchChangeRequested)
+    assert event.request.new_lines is not None
+    assert [(x.line_no, x.quantity, x.shipped_quantity) for x in event.request.new_lines] == [
+        (0, 1, 1),
+        (1, 1, 0),
+    ]
+    assert_versions_follow(before, transition.order, transition.events)
+
+
+def test_confirming_a_refund_of_the_last_units_left_ends_the_order_shipped() -> None:
+    order = dispatch.reduce_lines(partially_shipped(), units={LINE_0: 1, LINE_1: 1}, now=at(3)).order
+    transition = dispatch.answer_change(
+        order,
+        request_id=request_id(order, ChangeKind.SKU),
+        decision="confirm",
+        refusal=None,
+        text="",
+        now=at(4),
+    )
+    assert transition.order.state == DispatchState.SHIPPED
+    assert [(x.quantity, x.remaining) for x in transition.order.lines] == [(1, 0)]
+    [answered] = transition.events
+    assert isinstance(answered, DispatchChangeAnswered) and answered.state == DispatchState.SHIPPED
+
+
+def test_confirming_a_refund_with_units_still_to_send_stays_partially_shipped() -> None:
+    order = dispatch.reduce_lines(partially_shipped(), units={LINE_1: 1}, now=at(3)).order
+    transition = dispatch.answer_change(
+        order,
+        request_id=request_id(order, ChangeKind.SKU),
+        decision="confirm",
+        refusal=None,
+        text="",
+        now=at(4),
+    )
+    assert transition.order.state == DispatchState.PARTIALLY_SHIPPED
+    assert [(x.line_no, x.remaining) for x in transition.order.lines] == [(0, 1)]
+
+
+@pytest.mark.parametrize("build", [shipped, rejected, cancelled])
+def test_a_refund_of_units_that_cannot_be_stopped_changes_nothing(build: Callable[[], DispatchOrder]) -> None:
+    assert not dispatch.reduce_lines(build(), units={LINE_0: 2, LINE_1: 1}, now=at(3)).changed
+
+
 # --- Properties ------------------------------------------------------------------------------------
 
 

@@ -166,6 +166,8 @@ class SaleDriver:
                     )
                 case Fate.REFUND_IN_TRANSIT:
                     await self._refund_in_transit(trace, order_id)
+                case Fate.REFUND_UNSENT:
+                    await self._refund_unsent(trace, planned, order_id)
                 case fate if fate in AFTER_DELIVERY:
                     await self._after_delivery(trace, planned, order_id)
                 case _:
@@ -214,6 +216,26 @@ class SaleDriver:
             if self._observer.parcels(order_id) and status not in UNSHIPPED:
                 # Everything arrived before the buyer changed their mind: refund what was delivered.
                 await self._after_delivery_case(trace, order_id, "REFUND")
+                return
+            await self._observer.next_look()
+
+    async def _refund_unsent(self, trace: OrderTrace, planned: PlannedOrder, order_id: str) -> None:
+        """Once part of the order has shipped, refund-only for units of a line not sent yet (the buyer
+        keeps what is on its way). An order that ships whole first is kept."""
+        while True:
+            status = self._observer.status(order_id)
+            if status == OrderStatus.PARTIALLY_SHIPPED:
+                shipped: Counter[tuple[str, str]] = Counter()
+                for parcel in self._observer.parcels(order_id):
+                    shipped.update(parcel.units)
+                for line in planned.lines:
+                    key = (line.sku.product_id, line.sku.sku_id)
+                    if line.count > shipped[key]:
+                        self.counts["refund_unsent_asked"] += 1
+                        await self._aftersale(trace, order_id, "REFUND", *key, line.count - shipped[key])
+                        return
+            if status in FINAL_ORDER_STATUSES or (status is not None and status not in UNSHIPPED):
+                self.counts["refund_unsent_shipped_whole"] += 1
                 return
             await self._observer.next_look()
 

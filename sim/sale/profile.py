@@ -96,6 +96,7 @@ class Fate(StrEnum):
     CANCEL_UNPAID = "cancel_unpaid"
     CANCEL_BEFORE_SHIP = "cancel_before_ship"  # refund-only of everything, before it ships
     REFUND_IN_TRANSIT = "refund_in_transit"
+    REFUND_UNSENT = "refund_unsent"  # once part of the order shipped, refund-only of units not sent yet
     REFUND_AFTER_DELIVERY = "refund_after_delivery"
     RETURN_AFTER_DELIVERY = "return_after_delivery"
     EXCHANGE_AFTER_DELIVERY = "exchange_after_delivery"
@@ -109,6 +110,7 @@ class Fate(StrEnum):
         return {
             Fate.CANCEL_BEFORE_SHIP: "REFUND",
             Fate.REFUND_IN_TRANSIT: "REFUND",
+            Fate.REFUND_UNSENT: "REFUND",
             Fate.REFUND_AFTER_DELIVERY: "REFUND",
             Fate.RETURN_AFTER_DELIVERY: "RETURN",
             Fate.EXCHANGE_AFTER_DELIVERY: "EXCHANGE",
@@ -154,6 +156,7 @@ def draw_fate(shares: Shares, rng: random.Random) -> Fate:
     for share, fate in (
         (shares.cancel_before_ship, Fate.CANCEL_BEFORE_SHIP),
         (shares.refund_in_transit, Fate.REFUND_IN_TRANSIT),
+        (shares.refund_unsent, Fate.REFUND_UNSENT),
         (shares.refund_after_delivery, Fate.REFUND_AFTER_DELIVERY),
         (shares.return_after_delivery, Fate.RETURN_AFTER_DELIVERY),
         (shares.exchange_after_delivery, Fate.EXCHANGE_AFTER_DELIVERY),
@@ -174,7 +177,11 @@ def plan_sale(settings: SaleSettings, world: World) -> list[PlannedOrder]:
         fate = draw_fate(shares, rng)
         # A buyer who cancels everything before shipping asks for one refund: a single-line order
         # (WeChat refunds one order at most once a minute, so several lines would take minutes).
-        multi = rng.random() < shares.multi_line and fate is not Fate.CANCEL_BEFORE_SHIP
+        # One who refunds what is not sent yet needs several lines, so that part can ship first.
+        drawn = rng.random()
+        multi = fate is Fate.REFUND_UNSENT or (
+            drawn < shares.multi_line and fate is not Fate.CANCEL_BEFORE_SHIP
+        )
         count = rng.randint(2, min(shares.max_lines, len(shop.skus))) if multi else 1
         skus = rng.sample(shop.skus, count) if count <= len(shop.skus) else list(shop.skus)
         lines = tuple(PlannedLine(sku, rng.randint(1, shares.max_units_per_line)) for sku in skus)

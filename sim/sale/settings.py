@@ -78,6 +78,7 @@ class Shares(_Frozen):
     address_change: float = Field(default=0.05, ge=0, le=1)
     urge: float = Field(default=0.03, ge=0, le=1)  # 催发货
     refund_in_transit: float = Field(default=0.02, ge=0, le=1)  # refund-only while the parcel travels
+    refund_unsent: float = Field(default=0.02, ge=0, le=1)  # partly shipped: refund-only of the rest
     refund_after_delivery: float = Field(default=0.02, ge=0, le=1)
     return_after_delivery: float = Field(default=0.03, ge=0, le=1)
     exchange_after_delivery: float = Field(default=0.02, ge=0, le=1)
@@ -92,6 +93,7 @@ class Shares(_Frozen):
         paid_paths = (
             self.cancel_before_ship
             + self.refund_in_transit
+            + self.refund_unsent
             + self.refund_after_delivery
             + self.return_after_delivery
             + self.exchange_after_delivery

@@ -52,6 +52,7 @@ def short_sale(orders: int = 200) -> SaleSettings:
             address_change=0.08,
             urge=0.05,
             refund_in_transit=0.05,
+            refund_unsent=0.06,
             refund_after_delivery=0.05,
             return_after_delivery=0.06,
             exchange_after_delivery=0.06,

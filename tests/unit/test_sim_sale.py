@@ -109,7 +109,7 @@ def test_shares_that_add_up_to_more_than_everything_are_refused() -> None:
 def test_planned_orders_are_consistent() -> None:
     settings = SaleSettings(
         profile=Profile(total_orders=2000),
-        shares=Shares(cancel_before_ship=0.3, multi_line=0.5, withdraw_aftersale=0.5),
+        shares=Shares(cancel_before_ship=0.3, refund_unsent=0.1, multi_line=0.5, withdraw_aftersale=0.5),
     )
     plan = plan_sale(settings, build_world(settings))
     assert {p.phase for p in plan} == set(Phase)
@@ -119,11 +119,14 @@ def test_planned_orders_are_consistent() -> None:
         assert all(line.sku in order.shop.skus for line in order.lines)
         if order.fate is Fate.CANCEL_BEFORE_SHIP:
             assert len(order.lines) == 1  # one refund cancels everything
+        if order.fate is Fate.REFUND_UNSENT:
+            assert len(order.lines) > 1  # part of it can ship before the rest is refunded
         if not order.fate.paid:
             assert not order.address_change and not order.urge and not order.withdraw
         if order.withdraw:
             assert order.fate.aftersale_type is not None
     assert any(len(o.lines) > 1 for o in plan)
+    assert any(o.fate is Fate.REFUND_UNSENT for o in plan)
 
 
 # --- the world -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ apply events (idempotent by version) and say where a case's units are."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,11 +130,16 @@ def apply_tracking(fulfilment: OrderFulfilment, event: ParcelTrackingChanged) ->
 
 
 def stage_for(
-    fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine], *, unshipped_first: bool = False
+    fulfilment: OrderFulfilment | None,
+    lines: Sequence[AffectedLine],
+    *,
+    unshipped_first: bool = False,
+    dropped_before: Sequence[AffectedLine] = (),
 ) -> Fulfilment:
     """Where the case's units are. The first dispatch order that carries them and shipped decides,
     unless `unshipped_first` (a refund, which WeChat counts against units not shipped yet first):
-    then units still to send, or already dropped, are the case's before any parcel is."""
+    then units still to send, or dropped beyond `dropped_before` (other cases' drops), are the case's
+    before any parcel is."""
     if fulfilment is None:
         return Fulfilment(Stage.NOT_DISPATCHED)
     wanted = {(line.product_id, line.sku_id) for line in lines}
@@ -147,7 +152,7 @@ def stage_for(
         return Fulfilment(Stage.NOT_DISPATCHED)
     live = [v for v in carrying if v.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)]
     if unshipped_first and live:
-        stoppable = _units_not_sent(live, lines)
+        stoppable = _units_not_sent(live, lines, dropped_before)
         if stoppable is not None:
             return stoppable
     for view in carrying:
@@ -176,19 +181,44 @@ def stage_for(
     return Fulfilment(Stage.NOT_SHIPPED, view.dispatch_id, view.supplier_id)
 
 
-def _units_not_sent(live: Sequence[DispatchView], lines: Sequence[AffectedLine]) -> Fulfilment | None:
-    """CANCELLED when the live dispatch orders dropped all of the case's units, NOT_SHIPPED while some
-    are still to send (they are stopped first), None when the rest can only be in parcels."""
-    wanted = {(x.product_id, x.sku_id): x.count for x in lines}
+def units_dropped(fulfilment: OrderFulfilment | None, lines: Sequence[AffectedLine]) -> list[AffectedLine]:
+    """How many of each of these SKUs the live dispatch orders dropped since they were offered."""
+    if fulfilment is None:
+        return []
+    wanted = {(x.product_id, x.sku_id) for x in lines}
+    live = [
+        view
+        for view in fulfilment.dispatch.values()
+        if view.aftersale_case_id is None
+        and view.state not in (DispatchState.CANCELLED, DispatchState.REJECTED)
+    ]
+    dropped = _dropped(live, wanted)
+    return [AffectedLine(product_id=p, sku_id=s, count=n) for (p, s), n in sorted(dropped.items()) if n > 0]
+
+
+def _dropped(live: Sequence[DispatchView], wanted: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    keys = set(wanted)
     dropped: Counter[tuple[str, str]] = Counter()
-    unsent: Counter[tuple[str, str]] = Counter()
-    holder: DispatchView | None = None
     for view in live:
         now = {(u.product_id, u.sku_id): u.quantity for u in view.lines}
         for unit in view.original:
             key = (unit.product_id, unit.sku_id)
-            if key in wanted:
+            if key in keys:
                 dropped[key] += max(0, unit.quantity - now.get(key, 0))
+    return dropped
+
+
+def _units_not_sent(
+    live: Sequence[DispatchView], lines: Sequence[AffectedLine], dropped_before: Sequence[AffectedLine]
+) -> Fulfilment | None:
+    """CANCELLED when the live dispatch orders dropped all of the case's units, NOT_SHIPPED while some
+    are still to send (they are stopped first), None when the rest can only be in parcels."""
+    wanted = {(x.product_id, x.sku_id): x.count for x in lines}
+    dropped = _dropped(live, wanted)
+    dropped.subtract({(x.product_id, x.sku_id): x.count for x in dropped_before})
+    unsent: Counter[tuple[str, str]] = Counter()
+    holder: DispatchView | None = None
+    for view in live:
         for unit in view.lines:
             key = (unit.product_id, unit.sku_id)
             if key in wanted and unit.quantity > unit.shipped:

@@ -22,7 +22,13 @@ from services.aftersale.domain.case import (
     decide,
     refund_refused_for_now,
 )
-from services.aftersale.fulfilment import OrderFulfilment, apply_dispatch_event, apply_tracking, stage_for
+from services.aftersale.fulfilment import (
+    OrderFulfilment,
+    apply_dispatch_event,
+    apply_tracking,
+    stage_for,
+    units_dropped,
+)
 from shared.events.aftersale import (
     AffectedLine,
     CancelLinesRequested,
@@ -262,8 +268,12 @@ class Aftersale:
     # --- the state machine and its actions ---
     async def _decide_and_act(self, case: Case, *, cause: str) -> Case:
         now = self.clock()
+        order = self.orders.get(case.order_id)
+        refund = case.case_type == CaseType.REFUND
+        if refund and case.dropped_before is None:
+            case = case.model_copy(update={"dropped_before": units_dropped(order, case.lines)})
         fulfilment = stage_for(
-            self.orders.get(case.order_id), case.lines, unshipped_first=case.case_type == CaseType.REFUND
+            order, case.lines, unshipped_first=refund, dropped_before=case.dropped_before or ()
         )
         decision = decide(case, fulfilment, self.policies.of(case.shop_id), now)
         case = decision.case

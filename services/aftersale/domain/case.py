@@ -109,6 +109,9 @@ class Case(BaseModel):
     replacement_shipped: tuple[str, str] | None = None  # (delivery_id, waybill_id)
     refund_not_before: datetime | None = None
     approved_return: bool = False  # acceptapply approved the return / exchange at WeChat
+    # A refund's units that earlier cases had already dropped from the dispatch orders when it was
+    # first decided: only drops beyond these are its own.
+    dropped_before: list[AffectedLine] | None = None
     sent: list[str] = Field(default_factory=list, description="instructions already given (kind:key)")
     timeline: list[TimelineEntry] = Field(default_factory=list)
     version: int = 1

@@ -3,7 +3,14 @@
 import pytest
 
 from services.aftersale.domain.case import Stage
-from services.aftersale.fulfilment import DispatchView, OrderFulfilment, ParcelView, Unit, stage_for
+from services.aftersale.fulfilment import (
+    DispatchView,
+    OrderFulfilment,
+    ParcelView,
+    Unit,
+    stage_for,
+    units_dropped,
+)
 from shared.events.aftersale import AffectedLine
 from shared.events.dispatch import DispatchState
 from shared.events.logistics import TrackingState
@@ -104,3 +111,17 @@ def test_a_refund_beyond_the_units_dropped_brings_the_parcel_back() -> None:
 def test_a_refund_of_units_all_shipped_goes_by_the_parcels() -> None:
     found = stage_for(_shipped_in(TrackingState.DELIVERED), LINES, unshipped_first=True)
     assert found.stage == Stage.DELIVERED
+
+
+def test_units_an_earlier_case_dropped_are_not_this_refunds() -> None:
+    """Three units, one dropped for an earlier refund: a second refund of one unit still stops one."""
+    earlier = _partly_shipped(quantity=3, shipped=0, dropped=1)
+    before = units_dropped(earlier, LINES)
+    assert before == [AffectedLine(product_id="p1", sku_id="s1", count=1)]
+    found = stage_for(earlier, LINES, unshipped_first=True, dropped_before=before)
+    assert found.stage == Stage.NOT_SHIPPED
+    stopped = stage_for(
+        _partly_shipped(quantity=3, shipped=0, dropped=2), LINES, unshipped_first=True, dropped_before=before
+    )
+    assert stopped.stage == Stage.CANCELLED
+    assert units_dropped(None, LINES) == []

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.dispatch import catalog as supplier_catalog
 from services.dispatch import store as dispatch_store
+from services.dispatch.command_endpoint import CommandEndpoint
 from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
@@ -111,5 +112,6 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     )
     install(api)
     api.add_middleware(FeedEndpoint, service=settings.service_name)
+    api.add_middleware(CommandEndpoint, service=settings.service_name)
     api.add_middleware(InFlightPerKey, limit=settings.supplier_max_in_flight)  # outermost: added last
     return api

@@ -525,7 +525,15 @@ async def _answer(run: Callable[[], Awaitable[tuple[int, bytes]]]) -> tuple[int,
 
 
 def _fingerprint(request: Request, body: bytes) -> str:
-    return hashlib.sha256(request.method.encode() + request.url.path.encode() + b"\n" + body).hexdigest()
+    return fingerprint_of(request.method, request.url.path, body)
+
+
+def fingerprint_of(method: str, path: str, body: bytes) -> str:
+    """What a repeat under the same Idempotency-Key must match: the method, path and body."""
+    return hashlib.sha256(method.encode() + path.encode() + b"\n" + body).hexdigest()
+
+
+Decide = Callable[[DispatchOrder, datetime], dispatch.Transition]
 
 
 async def _command(
@@ -535,15 +543,53 @@ async def _command(
     dispatch_id: str,
     idempotency_key: str | None,
     body: BaseModel,
-    decide: Callable[[DispatchOrder, datetime], dispatch.Transition],
+    decide: Decide,
 ) -> Response:
+    return await run_command(
+        api, supplier, dispatch_id, idempotency_key, request.method, request.url.path, body, decide
+    )
+
+
+async def run_command(
+    api: SupplierApi,
+    supplier: str,
+    dispatch_id: str,
+    idempotency_key: str | None,
+    method: str,
+    path: str,
+    body: BaseModel,
+    decide: Decide,
+) -> Response:
+    """A command on one dispatch order, answered with its new public view (the routes and the
+    command fast path in command_endpoint.py both run it)."""
+
     async def run() -> tuple[int, bytes]:
         cause = f"api:{uuid.uuid4()}"
         order = await api.dispatcher.run_command(supplier, dispatch_id, decide, cause=cause)
         return 200, order.public().model_dump_json().encode()
 
-    fingerprint = _fingerprint(request, body.model_dump_json().encode())
+    fingerprint = fingerprint_of(method, path, body.model_dump_json().encode())
     return await _idempotent(api, supplier, idempotency_key, fingerprint, run)
+
+
+def accept_is_in_the_past(body: AcceptRequest) -> bool:
+    return body.estimated_ship_at is not None and body.estimated_ship_at < utc_now() - ACCEPT_CLOCK_SKEW
+
+
+def accepting(body: AcceptRequest) -> Decide:
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.accept(order, estimated_ship_at=body.estimated_ship_at, now=now)
+
+    return decide
+
+
+def shipping(body: ShipRequest) -> Decide:
+    parcels = [ParcelShipment(p.carrier_code, p.waybill_no, list(p.lines)) for p in body.parcels]
+
+    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
+        return dispatch.ship(order, parcels=parcels, now=now)
+
+    return decide
 
 
 @router.post("/dispatch-orders/{dispatch_id}/accept", response_model=DispatchOrderPublic, summary="Accept")
@@ -555,15 +601,11 @@ async def accept(
     body: AcceptRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    if body.estimated_ship_at is not None and body.estimated_ship_at < utc_now() - ACCEPT_CLOCK_SKEW:
+    if accept_is_in_the_past(body):
         raise RequestValidationError(
             [{"loc": ("body", "estimated_ship_at"), "msg": "must not be in the past", "type": "value_error"}]
         )
-
-    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
-        return dispatch.accept(order, estimated_ship_at=body.estimated_ship_at, now=now)
-
-    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, accepting(body))
 
 
 @router.post("/dispatch-orders/{dispatch_id}/reject", response_model=DispatchOrderPublic, summary="Reject")
@@ -594,12 +636,7 @@ async def ship(
     body: ShipRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    parcels = [ParcelShipment(p.carrier_code, p.waybill_no, list(p.lines)) for p in body.parcels]
-
-    def decide(order: DispatchOrder, now: datetime) -> dispatch.Transition:
-        return dispatch.ship(order, parcels=parcels, now=now)
-
-    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, decide)
+    return await _command(request, api, supplier, dispatch_id, idempotency_key, body, shipping(body))
 
 
 @router.post(

@@ -14,8 +14,9 @@ import httpx
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.asgi import is_application_json, read_body, replaying
 from shared.wechat.api import ErrCode
 from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
 from sim.wechat import openapi
@@ -192,33 +193,6 @@ def _token_endpoint(call: TokenCall) -> Callable[[Request], Awaitable[JSONRespon
     return endpoint
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request's body; None when the client disconnects first (nothing is done or answered then,
-    as Starlette drops a request whose client is gone while its body is read)."""
-    raw = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        raw += message.get("body", b"")
-        if not message.get("more_body", False):
-            return bytes(raw)
-
-
-def _replaying(raw: bytes, receive: Receive) -> Receive:
-    """`receive` for the app behind a fast path that read the body and passed the request on."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    return replay
-
-
 class TokenCallsFastPath:
     """The POST ...?access_token= endpoints answered in front of FastAPI, the same way as its routes
     (which stay, for the OpenAPI page): the stand-in plays WeChat on the bench's two cores, where
@@ -233,7 +207,7 @@ class TokenCallsFastPath:
         if call is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return
         # Starlette's reading of the query: the last of repeated names, blank values kept.
@@ -454,11 +428,6 @@ def _create_order(state: SimState, body: OrderIn) -> dict[str, Any]:
 CREATE_ORDER_PATH = "/sim/orders"
 
 
-def _is_application_json(scope: Scope) -> bool:
-    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
-    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
-
-
 class OrderCreationFastPath:
     """POST /sim/orders answered in front of FastAPI, as its route does (which stays, for the OpenAPI
     page): the bench drives hundreds of orders a second through it, and FastAPI's routing and
@@ -474,15 +443,15 @@ class OrderCreationFastPath:
         if scope["type"] != "http" or scope["path"] != CREATE_ORDER_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return
         try:  # as FastAPI reads a model body: JSON, then the model in Python mode
-            if not _is_application_json(scope):  # FastAPI's rules for other types: its route's to apply
+            if not is_application_json(scope):  # FastAPI's rules for other types: its route's to apply
                 raise ValueError("not application/json")
             body = OrderIn.model_validate(json.loads(raw))
         except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
-            await self.app(scope, _replaying(raw, receive), send)
+            await self.app(scope, replaying(raw, receive), send)
             return
         try:
             answer = JSONResponse(_control(lambda: _create_order(self._state, body)))

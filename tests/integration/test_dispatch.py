@@ -188,6 +188,92 @@ async def test_the_feed_fast_path_answers_like_the_route(stack: LocalStack) -> N
             assert limited.json()["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
 
 
+VENDOR_JSON = {"Content-Type": "application/vnd.lvyue+json"}  # JSON to FastAPI, not to the fast path
+
+
+def _command_answers(command: str, status: int) -> float:
+    from services.dispatch.command_endpoint import COMMANDS
+    from shared.metrics import HTTP_REQUESTS
+
+    route = COMMANDS[command].route
+    return float(HTTP_REQUESTS.labels("dispatch", "POST", route, str(status))._value.get())
+
+
+async def test_the_command_fast_path_answers_like_the_route(stack: LocalStack) -> None:
+    """Accept and ship are answered in front of FastAPI (command_endpoint.py). A body sent as another
+    JSON type (`+json`) is the route's to read: each path replays what the other stored under an
+    Idempotency-Key, so both fingerprint a request alike, and both count under the route's template."""
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+        order = await _offer(harness, "alpha", [("p1", "s1", 2)])
+        base = f"/dispatch-orders/{order['dispatch_id']}"
+        accept = json.dumps({"estimated_ship_at": "2030-01-01T08:00:00+08:00"}).encode()
+        accepted_before = _command_answers("accept", 200)
+        async with harness.client("alpha", **{"Idempotency-Key": "fast-accept"}) as client:
+            fast = await client.post(
+                f"{base}/accept", content=accept, headers={"Content-Type": "application/json"}
+            )
+            routed = await client.post(f"{base}/accept", content=accept, headers=VENDOR_JSON)  # the route's
+            assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
+            assert fast.json()["state"] == "accepted" and routed.json() == fast.json()
+            assert (
+                "Idempotent-Replayed" not in fast.headers and routed.headers["Idempotent-Replayed"] == "true"
+            )
+            other = await client.post(
+                f"{base}/accept", json={"estimated_ship_at": "2031-01-01T08:00:00+08:00"}
+            )  # the fast path's, with a different body
+            assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+        assert _command_answers("accept", 200) == accepted_before + 2
+
+        ship = {
+            "parcels": [
+                {"carrier_code": "ZTO", "waybill_no": "ZT-FAST-1", "lines": [{"line_no": 0, "quantity": 1}]}
+            ]
+        }
+        async with harness.client("alpha", **{"Idempotency-Key": "fast-ship"}) as client:
+            routed = await client.post(
+                f"{base}/shipments",
+                content=json.dumps(ship).encode(),
+                headers=VENDOR_JSON,
+            )
+            fast = await client.post(f"{base}/shipments", json=ship)
+            assert routed.status_code == fast.status_code == 200, (routed.text, fast.text)
+            assert fast.json() == routed.json() and fast.headers["Idempotent-Replayed"] == "true"
+            assert fast.json()["state"] == "partially_shipped"
+
+        async with harness.client("alpha") as client:
+            refusals = [
+                (f"{base}/shipments", {"parcels": []}, 422, "validation_failed"),
+                (f"{base}/shipments", {**ship, "extra": 1}, 422, "validation_failed"),
+                (f"{base}/accept", {"estimated_ship_at": "2001-01-01T00:00:00Z"}, 422, "validation_failed"),
+                (f"{base}/accept", {}, 409, "not_offered"),
+                (f"{base}/shipments", ship, 409, "waybill_already_used"),
+                ("/dispatch-orders/no-such-order/accept", {}, 404, "not_found"),
+            ]
+            for path, body, status, code in refusals:
+                answer = await client.post(path, json=body)
+                assert (answer.status_code, answer.json()["code"]) == (status, code), (
+                    path,
+                    body,
+                    answer.text,
+                )
+            past = (
+                await client.post(f"{base}/accept", json={"estimated_ship_at": "2001-01-01T00:00:00Z"})
+            ).json()
+            assert [f["path"] for f in past["fields"]] == ["body.estimated_ship_at"]
+            broken = await client.post(
+                f"{base}/accept", content=b"{", headers={"Content-Type": "application/json"}
+            )
+            assert broken.status_code == 422 and broken.json()["code"] == "validation_failed"
+        async with harness.client(None, Authorization="Bearer lvk_nope_nope") as forged:
+            refused = await forged.post(f"{base}/accept", json={})
+            assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
+        async with harness.client("alpha", **{"Idempotency-Key": "k" * 256}) as too_long:
+            answer = await too_long.post(f"{base}/accept", json={})
+            assert (
+                answer.status_code == 422 and answer.json()["fields"][0]["path"] == "header.idempotency-key"
+            )
+
+
 async def test_idempotent_retries_return_the_first_answer(stack: LocalStack) -> None:
     async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
         order = await _offer(harness, "alpha", [("p1", "s1", 1)])

@@ -14,7 +14,16 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.logistics.domain import deadlines
-from services.logistics.domain.delivery import NextStep, delivery_request, judge, told_with_delivery_send
+from services.logistics.domain.delivery import (
+    RECHECKED,
+    NextStep,
+    ParcelFate,
+    Recheck,
+    delivery_request,
+    judge,
+    recheck,
+    told_with_delivery_send,
+)
 from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
 from shared.events.base import Event, utc_now
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
@@ -42,6 +51,7 @@ from shared.kafka.producer import publish
 from shared.kafka.topics import DISPATCH, LOGISTICS
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection
+from shared.wechat.api import OrderGetResponse
 from shared.wechat.client import WeChatApiError
 
 log = logging.getLogger(__name__)
@@ -89,6 +99,7 @@ class TrackingSubscriber(Protocol):
 
 
 DELIVERY_SEND = "/channels/ec/order/delivery/send"
+ORDER_GET = "/channels/ec/order/get"
 
 
 class DeliveryRecord(BaseModel):
@@ -297,12 +308,11 @@ class Logistics:
             await self._record_replacement(event, parcels)
             return
         body = delivery_request(event.order_id, parcels, event.lines)
-        try:
-            await self._wechat.call(event.shop_id, DELIVERY_SEND, body)
-            errcode, errmsg = 0, ""
-        except WeChatApiError as exc:
-            errcode, errmsg = exc.errcode, exc.errmsg
-        DELIVERY_CALLS.labels(str(errcode)).inc()
+        errcode, errmsg = await self._send(event.shop_id, body)
+        if errcode in RECHECKED:
+            parcels, body, errcode, errmsg = await self._recheck(event, parcels, body, errcode, errmsg)
+            if not parcels:
+                return
         verdict = judge(errcode)
         if verdict.step == NextStep.RETRY_LATER:
             raise RetryLater(f"delivery/send errcode {errcode}: {errmsg}")
@@ -349,6 +359,91 @@ class Logistics:
         if verdict.step == NextStep.HOLD_FOR_AFTERSALE and not held_before:
             # Not told yet: kept, and sent again on every deadline scan until the after-sale closes.
             await self.held.save(held_key, HeldShipment(shipment=event), cause=f"held:{held_key}")
+
+    async def _send(self, shop_id: str, body: dict[str, object]) -> tuple[int, str]:
+        try:
+            await self._wechat.call(shop_id, DELIVERY_SEND, body)
+            errcode, errmsg = 0, ""
+        except WeChatApiError as exc:
+            errcode, errmsg = exc.errcode, exc.errmsg
+        DELIVERY_CALLS.labels(str(errcode)).inc()
+        return errcode, errmsg
+
+    async def _recheck(
+        self,
+        event: DispatchShipped,
+        parcels: list[Parcel],
+        body: dict[str, object],
+        errcode: int,
+        errmsg: str,
+    ) -> tuple[list[Parcel], dict[str, object], int, str]:
+        """After a 109000/109001, WeChat's order says what each parcel is: told already (a lost answer),
+        refunded before it was told (recorded, nothing to tell), or still expected, perhaps with fewer
+        goods (sent again with those). Returns what is left to judge: the parcels sent again and
+        their answer, or the refusal as it was when WeChat's order explains nothing."""
+        answer = await self._wechat.call(event.shop_id, ORDER_GET, {"order_id": event.order_id})
+        order = OrderGetResponse.model_validate(answer).order
+        infos: list[dict[str, Any]] = body["delivery_list"]  # type: ignore[assignment]
+        rechecked = recheck(order, infos) if order is not None else []
+        if not rechecked or all(
+            r.fate == ParcelFate.SEND and r.product_infos == i["product_infos"]
+            for r, i in zip(rechecked, infos, strict=True)
+        ):
+            return parcels, body, errcode, errmsg
+        for fate, outcome in (
+            (ParcelFate.TOLD, DeliveryOutcome.ALREADY_SHIPPED),
+            (ParcelFate.REFUNDED, DeliveryOutcome.REFUNDED_BEFORE_TOLD),
+        ):
+            settled = [(p, r) for p, r in zip(parcels, rechecked, strict=True) if r.fate == fate]
+            if settled:
+                await self._record(event, settled, outcome, errcode)
+        to_send = [
+            (p, i, r) for p, i, r in zip(parcels, infos, rechecked, strict=True) if r.fate == ParcelFate.SEND
+        ]
+        if not to_send:
+            return [], body, errcode, errmsg
+        again: dict[str, object] = {
+            "order_id": body["order_id"],
+            "delivery_list": [{**i, "product_infos": r.product_infos} for _, i, r in to_send],
+        }
+        errcode, errmsg = await self._send(event.shop_id, again)
+        return [p for p, _, _ in to_send], again, errcode, errmsg
+
+    async def _record(
+        self,
+        event: DispatchShipped,
+        settled: list[tuple[Parcel, Recheck]],
+        outcome: DeliveryOutcome,
+        errcode: int,
+    ) -> None:
+        """Parcels a recheck settled without telling WeChat: recorded (never sent again) and announced."""
+        now = self.clock()
+        refs = [_ref(event.dispatch_id, p) for p, _ in settled]
+        for (parcel, rechecked), ref in zip(settled, refs, strict=True):
+            record = DeliveryRecord(
+                shop_id=event.shop_id,
+                order_id=event.order_id,
+                parcel=ref,
+                outcome=outcome,
+                errcode=errcode,
+                at=now,
+                product_infos=rechecked.product_infos,
+            )
+            await self.deliveries.save(
+                _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
+            )
+            SHIPMENTS_TOLD.labels(outcome).inc()
+        await self._publish(
+            [
+                ShipmentReported(
+                    order_id=event.order_id,
+                    shop_id=event.shop_id,
+                    parcels=refs,
+                    outcome=outcome,
+                    errcode=errcode,
+                )
+            ]
+        )
 
     async def _record_replacement(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         """The parcels of an after-sale replacement: tracked like any other (registered already), never

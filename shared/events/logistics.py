@@ -56,6 +56,9 @@ class DeliveryOutcome(StrEnum):
     ALREADY_SHIPPED = "already_shipped"  # 109001: WeChat had it already (a retry after a lost answer)
     HELD_FOR_AFTERSALE = "held_for_aftersale"  # 108009: an open after-sale blocks shipping
     REFUSED = "refused"  # 101100 and other permanent refusals: dead-lettered with the reason
+    # 109000/109001, and WeChat's order shows none of the parcel's goods still expected: refunded
+    # (by an after-sale case) before WeChat was told. Nothing is left to tell.
+    REFUNDED_BEFORE_TOLD = "refunded_before_told"
     # Not sent: an after-sale replacement (exchange or re-ship) is not the order's shipment. WeChat
     # learns an exchange's replacement waybill from aftersale (acceptexchangereship), a re-ship never.
     AFTERSALE_REPLACEMENT = "aftersale_replacement"

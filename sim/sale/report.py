@@ -307,7 +307,9 @@ def check_no_duplicate_dispatch(d: _Dispatch) -> Invariant:
     )
 
 
-FINAL_REFUSALS = frozenset({101100, 109000})  # delivery/send: the order or these goods can no longer ship
+# delivery/send: the order or these goods can no longer ship (109001 too when a refund took the
+# goods before WeChat was told of them)
+FINAL_REFUSALS = frozenset({101100, 109000, 109001})
 
 
 def _calls_per_waybill(calls: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

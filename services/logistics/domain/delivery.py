@@ -3,12 +3,15 @@ answer means. Pure."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from shared.events.dispatch import DispatchLine, Parcel
 from shared.events.logistics import DeliveryOutcome
+from shared.wechat.api import Order
 
 COURIER = 1  # deliver_type: 1 courier, 3 no logistics
 
@@ -86,3 +89,57 @@ def judge(errcode: int) -> Verdict:
             return Verdict(NextStep.HOLD_FOR_AFTERSALE, DeliveryOutcome.HELD_FOR_AFTERSALE)
         case _:
             return Verdict(NextStep.DEAD_LETTER, DeliveryOutcome.REFUSED)
+
+
+# Refusals that may only mean WeChat counts the goods as settled otherwise: a refund took units we
+# shipped before WeChat was told (a refund covers units WeChat has not seen shipped first), or our
+# earlier call got through and its answer was lost. WeChat's order says which.
+RECHECKED = frozenset({DeliveryErrCode.SHIPPING_FAILED, DeliveryErrCode.ALREADY_FULLY_SHIPPED})
+
+
+class ParcelFate(StrEnum):
+    TOLD = "told"  # the waybill is on WeChat's order already
+    REFUNDED = "refunded"  # none of its goods is still expected
+    SEND = "send"  # send it with the goods still expected (all of them, or fewer)
+
+
+@dataclass(frozen=True)
+class Recheck:
+    fate: ParcelFate
+    product_infos: list[dict[str, Any]]
+
+
+def recheck(order: Order, delivery_list: Sequence[dict[str, Any]]) -> list[Recheck]:
+    """After a 109000/109001, what each parcel of the refused call is to WeChat's order: told already,
+    refunded, or still to send with at most the units WeChat still expects of each SKU (ordered less
+    told less refunded), taken by the parcels in turn."""
+    delivery = order.order_detail.delivery_info.delivery_product_info
+    told_waybills = {d.waybill_id for d in delivery}
+    told: Counter[tuple[str, str]] = Counter()
+    for parcel in delivery:
+        for line in parcel.product_infos:
+            told[(str(line["product_id"]), str(line["sku_id"]))] += int(line["product_cnt"])
+    products = {(p.product_id, p.sku_id): p for p in order.order_detail.product_infos}
+    left = {key: max(0, p.sku_cnt - told[key] - p.finish_aftersale_sku_cnt) for key, p in products.items()}
+    rechecked = []
+    for info in delivery_list:
+        lines = list(info["product_infos"])
+        keys = [(str(line["product_id"]), str(line["sku_id"])) for line in lines]
+        if info["waybill_id"] in told_waybills:
+            rechecked.append(Recheck(ParcelFate.TOLD, lines))
+            continue
+        expected, cut = [], []
+        for key, line in zip(keys, lines, strict=True):
+            count = min(int(line["product_cnt"]), left.get(key, 0))
+            if count > 0:
+                left[key] -= count
+                expected.append({**line, "product_cnt": count})
+            if count < int(line["product_cnt"]):
+                cut.append(key)
+        if not cut:
+            rechecked.append(Recheck(ParcelFate.SEND, lines))
+        elif all(key in products and products[key].finish_aftersale_sku_cnt > 0 for key in cut):
+            rechecked.append(Recheck(ParcelFate.SEND if expected else ParcelFate.REFUNDED, expected))
+        else:  # goods WeChat does not know, or fewer without a refund: a real mismatch, as refused
+            rechecked.append(Recheck(ParcelFate.SEND, lines))
+    return rechecked

@@ -4,6 +4,7 @@ what each errcode means."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -11,13 +12,16 @@ from services.logistics.domain.delivery import (
     COURIER,
     DeliveryErrCode,
     NextStep,
+    ParcelFate,
     Verdict,
     delivery_request,
     judge,
+    recheck,
     told_with_delivery_send,
 )
 from shared.events.dispatch import DispatchLine, Parcel, ParcelLine
 from shared.events.logistics import DeliveryOutcome
+from shared.wechat.api import Order
 from tests.unit.logistics.builders import ORDER_ID, T0
 
 BIG_ORDER_ID = 3705115058471208928
@@ -232,3 +236,80 @@ def test_only_retry_later_has_no_outcome_to_record() -> None:
 def test_only_the_orders_own_shipments_go_to_delivery_send() -> None:
     assert told_with_delivery_send(aftersale_case_id=None)
     assert not told_with_delivery_send(aftersale_case_id="4500000001")  # an after-sale replacement
+
+
+# --- after a 109000/109001: what WeChat's order says of each parcel ------------------------------
+
+
+def _order(*products: tuple[str, int, int], told: Sequence[tuple[str, list[tuple[str, int]]]] = ()) -> Order:
+    """Products (sku, ordered, refunded) and parcels told (waybill, [(sku, count)])."""
+    return Order.model_validate(
+        {
+            "order_id": ORDER_ID,
+            "status": 21,
+            "order_detail": {
+                "product_infos": [
+                    {"product_id": "1", "sku_id": sku, "sku_cnt": n, "finish_aftersale_sku_cnt": refunded}
+                    for sku, n, refunded in products
+                ],
+                "delivery_info": {
+                    "delivery_product_info": [
+                        {
+                            "waybill_id": waybill,
+                            "product_infos": [
+                                {"product_id": "1", "sku_id": sku, "product_cnt": n} for sku, n in lines
+                            ],
+                        }
+                        for waybill, lines in told
+                    ]
+                },
+            },
+        }
+    )
+
+
+def _parcel(waybill: str, *lines: tuple[str, int]) -> dict[str, object]:
+    infos = [{"product_id": "1", "sku_id": sku, "product_cnt": n} for sku, n in lines]
+    return {"delivery_id": "ZTO", "waybill_id": waybill, "deliver_type": COURIER, "product_infos": infos}
+
+
+def test_a_parcel_already_on_wechats_order_was_told() -> None:
+    """109001 after our earlier call got through and its answer was lost."""
+    order = _order(("a", 1, 0), told=[("ZT1", [("a", 1)])])
+    [found] = recheck(order, [_parcel("ZT1", ("a", 1))])
+    assert found.fate == ParcelFate.TOLD
+
+
+def test_goods_refunded_before_wechat_was_told_are_left_out() -> None:
+    """Three of sku a (one told, one refunded while WeChat saw it unshipped) and one of b: the parcel
+    with two of a and one of b is told with one a and the b."""
+    order = _order(("a", 3, 1), ("b", 1, 0), told=[("ZT1", [("a", 1)])])
+    [found] = recheck(order, [_parcel("ZT2", ("a", 2), ("b", 1))])
+    assert found.fate == ParcelFate.SEND
+    assert [(x["sku_id"], x["product_cnt"]) for x in found.product_infos] == [("a", 1), ("b", 1)]
+
+
+def test_a_parcel_whose_goods_were_all_refunded_is_not_told() -> None:
+    order = _order(("a", 2, 1), told=[("ZT1", [("a", 1)])])
+    told, refunded = recheck(order, [_parcel("ZT1", ("a", 1)), _parcel("ZT2", ("a", 1))])
+    assert (told.fate, refunded.fate, refunded.product_infos) == (ParcelFate.TOLD, ParcelFate.REFUNDED, [])
+
+
+def test_parcels_share_what_is_still_expected_in_turn() -> None:
+    order = _order(("a", 3, 1))
+    first, second = recheck(order, [_parcel("ZT1", ("a", 2)), _parcel("ZT2", ("a", 1))])
+    assert (first.fate, first.product_infos[0]["product_cnt"]) == (ParcelFate.SEND, 2)
+    assert (second.fate, second.product_infos) == (ParcelFate.REFUNDED, [])
+
+
+@pytest.mark.parametrize(
+    "parcel",
+    [
+        _parcel("ZT2", ("zzz", 1)),  # goods the order does not have
+        _parcel("ZT2", ("a", 3)),  # more than ordered, and nothing refunded
+    ],
+)
+def test_a_real_mismatch_is_sent_as_it_was(parcel: dict[str, object]) -> None:
+    """Nothing refunded explains the refusal: the parcel stays as it was (refused, dead-lettered)."""
+    [found] = recheck(_order(("a", 2, 0)), [parcel])
+    assert (found.fate, found.product_infos) == (ParcelFate.SEND, parcel["product_infos"])

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from services.logistics.domain.deadlines import DeadlinePolicy
 from services.logistics.domain.tracking import parcel_key
-from services.logistics.handlers import DELIVERY_SEND, Logistics
+from services.logistics.handlers import DELIVERY_SEND, ORDER_GET, Logistics
 from shared.events.dispatch import (
     DispatchLine,
     DispatchOffered,
@@ -33,7 +33,7 @@ from shared.events.logistics import (
     TrackingSource,
     TrackingState,
 )
-from shared.kafka.consumer import InboundMessage
+from shared.kafka.consumer import InboundMessage, PermanentFailure
 from shared.kafka.topics import DISPATCH, LOGISTICS
 from shared.locks import KeyedLocks
 from shared.versioned import VersionedProjection
@@ -120,7 +120,11 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    wechat, producer, subscriber = WeChat(), Producer(), Subscriber()
+    return _world(WeChat())
+
+
+def _world(wechat: WeChat) -> World:
+    producer, subscriber = Producer(), Subscriber()
     logistics = Logistics(
         parcels=InMemory(),
         deliveries=InMemory(),
@@ -269,3 +273,94 @@ async def test_a_replacement_keeps_its_deadlines_and_tracking(world: World) -> N
     tracking = world.logistics.parcels.get(parcel_key("ZTO", "78800000002"))
     assert tracking is not None and tracking.state == TrackingState.PICKED_UP
     assert world.wechat.calls == []
+
+
+@dataclass
+class RefundingWeChat(WeChat):
+    """delivery/send answers `send_answers` in turn (then 0); order/get shows the order with `refunded`
+    units of each SKU refunded before WeChat was told of any parcel."""
+
+    send_answers: list[int] = field(default_factory=list)
+    ordered: dict[str, int] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((path, body))
+        if path == ORDER_GET:
+            products = [
+                {
+                    "product_id": f"1{sku[1:]}",
+                    "sku_id": sku,
+                    "sku_cnt": n,
+                    "finish_aftersale_sku_cnt": self.refunded.get(sku, 0),
+                }
+                for sku, n in self.ordered.items()
+            ]
+            order = {"order_id": ORDER_ID, "status": 20, "order_detail": {"product_infos": products}}
+            return {"errcode": 0, "order": order}
+        errcode = self.send_answers.pop(0) if self.send_answers else 0
+        if errcode:
+            raise WeChatApiError(path, errcode, "refused")
+        return {"errcode": 0, "errmsg": "ok"}
+
+
+TWO_SKUS = [
+    DispatchLine(line_no=0, product_id="10000", sku_id="20000", quantity=2, shipped_quantity=2),
+    DispatchLine(line_no=1, product_id="10001", sku_id="20001", quantity=1, shipped_quantity=1),
+]
+
+
+def _two_sku_shipment() -> DispatchShipped:
+    event = shipped(f"{ORDER_ID}-1", "78800000003", case_id=None)
+    parcel = event.parcels[0].model_copy(
+        update={"lines": [ParcelLine(line_no=0, quantity=2), ParcelLine(line_no=1, quantity=1)]}
+    )
+    return event.model_copy(update={"lines": TWO_SKUS, "parcels": [parcel]})
+
+
+async def test_goods_refunded_before_wechat_was_told_are_left_out_of_the_parcel_told() -> None:
+    """A refund took one of two units WeChat had not seen shipped: the parcel is told with the rest."""
+    wechat = RefundingWeChat(send_answers=[109000], ordered={"20000": 2, "20001": 1}, refunded={"20000": 1})
+    world = _world(wechat)
+
+    await world.deliver(_two_sku_shipment())
+
+    first, again = world.delivery_sends()
+    assert [(x["sku_id"], x["product_cnt"]) for x in first["delivery_list"][0]["product_infos"]] == [
+        ("20000", 2),
+        ("20001", 1),
+    ]
+    assert [(x["sku_id"], x["product_cnt"]) for x in again["delivery_list"][0]["product_infos"]] == [
+        ("20000", 1),
+        ("20001", 1),
+    ]
+    [report] = world.reports()
+    assert (report.outcome, report.errcode) == (DeliveryOutcome.TOLD, 0)
+    record = world.logistics.deliveries.get(f"{ORDER_ID}:ZTO:78800000003")
+    assert record is not None and record.outcome == DeliveryOutcome.TOLD
+
+
+async def test_a_parcel_whose_goods_were_all_refunded_before_it_was_told_is_recorded_not_refused() -> None:
+    counted_before = shipments_counted(DeliveryOutcome.REFUNDED_BEFORE_TOLD)
+    wechat = RefundingWeChat(send_answers=[109001], ordered={"20000": 1}, refunded={"20000": 1})
+    world = _world(wechat)
+
+    await world.deliver(shipped(f"{ORDER_ID}-1", "78800000004", case_id=None))  # no dead letter raised
+
+    assert len(world.delivery_sends()) == 1, "nothing is left to tell"
+    [report] = world.reports()
+    assert (report.outcome, report.errcode) == (DeliveryOutcome.REFUNDED_BEFORE_TOLD, 109001)
+    assert shipments_counted(DeliveryOutcome.REFUNDED_BEFORE_TOLD) == counted_before + 1
+    await world.deliver(shipped(f"{ORDER_ID}-1", "78800000004", case_id=None))  # redelivered
+    assert len(world.delivery_sends()) == 1 and len(world.reports()) == 1
+
+
+async def test_a_refusal_no_refund_explains_is_still_dead_lettered() -> None:
+    wechat = RefundingWeChat(send_answers=[109000], ordered={"20000": 1})
+    world = _world(wechat)
+
+    with pytest.raises(PermanentFailure):
+        await world.deliver(shipped(f"{ORDER_ID}-1", "78800000005", case_id=None))
+
+    assert len(world.delivery_sends()) == 1
+    assert [r.outcome for r in world.reports()] == [DeliveryOutcome.REFUSED]

@@ -18,6 +18,7 @@ from services.dispatch.domain.routing import Route
 from shared.events.dispatch import DISPATCH_EVENTS
 from shared.events.orders import OrderCancelled
 from shared.kafka.topics import DISPATCH
+from shared.metrics import HTTP_IN_FLIGHT
 from tests.integration.dispatch_support import DispatchHarness, dispatch_service, new_order_id, paid_order
 from tests.integration.helpers import read_topic
 
@@ -123,12 +124,22 @@ async def test_long_poll_wakes_when_work_arrives(stack: LocalStack) -> None:
 
 
 async def test_a_long_poll_ends_when_its_client_hangs_up(stack: LocalStack) -> None:
-    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
+    # Its own shop: earlier tests' paid orders, read again by this service's new consumer group, must
+    # not reach alpha's feed while the poll is parked (that answered it with 200 now and then).
+    shop = f"shop-hang-up-{time.time_ns()}"
+    async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(shop), shop_id=shop) as harness:
         hung_up_before, answered_before = _feed_answers(499), _feed_answers(200)
         async with harness.client("alpha") as client:
             cursor = (await client.get("/feed")).json()["next_cursor"]
+            in_flight = HTTP_IN_FLIGHT.labels("dispatch")
+            before = in_flight._value.get()
             poll = asyncio.create_task(client.get("/feed", params={"after": cursor, "wait_s": 30}))
-            await asyncio.sleep(0.5)
+            # Dropped only once dispatch has the poll (on a busy machine 0.5 s was sometimes too
+            # short for it to arrive at all, and a request never served records nothing).
+            deadline = time.monotonic() + 10
+            while in_flight._value.get() <= before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # and parked
             poll.cancel()  # the connection is dropped mid-response
             with contextlib.suppress(asyncio.CancelledError):
                 await poll

@@ -3,7 +3,13 @@ anything unusual on to the route behind them."""
 
 from __future__ import annotations
 
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel
 from starlette.types import Message, Receive, Scope
+
+M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(receive: Receive) -> bytes | None:
@@ -36,3 +42,12 @@ def replaying(raw: bytes, receive: Receive) -> Receive:
 def is_application_json(scope: Scope) -> bool:
     content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
     return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+def model_body(model: type[M], raw: bytes) -> M | None:
+    """The body as FastAPI reads a model body (JSON, then the model in Python mode); None when the
+    route should answer it (not JSON, too deep to parse, or refused by the model)."""
+    try:
+        return model.model_validate(json.loads(raw))
+    except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
+        return None

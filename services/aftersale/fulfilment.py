@@ -233,9 +233,5 @@ def _units_not_sent(
 
 def _units_dropped(view: DispatchView, lines: Sequence[AffectedLine]) -> bool:
     """The dispatch order's lines shrank by at least the case's units (a confirmed partial stop)."""
-    now = {(u.product_id, u.sku_id): u.quantity for u in view.lines}
-    before = {(u.product_id, u.sku_id): u.quantity for u in view.original}
-    return all(
-        before.get((x.product_id, x.sku_id), 0) - now.get((x.product_id, x.sku_id), 0) >= x.count
-        for x in lines
-    )
+    dropped = _dropped([view], [(x.product_id, x.sku_id) for x in lines])
+    return all(dropped[(x.product_id, x.sku_id)] >= x.count for x in lines)

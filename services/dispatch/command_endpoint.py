@@ -12,7 +12,6 @@ starting. The same RED metrics are recorded as for the route.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from services.dispatch.supplier_api import (
     shipping,
 )
 from shared.api.supplier import API_PREFIX, AcceptRequest, ShipRequest
-from shared.asgi import is_application_json, read_body, replaying
+from shared.asgi import is_application_json, model_body, read_body, replaying
 from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 
 COMMAND_PATH = re.compile(
@@ -91,8 +90,9 @@ class CommandEndpoint:
         self._durations = {c.route: HTTP_DURATION.labels(service, "POST", c.route) for c in COMMANDS.values()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = COMMAND_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
-        if matched is None or scope["method"] != "POST":
+        is_post = scope["type"] == "http" and scope["method"] == "POST"
+        matched = COMMAND_PATH.fullmatch(scope["path"]) if is_post else None
+        if matched is None:
             await self.app(scope, receive, send)
             return
         dispatch_id, command = matched.group(1), COMMANDS[matched.group(2)]
@@ -106,10 +106,7 @@ class CommandEndpoint:
         raw = await read_body(receive)
         if raw is None:
             return
-        try:  # as FastAPI reads a model body: JSON, then the model in Python mode
-            body = command.model.model_validate(json.loads(raw))
-        except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
-            body = None
+        body = model_body(command.model, raw)
         decide = command.decision(body) if body is not None else None
         if body is None or decide is None:
             await self.app(scope, replaying(raw, receive), send)

@@ -247,10 +247,11 @@ class Dispatcher:
                         if order.is_final or order.aftersale_case_id is not None:
                             continue
                         units = {k: v for k, v in budget.items() if v > 0}
-                        if not any((line.product_id, line.sku_id) in units for line in order.lines):
+                        lines = dispatch.pending_lines(order)
+                        if not any((line.product_id, line.sku_id) in units for line in lines):
                             continue
                         transitions.append(dispatch.reduce_lines(order, units=units, now=now))
-                        for line in order.lines:
+                        for line in lines:
                             key = (line.product_id, line.sku_id)
                             if key in budget:
                                 budget[key] -= min(budget[key], line.remaining)

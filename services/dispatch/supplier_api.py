@@ -305,8 +305,8 @@ def api_key_of(authorization: str | None, x_api_key: str | None) -> str | None:
 
 def api_key_of_scope(scope: Scope) -> str | None:
     """The API key of a raw ASGI request (for the middlewares in front of the routes)."""
-    headers = dict(scope["headers"])
-    authorization, x_api_key = headers.get(b"authorization"), headers.get(b"x-api-key")
+    authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    x_api_key = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)  # the first, as the route
     return api_key_of(
         None if authorization is None else authorization.decode("latin-1"),
         None if x_api_key is None else x_api_key.decode("latin-1"),

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.logistics.domain import deadlines
 from services.logistics.domain.delivery import (
     RECHECKED,
+    REFUNDED_CASE_STATUSES,
     NextStep,
     ParcelFate,
     Recheck,
     delivery_request,
     judge,
     recheck,
+    refunded_units,
     told_with_delivery_send,
 )
 from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
@@ -100,6 +102,7 @@ class TrackingSubscriber(Protocol):
 
 DELIVERY_SEND = "/channels/ec/order/delivery/send"
 ORDER_GET = "/channels/ec/order/get"
+GET_AFTERSALE = "/channels/ec/aftersale/getaftersaleorder"
 
 
 class DeliveryRecord(BaseModel):
@@ -240,6 +243,8 @@ class Logistics:
             await self._watch_ship_by(event)
         elif isinstance(event, DispatchShipped):
             await self._on_shipped(event)
+        elif isinstance(event, DispatchChangeAnswered) and event.state == DispatchState.SHIPPED:
+            await self._close_watch(event, cancelled=False)  # a refund dropped what was left to send
         elif isinstance(event, DispatchCancelled | DispatchRejected) or (
             isinstance(event, DispatchChangeAnswered) and event.state == DispatchState.CANCELLED
         ):
@@ -384,7 +389,18 @@ class Logistics:
         answer = await self._wechat.call(event.shop_id, ORDER_GET, {"order_id": event.order_id})
         order = OrderGetResponse.model_validate(answer).order
         infos: list[dict[str, Any]] = body["delivery_list"]  # type: ignore[assignment]
-        rechecked = recheck(order, infos) if order is not None else []
+        if order is None:
+            return parcels, body, errcode, errmsg
+        cases = [
+            (
+                await self._wechat.call(
+                    event.shop_id, GET_AFTERSALE, {"after_sale_order_id": ref.aftersale_order_id}
+                )
+            )["after_sale_order"]
+            for ref in order.aftersale_detail.aftersale_order_list
+            if str(ref.status) in REFUNDED_CASE_STATUSES
+        ]
+        rechecked = recheck(order, infos, refunded_units(cases))
         if not rechecked or all(
             r.fate == ParcelFate.SEND and r.product_infos == i["product_infos"]
             for r, i in zip(rechecked, infos, strict=True)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.asgi import is_application_json, read_body, replaying
+from shared.asgi import is_application_json, model_body, read_body, replaying
 from shared.wechat.api import ErrCode
 from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
 from sim.wechat import openapi
@@ -446,11 +446,9 @@ class OrderCreationFastPath:
         raw = await read_body(receive)
         if raw is None:
             return
-        try:  # as FastAPI reads a model body: JSON, then the model in Python mode
-            if not is_application_json(scope):  # FastAPI's rules for other types: its route's to apply
-                raise ValueError("not application/json")
-            body = OrderIn.model_validate(json.loads(raw))
-        except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
+        # FastAPI's rules for types other than application/json: its route's to apply.
+        body = model_body(OrderIn, raw) if is_application_json(scope) else None
+        if body is None:
             await self.app(scope, replaying(raw, receive), send)
             return
         try:

@@ -489,6 +489,12 @@ def change_receiver(order: DispatchOrder, *, receiver: ShippingAddress, now: dat
     return recorder.done()
 
 
+def pending_lines(order: DispatchOrder) -> list[DispatchLine]:
+    """The lines as last asked for: an open SKU request's new lines, else the order's own."""
+    open_sku = order.open_request(ChangeKind.SKU)
+    return open_sku.new_lines if open_sku and open_sku.new_lines is not None else order.lines
+
+
 def change_lines(order: DispatchOrder, *, lines: list[DispatchLine], now: datetime) -> Transition:
     """The buyer changed SKUs (WeChat allows it before shipping); `lines` are this supplier's new lines."""
     return _ask_for_lines(order, lines, now=now, goods_left_are_wrong=True)
@@ -500,8 +506,7 @@ def _ask_for_lines(
     """Apply new lines while offered, else ask the supplier; when `goods_left_are_wrong`, parcels
     already sent carry the old lines and become an interception case."""
     recorder = _Recorder(order, now)
-    open_sku = order.open_request(ChangeKind.SKU)
-    current = open_sku.new_lines if open_sku and open_sku.new_lines is not None else order.lines
+    current = pending_lines(order)
     if (order.is_final and order.state != DispatchState.SHIPPED) or current == lines:
         return recorder.done()
     if order.open_request(ChangeKind.CANCEL) is not None:
@@ -576,7 +581,7 @@ def reduce_lines(order: DispatchOrder, *, units: dict[tuple[str, str], int], now
     buyer. The whole dispatch order is cancelled (or a cancellation asked) when nothing of it was
     shipped or is left to send; otherwise its lines shrink (asked of the supplier once accepted)."""
     remaining: list[DispatchLine] = []
-    for line in order.lines:
+    for line in pending_lines(order):  # a reduction still asked of the supplier stands: this adds to it
         drop = min(units.get((line.product_id, line.sku_id), 0), line.remaining)
         if line.quantity - drop > 0:
             remaining.append(line.model_copy(update={"quantity": line.quantity - drop}))

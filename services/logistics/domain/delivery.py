@@ -4,7 +4,7 @@ answer means. Pure."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -95,6 +95,21 @@ def judge(errcode: int) -> Verdict:
 # shipped before WeChat was told (a refund covers units WeChat has not seen shipped first), or our
 # earlier call got through and its answer was lost. WeChat's order says which.
 RECHECKED = frozenset({DeliveryErrCode.SHIPPING_FAILED, DeliveryErrCode.ALREADY_FULLY_SHIPPED})
+# After-sale statuses of a case that refunded (a refund-only case among them is read for its units).
+REFUNDED_CASE_STATUSES = frozenset(
+    {"MERCHANT_REFUND_SUCCESS", "PLATFORM_REFUNDING", "MERCHANT_OVERDUE_REFUND"}
+)
+
+
+def refunded_units(cases: Sequence[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """Units per (product_id, sku_id) of the refund-only cases among `cases` (getaftersaleorder's
+    after_sale_order documents) that refunded."""
+    units: Counter[tuple[str, str]] = Counter()
+    for case in cases:
+        if case.get("type") == "REFUND" and str(case.get("status")) in REFUNDED_CASE_STATUSES:
+            info = case.get("product_info") or {}
+            units[(str(info.get("product_id")), str(info.get("sku_id")))] += int(info.get("count", 0))
+    return units
 
 
 class ParcelFate(StrEnum):
@@ -109,10 +124,13 @@ class Recheck:
     product_infos: list[dict[str, Any]]
 
 
-def recheck(order: Order, delivery_list: Sequence[dict[str, Any]]) -> list[Recheck]:
+def recheck(
+    order: Order, delivery_list: Sequence[dict[str, Any]], refunded: Mapping[tuple[str, str], int]
+) -> list[Recheck]:
     """After a 109000/109001, what each parcel of the refused call is to WeChat's order: told already,
     refunded, or still to send with at most the units WeChat still expects of each SKU (ordered less
-    told less refunded), taken by the parcels in turn."""
+    told less `refunded`, the units of the order's refund-only cases: a return is of goods told), taken
+    by the parcels in turn."""
     delivery = order.order_detail.delivery_info.delivery_product_info
     told_waybills = {d.waybill_id for d in delivery}
     told: Counter[tuple[str, str]] = Counter()
@@ -120,7 +138,7 @@ def recheck(order: Order, delivery_list: Sequence[dict[str, Any]]) -> list[Reche
         for line in parcel.product_infos:
             told[(str(line["product_id"]), str(line["sku_id"]))] += int(line["product_cnt"])
     products = {(p.product_id, p.sku_id): p for p in order.order_detail.product_infos}
-    left = {key: max(0, p.sku_cnt - told[key] - p.finish_aftersale_sku_cnt) for key, p in products.items()}
+    left = {key: max(0, p.sku_cnt - told[key] - refunded.get(key, 0)) for key, p in products.items()}
     rechecked = []
     for info in delivery_list:
         lines = list(info["product_infos"])
@@ -138,7 +156,7 @@ def recheck(order: Order, delivery_list: Sequence[dict[str, Any]]) -> list[Reche
                 cut.append(key)
         if not cut:
             rechecked.append(Recheck(ParcelFate.SEND, lines))
-        elif all(key in products and products[key].finish_aftersale_sku_cnt > 0 for key in cut):
+        elif all(key in products and refunded.get(key, 0) > 0 for key in cut):
             rechecked.append(Recheck(ParcelFate.SEND if expected else ParcelFate.REFUNDED, expected))
         else:  # goods WeChat does not know, or fewer without a refund: a real mismatch, as refused
             rechecked.append(Recheck(ParcelFate.SEND, lines))

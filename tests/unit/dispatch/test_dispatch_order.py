@@ -1113,16 +1113,14 @@ def test_a_refund_while_partially_shipped_drops_only_units_not_shipped_and_inter
     assert_versions_follow(before, transition.order, transition.events)
 
 
+def _confirm_sku_request(order: DispatchOrder) -> Transition:
+    rid = request_id(order, ChangeKind.SKU)
+    return dispatch.answer_change(order, request_id=rid, decision="confirm", refusal=None, text="", now=at(4))
+
+
 def test_confirming_a_refund_of_the_last_units_left_ends_the_order_shipped() -> None:
     order = dispatch.reduce_lines(partially_shipped(), units={LINE_0: 1, LINE_1: 1}, now=at(3)).order
-    transition = dispatch.answer_change(
-        order,
-        request_id=request_id(order, ChangeKind.SKU),
-        decision="confirm",
-        refusal=None,
-        text="",
-        now=at(4),
-    )
+    transition = _confirm_sku_request(order)
     assert transition.order.state == DispatchState.SHIPPED
     assert [(x.quantity, x.remaining) for x in transition.order.lines] == [(1, 0)]
     [answered] = transition.events
@@ -1131,16 +1129,21 @@ def test_confirming_a_refund_of_the_last_units_left_ends_the_order_shipped() -> 
 
 def test_confirming_a_refund_with_units_still_to_send_stays_partially_shipped() -> None:
     order = dispatch.reduce_lines(partially_shipped(), units={LINE_1: 1}, now=at(3)).order
-    transition = dispatch.answer_change(
-        order,
-        request_id=request_id(order, ChangeKind.SKU),
-        decision="confirm",
-        refusal=None,
-        text="",
-        now=at(4),
-    )
+    transition = _confirm_sku_request(order)
     assert transition.order.state == DispatchState.PARTIALLY_SHIPPED
     assert [(x.line_no, x.remaining) for x in transition.order.lines] == [(0, 1)]
+
+
+def test_a_second_refund_while_the_first_is_asked_adds_to_it() -> None:
+    """The supplier has not answered the first refund's request yet: the second asks for both."""
+    first = dispatch.reduce_lines(accepted(), units={LINE_0: 1}, now=at(3)).order
+    second = dispatch.reduce_lines(first, units={LINE_1: 1}, now=at(4)).order
+    request = second.open_request(ChangeKind.SKU)
+    assert request is not None and request.new_lines is not None
+    assert [(x.line_no, x.quantity) for x in request.new_lines] == [(0, 1)]
+    same_sku = dispatch.reduce_lines(first, units={LINE_0: 1}, now=at(4)).order.open_request(ChangeKind.SKU)
+    assert same_sku is not None and same_sku.new_lines is not None
+    assert [(x.line_no, x.quantity) for x in same_sku.new_lines] == [(1, 1)]  # both units of line 0 off
 
 
 @pytest.mark.parametrize("build", [shipped, rejected, cancelled])

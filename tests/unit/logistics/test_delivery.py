@@ -17,6 +17,7 @@ from services.logistics.domain.delivery import (
     delivery_request,
     judge,
     recheck,
+    refunded_units,
     told_with_delivery_send,
 )
 from shared.events.dispatch import DispatchLine, Parcel, ParcelLine
@@ -268,6 +269,11 @@ def _order(*products: tuple[str, int, int], told: Sequence[tuple[str, list[tuple
     )
 
 
+def _refunded(order: Order) -> dict[tuple[str, str], int]:
+    """The fixtures' finished after-sale units, taken as refund-only cases' units."""
+    return {(p.product_id, p.sku_id): p.finish_aftersale_sku_cnt for p in order.order_detail.product_infos}
+
+
 def _parcel(waybill: str, *lines: tuple[str, int]) -> dict[str, object]:
     infos = [{"product_id": "1", "sku_id": sku, "product_cnt": n} for sku, n in lines]
     return {"delivery_id": "ZTO", "waybill_id": waybill, "deliver_type": COURIER, "product_infos": infos}
@@ -276,7 +282,7 @@ def _parcel(waybill: str, *lines: tuple[str, int]) -> dict[str, object]:
 def test_a_parcel_already_on_wechats_order_was_told() -> None:
     """109001 after our earlier call got through and its answer was lost."""
     order = _order(("a", 1, 0), told=[("ZT1", [("a", 1)])])
-    [found] = recheck(order, [_parcel("ZT1", ("a", 1))])
+    [found] = recheck(order, [_parcel("ZT1", ("a", 1))], _refunded(order))
     assert found.fate == ParcelFate.TOLD
 
 
@@ -284,20 +290,20 @@ def test_goods_refunded_before_wechat_was_told_are_left_out() -> None:
     """Three of sku a (one told, one refunded while WeChat saw it unshipped) and one of b: the parcel
     with two of a and one of b is told with one a and the b."""
     order = _order(("a", 3, 1), ("b", 1, 0), told=[("ZT1", [("a", 1)])])
-    [found] = recheck(order, [_parcel("ZT2", ("a", 2), ("b", 1))])
+    [found] = recheck(order, [_parcel("ZT2", ("a", 2), ("b", 1))], _refunded(order))
     assert found.fate == ParcelFate.SEND
     assert [(x["sku_id"], x["product_cnt"]) for x in found.product_infos] == [("a", 1), ("b", 1)]
 
 
 def test_a_parcel_whose_goods_were_all_refunded_is_not_told() -> None:
     order = _order(("a", 2, 1), told=[("ZT1", [("a", 1)])])
-    told, refunded = recheck(order, [_parcel("ZT1", ("a", 1)), _parcel("ZT2", ("a", 1))])
+    told, refunded = recheck(order, [_parcel("ZT1", ("a", 1)), _parcel("ZT2", ("a", 1))], _refunded(order))
     assert (told.fate, refunded.fate, refunded.product_infos) == (ParcelFate.TOLD, ParcelFate.REFUNDED, [])
 
 
 def test_parcels_share_what_is_still_expected_in_turn() -> None:
     order = _order(("a", 3, 1))
-    first, second = recheck(order, [_parcel("ZT1", ("a", 2)), _parcel("ZT2", ("a", 1))])
+    first, second = recheck(order, [_parcel("ZT1", ("a", 2)), _parcel("ZT2", ("a", 1))], _refunded(order))
     assert (first.fate, first.product_infos[0]["product_cnt"]) == (ParcelFate.SEND, 2)
     assert (second.fate, second.product_infos) == (ParcelFate.REFUNDED, [])
 
@@ -311,5 +317,30 @@ def test_parcels_share_what_is_still_expected_in_turn() -> None:
 )
 def test_a_real_mismatch_is_sent_as_it_was(parcel: dict[str, object]) -> None:
     """Nothing refunded explains the refusal: the parcel stays as it was (refused, dead-lettered)."""
-    [found] = recheck(_order(("a", 2, 0)), [parcel])
+    [found] = recheck(_order(("a", 2, 0)), [parcel], {})
     assert (found.fate, found.product_infos) == (ParcelFate.SEND, parcel["product_infos"])
+
+
+def test_units_a_return_took_back_are_not_refunded_before_telling() -> None:
+    """Two ordered, one told and returned (a return is of goods told): the other is still expected."""
+    order = _order(("a", 2, 1), told=[("ZT1", [("a", 1)])])
+    [found] = recheck(order, [_parcel("ZT2", ("a", 1))], refunded={})
+    assert (found.fate, found.product_infos[0]["product_cnt"]) == (ParcelFate.SEND, 1)
+
+
+def test_refunded_units_count_refund_only_cases_that_refunded() -> None:
+    def case(kind: str, status: str, sku: str, count: int) -> dict[str, object]:
+        return {
+            "type": kind,
+            "status": status,
+            "product_info": {"product_id": "1", "sku_id": sku, "count": count},
+        }
+
+    cases = [
+        case("REFUND", "MERCHANT_REFUND_SUCCESS", "a", 1),
+        case("REFUND", "MERCHANT_REFUND_SUCCESS", "a", 2),
+        case("RETURN", "MERCHANT_RETURN_SUCCESS", "a", 1),
+        case("REFUND", "MERCHANT_PROCESSING", "b", 1),
+        case("REFUND", "PLATFORM_REFUNDING", "b", 1),
+    ]
+    assert refunded_units(cases) == {("1", "a"): 3, ("1", "b"): 1}

@@ -15,8 +15,12 @@ from pydantic import BaseModel
 
 from services.logistics.domain.deadlines import DeadlinePolicy
 from services.logistics.domain.tracking import parcel_key
-from services.logistics.handlers import DELIVERY_SEND, ORDER_GET, Logistics
+from services.logistics.handlers import DELIVERY_SEND, GET_AFTERSALE, ORDER_GET, Logistics
 from shared.events.dispatch import (
+    ChangeKind,
+    ChangeRequest,
+    ChangeStatus,
+    DispatchChangeAnswered,
     DispatchLine,
     DispatchOffered,
     DispatchShipped,
@@ -278,7 +282,8 @@ async def test_a_replacement_keeps_its_deadlines_and_tracking(world: World) -> N
 @dataclass
 class RefundingWeChat(WeChat):
     """delivery/send answers `send_answers` in turn (then 0); order/get shows the order with `refunded`
-    units of each SKU refunded before WeChat was told of any parcel."""
+    units of each SKU refunded before WeChat was told of any parcel, one refund-only case per SKU (its
+    id the SKU's, for getaftersaleorder)."""
 
     send_answers: list[int] = field(default_factory=list)
     ordered: dict[str, int] = field(default_factory=dict)
@@ -286,6 +291,11 @@ class RefundingWeChat(WeChat):
 
     async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append((path, body))
+        if path == GET_AFTERSALE:
+            sku = body["after_sale_order_id"]
+            product = {"product_id": f"1{sku[1:]}", "sku_id": sku, "count": self.refunded[sku]}
+            case = {"type": "REFUND", "status": "MERCHANT_REFUND_SUCCESS", "product_info": product}
+            return {"errcode": 0, "after_sale_order": case}
         if path == ORDER_GET:
             products = [
                 {
@@ -296,7 +306,15 @@ class RefundingWeChat(WeChat):
                 }
                 for sku, n in self.ordered.items()
             ]
-            order = {"order_id": ORDER_ID, "status": 20, "order_detail": {"product_infos": products}}
+            cases = [
+                {"aftersale_order_id": sku, "status": "MERCHANT_REFUND_SUCCESS"} for sku in self.refunded
+            ]
+            order = {
+                "order_id": ORDER_ID,
+                "status": 20,
+                "order_detail": {"product_infos": products},
+                "aftersale_detail": {"aftersale_order_list": cases},
+            }
             return {"errcode": 0, "order": order}
         errcode = self.send_answers.pop(0) if self.send_answers else 0
         if errcode:
@@ -364,3 +382,32 @@ async def test_a_refusal_no_refund_explains_is_still_dead_lettered() -> None:
 
     assert len(world.delivery_sends()) == 1
     assert [r.outcome for r in world.reports()] == [DeliveryOutcome.REFUSED]
+
+
+async def test_a_refund_that_dropped_what_was_left_to_send_closes_the_ship_by_watch(world: World) -> None:
+    dispatch_id = f"{ORDER_ID}-1"
+    await world.deliver(offered(dispatch_id, case_id=None))
+    confirmed = ChangeRequest(
+        request_id=f"{dispatch_id}-r1",
+        kind=ChangeKind.SKU,
+        status=ChangeStatus.CONFIRMED,
+        requested_at=at(1),
+        answered_at=at(2),
+        new_lines=LINES,
+    )
+    answered = DispatchChangeAnswered(
+        order_id=ORDER_ID,
+        occurred_at=at(2),
+        dispatch_id=dispatch_id,
+        shop_id=SHOP,
+        supplier_id="sup-a",
+        version=5,
+        state=DispatchState.SHIPPED,
+        request=confirmed,
+    )
+    world.offset += 1
+    message = InboundMessage(DISPATCH.name, 0, world.offset, ORDER_ID.encode(), answered.to_kafka_value())
+    await world.logistics.handle_dispatch_event(message)
+
+    watch = world.logistics.ship_by.get(dispatch_id)
+    assert watch is not None and watch.shipped and not watch.cancelled

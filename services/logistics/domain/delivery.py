@@ -94,7 +94,15 @@ def judge(errcode: int) -> Verdict:
 # Refusals that may only mean WeChat counts the goods as settled otherwise: a refund took units we
 # shipped before WeChat was told (a refund covers units WeChat has not seen shipped first), or our
 # earlier call got through and its answer was lost. WeChat's order says which.
-RECHECKED = frozenset({DeliveryErrCode.SHIPPING_FAILED, DeliveryErrCode.ALREADY_FULLY_SHIPPED})
+# 101100 too: a refund of every unit ends the order (status 200), and a parcel not told by then
+# has nothing left to tell.
+RECHECKED = frozenset(
+    {
+        DeliveryErrCode.STATUS_FORBIDS_SHIPPING,
+        DeliveryErrCode.SHIPPING_FAILED,
+        DeliveryErrCode.ALREADY_FULLY_SHIPPED,
+    }
+)
 # After-sale statuses of a case that refunded (a refund-only case among them is read for its units).
 REFUNDED_CASE_STATUSES = frozenset(
     {"MERCHANT_REFUND_SUCCESS", "PLATFORM_REFUNDING", "MERCHANT_OVERDUE_REFUND"}

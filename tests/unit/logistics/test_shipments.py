@@ -411,3 +411,13 @@ async def test_a_refund_that_dropped_what_was_left_to_send_closes_the_ship_by_wa
 
     watch = world.logistics.ship_by.get(dispatch_id)
     assert watch is not None and watch.shipped and not watch.cancelled
+
+
+async def test_a_parcel_of_an_order_ended_by_refunds_is_recorded_not_refused() -> None:
+    """101100 once refunds of every unit cancelled the order (status 200): nothing is left to tell."""
+    wechat = RefundingWeChat(send_answers=[101100], ordered={"20000": 1}, refunded={"20000": 1})
+    world = _world(wechat)
+
+    await world.deliver(shipped(f"{ORDER_ID}-1", "78800000006", case_id=None))
+
+    assert [r.outcome for r in world.reports()] == [DeliveryOutcome.REFUNDED_BEFORE_TOLD]

@@ -326,19 +326,8 @@ class Logistics:
         refs = [_ref(event.dispatch_id, p) for p in parcels]
         infos: list[Any] = body["delivery_list"]  # type: ignore[assignment]
         for parcel, ref, info in zip(parcels, refs, infos, strict=True):
-            record = DeliveryRecord(
-                shop_id=event.shop_id,
-                order_id=event.order_id,
-                parcel=ref,
-                outcome=verdict.outcome,
-                errcode=errcode,
-                at=now,
-                product_infos=info["product_infos"],
-            )
             if verdict.step == NextStep.DONE:
-                await self.deliveries.save(
-                    _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
-                )
+                await self._save_delivery(event, parcel, ref, verdict.outcome, errcode, info["product_infos"])
             SHIPMENTS_TOLD.labels(verdict.outcome).inc()
         if verdict.step == NextStep.DONE:
             SHIP_TO_TOLD.observe(max(0.0, (now - event.occurred_at).total_seconds()))
@@ -433,21 +422,9 @@ class Logistics:
         errcode: int,
     ) -> None:
         """Parcels a recheck settled without telling WeChat: recorded (never sent again) and announced."""
-        now = self.clock()
         refs = [_ref(event.dispatch_id, p) for p, _ in settled]
         for (parcel, rechecked), ref in zip(settled, refs, strict=True):
-            record = DeliveryRecord(
-                shop_id=event.shop_id,
-                order_id=event.order_id,
-                parcel=ref,
-                outcome=outcome,
-                errcode=errcode,
-                at=now,
-                product_infos=rechecked.product_infos,
-            )
-            await self.deliveries.save(
-                _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
-            )
+            await self._save_delivery(event, parcel, ref, outcome, errcode, rechecked.product_infos)
             SHIPMENTS_TOLD.labels(outcome).inc()
         await self._publish(
             [
@@ -460,6 +437,27 @@ class Logistics:
                 )
             ]
         )
+
+    async def _save_delivery(
+        self,
+        event: DispatchShipped,
+        parcel: Parcel,
+        ref: ParcelRef,
+        outcome: DeliveryOutcome,
+        errcode: int,
+        product_infos: list[dict[str, Any]],
+    ) -> None:
+        """What WeChat now knows of one parcel, kept so it is never sent again."""
+        record = DeliveryRecord(
+            shop_id=event.shop_id,
+            order_id=event.order_id,
+            parcel=ref,
+            outcome=outcome,
+            errcode=errcode,
+            at=self.clock(),
+            product_infos=product_infos,
+        )
+        await self.deliveries.save(_delivery_key(event.order_id, parcel), record, cause=str(event.event_id))
 
     async def _record_replacement(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         """The parcels of an after-sale replacement: tracked like any other (registered already), never

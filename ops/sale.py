@@ -27,6 +27,9 @@ from sim.sale.settings import SaleSettings, with_short_aftermath
 from sim.sale.world import RouteSpec
 
 
+SUPPLIER_CURSORS = "supplier-cursors.json"  # in the stack's run directory: `make clean` forgets it
+
+
 class CatalogRegistrar:
     """The sale's suppliers, keys and routes, registered as `lvyue supplier` and `lvyue route` do."""
 
@@ -85,6 +88,7 @@ def run_sale_on_stack(stack: LocalStack, settings: SaleSettings, console: Consol
                     CatalogRegistrar(Catalog(db)),
                     shops=ShopRepository(db),
                     on_progress=lambda progress: live.update(_progress_table(progress)),
+                    supplier_cursor_file=stack.run_dir / SUPPLIER_CURSORS,
                 )
         finally:
             await client.close()

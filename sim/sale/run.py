@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -67,11 +68,13 @@ async def run_sale(
     shops: ShopRepository,
     on_progress: Callable[[SaleProgress], None] | None = None,
     grace_s: float = 3.0,
+    supplier_cursor_file: Path | None = None,
 ) -> SaleReport:
     """Run the sale to its end and report. Waits for every order and after-sale case to end: at
     least `settings.settle_timeout_s` after the sale's (scaled) length, longer while anything still
     changes (up to `settle_limit_s`), then reports what it found (`report.timed_out` says it did not
-    all end)."""
+    all end). The supplier bots keep their feed cursors in `supplier_cursor_file`, so a sale on a
+    stack with history does not read the feeds from the start."""
     world = build_world(settings)
     plan = plan_sale(settings, world)
     timeout = httpx.Timeout(settings.request_timeout_s)
@@ -93,7 +96,11 @@ async def run_sale(
         if settings.carrier_faults is not None:
             answer = await carriers.post("/sim/faults", json=settings.carrier_faults.model_dump())
             answer.raise_for_status()
-        fleet = SupplierFleet(fleet_settings(world, settings, keys, dispatch_url=urls.dispatch))
+        fleet = SupplierFleet(
+            fleet_settings(
+                world, settings, keys, dispatch_url=urls.dispatch, cursor_file=supplier_cursor_file
+            )
+        )
         observer = Observer(
             wechat, carriers, [s.appid for s in world.shops], poll_interval_s=settings.poll_interval_s
         )

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -262,9 +263,14 @@ async def setup_world(
 
 
 def fleet_settings(
-    world: World, settings: SaleSettings, keys: dict[str, str], *, dispatch_url: str
+    world: World,
+    settings: SaleSettings,
+    keys: dict[str, str],
+    *,
+    dispatch_url: str,
+    cursor_file: Path | None = None,
 ) -> FleetSettings:
-    """The supplier bots of the world, on the sale's clock."""
+    """The supplier bots of the world, on the sale's clock (their feed cursors kept in `cursor_file`)."""
     return FleetSettings(
         api_url=dispatch_url,
         suppliers=[
@@ -277,4 +283,5 @@ def fleet_settings(
         time_scale=settings.time_scale,
         seed=settings.seed,
         feed_wait_s=5,
+        cursor_file=cursor_file,
     )

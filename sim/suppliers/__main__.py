@@ -1,7 +1,7 @@
 """`python -m sim.suppliers`: run supplier bots against a dispatch service until stopped.
 
     python -m sim.suppliers --api http://127.0.0.1:8002 --supplier acme=lvk_... --supplier beta=lvk_...
-    python -m sim.suppliers --config suppliers.yaml --time-scale 600
+    python -m sim.suppliers --config suppliers.yaml --time-scale 600 --cursor-file cursors.json
 
 Command-line options override the config file. On Ctrl-C / SIGTERM (or after --duration) the bots
 stop and their stats (counters and every shipment reported) are written as JSON.
@@ -35,6 +35,7 @@ def build_settings(
     time_scale: float | None,
     seed: int | None,
     request_waybills: bool | None,
+    cursor_file: Path | None = None,
 ) -> FleetSettings:
     base = load_settings(config) if config is not None else FleetSettings()
     data: dict[str, Any] = base.model_dump()
@@ -48,6 +49,8 @@ def build_settings(
         data["time_scale"] = time_scale
     if seed is not None:
         data["seed"] = seed
+    if cursor_file is not None:
+        data["cursor_file"] = cursor_file
     if request_waybills is not None:
         data["behaviour"] = {**data["behaviour"], "request_waybills": request_waybills}
     settings = FleetSettings.model_validate(data)
@@ -90,6 +93,9 @@ def main(
     request_waybills: Annotated[
         bool | None, typer.Option("--request-waybills/--own-waybills", help="Ask logistics for waybills.")
     ] = None,
+    cursor_file: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Keep each bot's feed cursor here between runs.")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     report_every: Annotated[float, typer.Option(help="Log the counters every this many seconds.")] = 30.0,
     stats_out: Annotated[
@@ -101,7 +107,9 @@ def main(
     configure_logging("sim-suppliers", log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the counters
     try:
-        settings = build_settings(config, api, supplier or [], time_scale, seed, request_waybills)
+        settings = build_settings(
+            config, api, supplier or [], time_scale, seed, request_waybills, cursor_file
+        )
     except (ValueError, ValidationError) as exc:
         typer.echo(f"invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -69,6 +69,7 @@ class _Job:
     """The runtime side of one dispatch order: its knowledge plus the means to wait and serialise."""
 
     knowledge: OrderKnowledge
+    since_cursor: int  # the feed change that began it: where a restarted bot must read from to resume it
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     deadlines: dict[str, float] = field(default_factory=dict)  # step key -> loop time to act at
@@ -109,6 +110,7 @@ class SupplierBot:
         self._jobs: dict[str, _Job] = {}
         self._finished: OrderedDict[str, int] = OrderedDict()  # dispatch id -> its last version
         self._receipts: set[tuple[str, str]] = set()  # (dispatch id, case id) returns being confirmed
+        self._receipts_open: dict[tuple[str, str], int] = {}  # ... not confirmed yet -> feed cursor seen at
         self._tasks: set[asyncio.Task[None]] = set()
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -125,6 +127,14 @@ class SupplierBot:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._feed_task = None
         await self._client.aclose()
+
+    def resume_cursor(self) -> int:
+        """Where a restarted bot reads its feed from, as a supplier's integration saves it: past every
+        change handled, except those of work still open (read again, it is resumed; the bot's calls
+        are idempotent and a finished order's replayed changes are dropped)."""
+        open_since = [job.since_cursor for job in self._jobs.values()]
+        open_since.extend(self._receipts_open.values())
+        return min([self.cursor, *open_since])
 
     def stats(self) -> SupplierStats:
         return SupplierStats(
@@ -155,12 +165,13 @@ class SupplierBot:
             self._count("feed_polls")
             for change in page.changes:
                 self._on_change(change)
+                self.cursor = max(self.cursor, change.cursor)
             self.cursor = max(self.cursor, page.next_cursor)
 
     def _on_change(self, change: FeedChange) -> None:
         self._count("feed_changes")
         snapshot = change.dispatch_order
-        self._expect_returns(snapshot)  # also on shipped (finished) dispatch orders
+        self._expect_returns(snapshot, change.cursor)  # also on shipped (finished) dispatch orders
         job = self._jobs.get(snapshot.dispatch_id)
         if job is None and (
             snapshot.state in FINAL_STATES or snapshot.version <= self._finished.get(snapshot.dispatch_id, 0)
@@ -170,7 +181,7 @@ class SupplierBot:
             return
         reaction = react(job.knowledge if job else None, change, lambda: self._plan(snapshot.dispatch_id))
         if job is None:
-            job = self._jobs[snapshot.dispatch_id] = _Job(reaction.knowledge)
+            job = self._jobs[snapshot.dispatch_id] = _Job(reaction.knowledge, since_cursor=change.cursor - 1)
             self._count("offers_seen" if change.change == "dispatch_offered" else "orders_resumed")
         job.knowledge = reaction.knowledge
         job.wake.set()
@@ -378,7 +389,7 @@ class SupplierBot:
 
     # --- after-sale returns -------------------------------------------------------------------------
 
-    def _expect_returns(self, snapshot: DispatchOrderPublic) -> None:
+    def _expect_returns(self, snapshot: DispatchOrderPublic, cursor: int) -> None:
         """A return the buyer has shipped back (return_expected with its waybill): confirm receipt once
         it has arrived, once per case."""
         if not self.behaviour.confirm_returns:
@@ -393,10 +404,16 @@ class SupplierBot:
             ):
                 continue
             self._receipts.add(key)
+            self._receipts_open[key] = cursor - 1
             self._count("returns_expected")
             self._spawn(self._confirm_receipt(*key), f"receipt-{instruction.case_id}")
 
     async def _confirm_receipt(self, dispatch_id: str, case_id: str) -> None:
+        await self._send_receipt(dispatch_id, case_id)
+        # Not reached when the bot stops first: still open, a restarted bot reads its change again.
+        self._receipts_open.pop((dispatch_id, case_id), None)
+
+    async def _send_receipt(self, dispatch_id: str, case_id: str) -> None:
         rng = order_rng(self._seed, self.supplier_id, dispatch_id, "receipt", case_id)
         delay = draw(rng, self.behaviour.receipt_delay.min_s, self.behaviour.receipt_delay.max_s)
         await asyncio.sleep(self._settings.scaled(delay))

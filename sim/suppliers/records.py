@@ -30,6 +30,13 @@ class SupplierStats(BaseModel):
     shipments: list[ShipmentRecord]
 
 
+class SavedCursors(BaseModel):
+    """The fleet's cursor file: per supplier, the feed cursor a restarted bot reads after."""
+
+    schema_version: Literal[1] = 1
+    cursors: dict[str, int] = Field(default_factory=dict)
+
+
 class FleetStats(BaseModel):
     seed: int
     suppliers: dict[str, SupplierStats]

@@ -132,6 +132,11 @@ class FleetSettings(BaseModel):
     # after `max_failures_per_order` such rounds the bot leaves the dispatch order alone.
     failure_pause_s: float = Field(default=1.0, ge=0)
     max_failures_per_order: int = Field(default=5, ge=1)
+    # Where each bot's feed cursor is kept between runs, as a supplier's integration keeps it: a bot
+    # restarted on a stack with history resumes there instead of reading every change since the first.
+    # None: start at the beginning of the feed.
+    cursor_file: Path | None = None
+    cursor_save_every_s: float = Field(default=5.0, gt=0)
 
     def behaviour_of(self, supplier: SupplierConfig) -> Behaviour:
         if not supplier.behaviour:

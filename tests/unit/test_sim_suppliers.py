@@ -60,6 +60,8 @@ from sim.suppliers.decisions import (
     shipment_contents,
     waybill_number,
 )
+from sim.suppliers.fleet import read_cursors, write_cursors
+from sim.suppliers.records import SavedCursors
 from sim.suppliers.settings import RetryPolicy, load_settings, parse_supplier
 from tests.unit.slow_server import slow_server
 
@@ -557,3 +559,64 @@ async def test_a_bot_ships_what_it_accepts_and_confirms_a_cancellation_before_sh
     assert len(first.parcels) >= 2 and record.waybill_source == "own"  # split, own numbers after the 503
     assert stats.counters["waybill_fallbacks"] == 1 and stats.counters["change_confirm"] == 1
     assert api.orders["200-1"].parcels == [] and stats.counters["accepted"] == 2
+
+
+async def test_a_restarted_fleet_reads_its_feed_after_the_saved_cursor_except_for_open_work(
+    tmp_path: Path,
+) -> None:
+    api = FakeSupplierApi()
+    fast = Delay(min_s=0, max_s=0.01)
+    settings = FleetSettings(
+        api_url="http://dispatch.test",
+        suppliers=[SupplierConfig(supplier_id="sup-a", api_key="k")],
+        behaviour=Behaviour(
+            accept_delay=fast, ship_delay=fast, rest_delay=fast, reject_share=0, split_share=0
+        ),
+        seed=5,
+        feed_wait_s=0.2,
+        cursor_file=tmp_path / "cursors.json",
+        cursor_save_every_s=0.05,
+    )
+    async with SupplierFleet(settings, transport=httpx.MockTransport(api)) as fleet:
+        api.publish(offered(3, 1, dispatch_id="100-1"), "dispatch_offered")
+        await _until(lambda: api.orders["100-1"].state == DispatchState.SHIPPED)
+        await _until(lambda: fleet.stats().suppliers["sup-a"].active_orders == 0)
+        finished_at = len(api.feed)
+        # Saved while running, not only at the stop.
+        await _until(lambda: read_cursors(tmp_path / "cursors.json").cursors.get("sup-a") == finished_at)
+        fleet.bots["sup-a"].behaviour = fleet.bots["sup-a"].behaviour.model_copy(
+            update={"ship_delay": Delay(min_s=30, max_s=30)}
+        )
+        api.publish(offered(1, dispatch_id="200-1"), "dispatch_offered")
+        await _until(lambda: api.orders["200-1"].state == DispatchState.ACCEPTED)
+    # 200-1 is still to ship: a restarted bot must read its offer again to resume it.
+    assert read_cursors(tmp_path / "cursors.json").cursors == {"sup-a": finished_at}
+
+    api.publish(shipped(api.orders["200-1"], (0, 1)), "dispatch_shipped")  # shipped while the bot was away
+    polled_after: list[int] = []
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/feed"):
+            polled_after.append(int(request.url.params["after"]))
+        return await api(request)
+
+    async with SupplierFleet(settings, transport=httpx.MockTransport(recording)) as again:
+        api.publish(offered(2, dispatch_id="300-1"), "dispatch_offered")
+        await _until(lambda: api.orders["300-1"].state == DispatchState.SHIPPED)
+        await _until(lambda: again.stats().suppliers["sup-a"].active_orders == 0)
+        counters = again.stats().suppliers["sup-a"].counters
+    assert polled_after[0] == finished_at  # 100-1's changes are not read again
+    assert counters["offers_seen"] == 2 and counters["accepted"] == 1  # 200-1's offer seen, not redone
+    assert read_cursors(tmp_path / "cursors.json").cursors == {"sup-a": len(api.feed)}
+
+
+def test_a_cursor_file_that_cannot_be_read_starts_the_feeds_from_the_beginning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "cursors.json"
+    assert read_cursors(path) == SavedCursors()
+    path.write_text('{"cursors": {"sup-a": "soon"}}')
+    assert read_cursors(path) == SavedCursors()
+    assert "read from the start" in caplog.text
+    write_cursors(path, SavedCursors(cursors={"sup-a": 7}))
+    assert read_cursors(path).cursors == {"sup-a": 7} and not path.with_name("cursors.json.partial").exists()

@@ -375,20 +375,31 @@ class Logistics:
         refunded before it was told (recorded, nothing to tell), or still expected, perhaps with fewer
         goods (sent again with those). Returns what is left to judge: the parcels sent again and
         their answer, or the refusal as it was when WeChat's order explains nothing."""
-        answer = await self._wechat.call(event.shop_id, ORDER_GET, {"order_id": event.order_id})
-        order = OrderGetResponse.model_validate(answer).order
+        try:
+            answer = await self._wechat.call(event.shop_id, ORDER_GET, {"order_id": event.order_id})
+            order = OrderGetResponse.model_validate(answer).order
+            cases = (
+                []
+                if order is None
+                else [
+                    (
+                        await self._wechat.call(
+                            event.shop_id, GET_AFTERSALE, {"after_sale_order_id": ref.aftersale_order_id}
+                        )
+                    )["after_sale_order"]
+                    for ref in order.aftersale_detail.aftersale_order_list
+                    if str(ref.status) in REFUNDED_CASE_STATUSES
+                ]
+            )
+        except WeChatApiError as exc:
+            if exc.transient:
+                raise  # the message is retried, the recheck with it
+            # WeChat will not say what the parcel is: the refusal stands (dead-lettered, replayable).
+            log.warning("recheck of %s after errcode %d not possible: %s", event.order_id, errcode, exc)
+            return parcels, body, errcode, errmsg
         infos: list[dict[str, Any]] = body["delivery_list"]  # type: ignore[assignment]
         if order is None:
             return parcels, body, errcode, errmsg
-        cases = [
-            (
-                await self._wechat.call(
-                    event.shop_id, GET_AFTERSALE, {"after_sale_order_id": ref.aftersale_order_id}
-                )
-            )["after_sale_order"]
-            for ref in order.aftersale_detail.aftersale_order_list
-            if str(ref.status) in REFUNDED_CASE_STATUSES
-        ]
         rechecked = recheck(order, infos, refunded_units(cases))
         if not rechecked or all(
             r.fate == ParcelFate.SEND and r.product_infos == i["product_infos"]

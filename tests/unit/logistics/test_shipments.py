@@ -421,3 +421,40 @@ async def test_a_parcel_of_an_order_ended_by_refunds_is_recorded_not_refused() -
     await world.deliver(shipped(f"{ORDER_ID}-1", "78800000006", case_id=None))
 
     assert [r.outcome for r in world.reports()] == [DeliveryOutcome.REFUNDED_BEFORE_TOLD]
+
+
+@dataclass
+class SilentWeChat(RefundingWeChat):
+    """order/get answers `order_get_errcode` instead of the order."""
+
+    order_get_errcode: int = 0
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == ORDER_GET and self.order_get_errcode:
+            self.calls.append((path, body))
+            raise WeChatApiError(path, self.order_get_errcode, "refused")
+        return await super().call(shop_id, path, body)
+
+
+async def test_a_recheck_wechat_refuses_for_good_leaves_the_refusal_to_the_dead_letters() -> None:
+    """order/get refused for good (not one of WeChat's busy codes) cannot explain the 109000: the
+    shipment is dead-lettered with delivery/send's refusal, not retried for ever."""
+    wechat = SilentWeChat(send_answers=[109000], ordered={"20000": 1}, order_get_errcode=40013)
+    world = _world(wechat)
+
+    with pytest.raises(PermanentFailure, match="109000"):
+        await world.deliver(shipped(f"{ORDER_ID}-1", "78800000007", case_id=None))
+
+    assert [path for path, _ in wechat.calls] == [DELIVERY_SEND, ORDER_GET]
+    assert [(r.outcome, r.errcode) for r in world.reports()] == [(DeliveryOutcome.REFUSED, 109000)]
+
+
+async def test_a_recheck_wechat_is_too_busy_for_is_retried_with_the_message() -> None:
+    wechat = SilentWeChat(send_answers=[109001], ordered={"20000": 1}, order_get_errcode=-1)
+    world = _world(wechat)
+
+    with pytest.raises(WeChatApiError) as raised:
+        await world.deliver(shipped(f"{ORDER_ID}-1", "78800000008", case_id=None))
+
+    assert raised.value.transient and not isinstance(raised.value, PermanentFailure)
+    assert world.reports() == [] and world.logistics.deliveries.get(f"{ORDER_ID}:ZTO:78800000008") is None

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import Counter
 from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,7 +35,7 @@ from services.dispatch.supplier_api import (
 )
 from shared.api.supplier import API_PREFIX, AcceptRequest, ShipRequest
 from shared.asgi import is_application_json, model_body, read_body, replaying
-from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from shared.metrics import HTTP_IN_FLIGHT, RouteMetrics
 
 COMMAND_PATH = re.compile(
     re.escape(API_PREFIX) + r"/dispatch-orders/([0-9A-Za-z_-]{1,64})/(accept|shipments)"
@@ -84,10 +83,8 @@ def idempotency_key_of(scope: Scope) -> tuple[bool, str | None]:
 class CommandEndpoint:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
-        self._service = service
         self._in_flight = HTTP_IN_FLIGHT.labels(service)
-        self._answered: dict[tuple[str, int], Counter] = {}
-        self._durations = {c.route: HTTP_DURATION.labels(service, "POST", c.route) for c in COMMANDS.values()}
+        self._metrics = {c.route: RouteMetrics(service, "POST", c.route) for c in COMMANDS.values()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_post = scope["type"] == "http" and scope["method"] == "POST"
@@ -127,13 +124,4 @@ class CommandEndpoint:
             status = answer.status_code
         finally:
             self._in_flight.dec()
-            self._count(command.route, status)
-            self._durations[command.route].observe(time.perf_counter() - started)
-
-    def _count(self, route: str, status: int) -> None:
-        answered = self._answered.get((route, status))
-        if answered is None:
-            answered = self._answered[(route, status)] = HTTP_REQUESTS.labels(
-                self._service, "POST", route, str(status)
-            )
-        answered.inc()
+            self._metrics[command.route].answered(status, time.perf_counter() - started)

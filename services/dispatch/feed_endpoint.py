@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.dispatch.supplier_api import (
@@ -31,7 +30,7 @@ from services.dispatch.supplier_api import (
     feed_body,
     rate_limited,
 )
-from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from shared.metrics import HTTP_IN_FLIGHT, RouteMetrics
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _DECIMAL = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
@@ -65,10 +64,8 @@ def parse_feed_query(query_string: bytes) -> FeedQuery | None:
 class FeedEndpoint:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
-        self._service = service
         self._in_flight = HTTP_IN_FLIGHT.labels(service)
-        self._duration = HTTP_DURATION.labels(service, "GET", FEED_PATH)
-        self._answered: dict[int, Counter] = {}
+        self._metrics = RouteMetrics(service, "GET", FEED_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != FEED_PATH:
@@ -108,13 +105,7 @@ class FeedEndpoint:
             status = 200
         finally:
             self._in_flight.dec()
-            answered = self._answered.get(status)
-            if answered is None:
-                answered = self._answered[status] = HTTP_REQUESTS.labels(
-                    self._service, "GET", FEED_PATH, str(status)
-                )
-            answered.inc()
-            self._duration.observe(time.perf_counter() - started)
+            self._metrics.answered(status, time.perf_counter() - started)
 
 
 async def disconnected(receive: Receive) -> None:

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from shared.health import HealthChecks
-from shared.metrics import REDMetricsMiddleware, metrics_endpoint
+from shared.metrics import REDMetricsMiddleware, RouteMetrics, metrics_endpoint
 
 
 def _app(checks: HealthChecks) -> FastAPI:
@@ -96,3 +96,21 @@ def test_a_faust_app_without_agents_is_refused() -> None:
         assert "without agents" in str(exc)
     else:
         raise AssertionError("a faust app without agents was accepted")
+
+
+def test_route_metrics_count_and_time_a_fast_path_as_the_middleware_does_a_route() -> None:
+    def sample(name: str, **labels: str) -> float:
+        value = REGISTRY.get_sample_value(
+            name, {"service": "t-fast", "method": "POST", "route": "/x", **labels}
+        )
+        return value or 0.0
+
+    metrics = RouteMetrics("t-fast", "POST", "/x")
+    metrics.answered(200, 0.002)
+    metrics.answered(200, 0.004)
+    metrics.answered(409, 0.5)
+
+    assert sample("lvyue_http_requests_total", status="200") == 2
+    assert sample("lvyue_http_requests_total", status="409") == 1
+    assert sample("lvyue_http_request_duration_seconds_count") == 3
+    assert abs(sample("lvyue_http_request_duration_seconds_sum") - 0.506) < 1e-9

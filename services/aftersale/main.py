@@ -26,6 +26,7 @@ from shared.kafka.topics import DISPATCH, LOGISTICS, WECHAT_AFTERSALE_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import AftersaleSettings
 from shared.suppliers import return_addresses
+from shared.versioned import prune_history_in_background
 from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient, wechat_http_client
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopCache, ShopRepository
@@ -51,6 +52,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
         )
         state = open_state(runtime.db)
         await state.load()
+        prune_history_in_background(stack, state.projections())
         addresses: dict[str, ShippingAddress] = await return_addresses(runtime.db)
         default = Policy(
             auto_refund_before_shipment=settings.auto_refund_before_shipment,

@@ -4,6 +4,7 @@ versioned projections, see shared/versioned.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -20,8 +21,11 @@ class AftersaleState:
     orders: VersionedProjection[OrderFulfilment]
     policies: VersionedProjection[ShopPolicy]
 
+    def projections(self) -> list[VersionedProjection[Any]]:
+        return [self.cases, self.orders, self.policies]
+
     async def load(self) -> None:
-        for projection in (self.cases, self.orders, self.policies):
+        for projection in self.projections():
             await projection.load()
 
 

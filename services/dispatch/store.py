@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
@@ -305,6 +306,8 @@ class DispatchStore:
         and plan's newest revision is validated, and only the versions still to publish (or named
         by a legacy position) become relays. Start-up memory and CPU follow the open work, not the
         history (every version held as a dict and validated made both grow with every sale)."""
+        started = time.monotonic()
+        read = 0
         relayed: set[str] = set()
         async for mark in self._marks_collection.find({}):
             relayed.update(mark["version_ids"])
@@ -336,6 +339,7 @@ class DispatchStore:
                 to_relay[version_id] = _relay_of(decoded, snapshot)
 
         async for document in raw_bson(self._orders_collection).find({}):
+            read += 1
             take_version(document, None, has_order=True)  # None: the change is rendered when read
             kept_order = newest_orders.get(document["dispatch_id"])
             if kept_order is None or document["revision"] > kept_order[0]:
@@ -343,6 +347,7 @@ class DispatchStore:
                 created_at = order["created_at"]
                 newest_orders[document["dispatch_id"]] = (document["revision"], created_at, bytes(order.raw))
         async for document in raw_bson(self._plans_collection).find({}):
+            read += 1
             if document.get("events"):
                 take_version(document, NOTHING_TO_SHOW, has_order=False)
             kept_plan = newest_plans.get(document["order_id"])
@@ -378,6 +383,13 @@ class DispatchStore:
         for relay in pending:
             await self.relay(relay)
         self._marker = asyncio.create_task(self._mark_forever())
+        log.info(
+            "loaded dispatch: %d version documents, %d orders open, %d republished in %.1f s",
+            read,
+            len(self._open_orders),
+            len(pending),
+            time.monotonic() - started,
+        )
         return len(pending)
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
-from shared.versioned import VersionedProjection
+from shared.versioned import VersionedProjection, prune_history_in_background
 from shared.wechat.client import AccessTokenManager, ShopApi, WeChatShopClient, wechat_http_client
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopCache, ShopRepository
@@ -69,6 +69,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
         )
         await records.load()
         await accounts.load()
+        prune_history_in_background(stack, [*state.projections(), records, accounts])
         issuer = WaybillIssuer(
             records=records,
             accounts=accounts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -29,8 +30,8 @@ class LogisticsState:
     confirmed_orders: VersionedProjection[ConfirmedOrder]
     held: VersionedProjection[HeldShipment]
 
-    async def load(self) -> None:
-        for projection in (
+    def projections(self) -> list[VersionedProjection[Any]]:
+        return [
             self.parcels,
             self.deliveries,
             self.ship_by,
@@ -38,7 +39,10 @@ class LogisticsState:
             self.alerts,
             self.confirmed_orders,
             self.held,
-        ):
+        ]
+
+    async def load(self) -> None:
+        for projection in self.projections():
             await projection.load()
 
 

@@ -20,6 +20,7 @@ from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import OrderIngestSettings
+from shared.versioned import prune_history_in_background
 from shared.wechat import shops as shop_store
 from shared.wechat.client import AccessTokenManager, WeChatShopClient, wechat_http_client
 
@@ -64,6 +65,7 @@ def create_app(settings: OrderIngestSettings | None = None) -> FastAPI:
         )
         if agents is not None:
             await worker.load()
+            prune_history_in_background(stack, [worker.orders])
             agents.bind("pushes", worker.handle, processor)
         if agents is not None and settings.reconcile_interval_s > 0:  # beside the projection it asks
             task = asyncio.create_task(

@@ -137,6 +137,10 @@ class IngestWorker:
         await self._orders.load()
         return len(self._orders)
 
+    @property
+    def orders(self) -> VersionedProjection[StoredOrder]:
+        return self._orders
+
     def knows(self, order_id: str) -> bool:
         return stored_key(order_id) in self._orders
 

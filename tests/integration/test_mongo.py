@@ -190,6 +190,46 @@ async def test_a_projection_loads_the_newest_revision_of_each_key_whatever_the_o
         )
 
 
+async def test_pruning_leaves_each_keys_first_and_newest_revision_and_the_next_load_the_same_state(
+    mongo_db: AsyncDatabase[Document],
+) -> None:
+    name = "pruned_parcels"
+    writer = VersionedProjection(mongo_db, name, _Parcel)
+    for lines in ([1], [1, 2], [1, 2, 3], [1, 2, 3, 4]):
+        await writer.save("p-1", _Parcel(waybill_no="ZT1", lines=lines), cause=f"scan {len(lines)}")
+    await writer.save("p-2", _Parcel(waybill_no="YT2", lines=[9]), cause="shipped")
+    for lines in ([5], [5, 6]):
+        await writer.save("p-3", _Parcel(waybill_no="JD3", lines=lines), cause=f"scan {len(lines)}")
+
+    restarted = VersionedProjection(mongo_db, name, _Parcel)
+    await restarted.load()
+    assert restarted.superseded == 2  # p-1's revisions 2 and 3; nothing of p-2 or p-3
+    assert await restarted.prune_superseded(batch=1, pause_s=0) == 2
+    assert restarted.superseded == 0
+    assert sorted([d["_id"] async for d in mongo_db[name].find({}, {"_id": 1})]) == [
+        "p-1#000001",
+        "p-1#000004",
+        "p-2#000001",
+        "p-3#000001",
+        "p-3#000002",
+    ]
+    # Revisions written after the load are not touched, and the next revision still follows the newest.
+    await restarted.save("p-1", _Parcel(waybill_no="ZT1", lines=[]), cause="delivered")
+    with pytest.raises(VersionConflict):
+        await writer.save("p-1", _Parcel(waybill_no="ZT1", lines=[0]), cause="late writer")
+
+    after = VersionedProjection(mongo_db, name, _Parcel)
+    await after.load()
+    assert {key: after.get(key) for key in ("p-1", "p-2", "p-3")} == {
+        "p-1": _Parcel(waybill_no="ZT1", lines=[]),
+        "p-2": _Parcel(waybill_no="YT2", lines=[9]),
+        "p-3": _Parcel(waybill_no="JD3", lines=[5, 6]),
+    }
+    assert after.superseded == 1  # p-1#000004, superseded by the save after the last load
+    await after.load()  # a reload (aftersale reads its policies again) finds nothing new to prune
+    assert after.superseded == 1
+
+
 async def test_a_lookup_by_id_uses_the_id_index(mongo_db: AsyncDatabase[Document]) -> None:
     """FerretDB 1.24's SQLite backend indexed `_id` under one expression and looked it up under another,
     so every `_id` lookup scanned the collection (600 ms of CPU for a recent document among 25,000).

@@ -1,6 +1,12 @@
 import pytest
 
-from shared.settings import SERVICE_SETTINGS, DispatchSettings, OrderIngestSettings
+from shared.settings import (
+    SERVICE_SETTINGS,
+    AftersaleSettings,
+    DispatchSettings,
+    LogisticsSettings,
+    OrderIngestSettings,
+)
 
 
 def test_defaults_point_at_the_local_stack_and_the_real_wechat_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,3 +37,18 @@ def test_common_settings_are_unprefixed_and_service_settings_use_their_own_prefi
 def test_every_service_has_its_own_port() -> None:
     ports = [cls().http_port for cls in SERVICE_SETTINGS.values()]
     assert len(set(ports)) == len(ports) == 4
+
+
+def test_the_services_after_dispatch_let_their_fetches_wait_longer_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_STREAM_FETCH_MAX_WAIT_MS", raising=False)
+    assert OrderIngestSettings().kafka.stream_fetch_max_wait_ms == 25  # the order path keeps its latency
+    assert DispatchSettings().kafka.stream_fetch_max_wait_ms == 25
+    assert LogisticsSettings().kafka.stream_fetch_max_wait_ms == 250
+    assert AftersaleSettings().kafka.stream_fetch_max_wait_ms == 250
+    monkeypatch.setenv("KAFKA_STREAM_FETCH_MAX_WAIT_MS", "40")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker-1:9092")
+    logistics = LogisticsSettings()
+    assert logistics.kafka.stream_fetch_max_wait_ms == 40
+    assert logistics.kafka.bootstrap_servers == "broker-1:9092"

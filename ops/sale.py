@@ -26,7 +26,6 @@ from sim.sale.run import SaleUrls, run_sale
 from sim.sale.settings import SaleSettings, with_short_aftermath
 from sim.sale.world import RouteSpec
 
-
 SUPPLIER_CURSORS = "supplier-cursors.json"  # in the stack's run directory: `make clean` forgets it
 
 

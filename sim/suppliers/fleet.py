@@ -54,14 +54,15 @@ class SupplierFleet:
         }
         self._started = False
         self._saver: asyncio.Task[None] | None = None
+        self._saved = SavedCursors()  # read once at start: suppliers not in this fleet keep theirs
 
     async def start(self) -> None:
         if not self._started:
             self._started = True
             if self.settings.cursor_file is not None:
-                saved = read_cursors(self.settings.cursor_file).cursors
+                self._saved = read_cursors(self.settings.cursor_file)
                 for supplier_id, bot in self.bots.items():
-                    bot.cursor = saved.get(supplier_id, 0)
+                    bot.cursor = self._saved.cursors.get(supplier_id, 0)
                 self._saver = asyncio.create_task(self._save_cursors_every(self.settings.cursor_file))
             for bot in self.bots.values():
                 await bot.start()
@@ -80,9 +81,8 @@ class SupplierFleet:
 
     def resume_cursors(self) -> SavedCursors:
         """What a restarted fleet reads from; suppliers not in this fleet keep their saved cursor."""
-        saved = read_cursors(self.settings.cursor_file) if self.settings.cursor_file else SavedCursors()
         return SavedCursors(
-            cursors={**saved.cursors, **{i: bot.resume_cursor() for i, bot in self.bots.items()}}
+            cursors={**self._saved.cursors, **{i: bot.resume_cursor() for i, bot in self.bots.items()}}
         )
 
     async def _save_cursors_every(self, path: Path) -> None:

@@ -21,6 +21,7 @@ import time
 import uuid
 import xmlrpc.client
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -81,11 +82,21 @@ class StackError(RuntimeError):
     pass
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now. Every socket stays bound until all are chosen: one at a time,
+    the kernel may hand a closed socket's port out again (a bench stack once gave FerretDB and dispatch
+    the same port, and dispatch never started)."""
+    with ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def port_in_use(port: int) -> bool:
@@ -124,15 +135,17 @@ class StackPorts:
 
     @classmethod
     def free(cls, services: Iterable[str] = SERVICES) -> StackPorts:
+        names = list(services)
+        kafka, controller, mongo, prometheus, wechat, carrier, debug, *own = free_ports(7 + len(names))
         return cls(
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            {s: free_port() for s in services},
-            ferretdb_debug=free_port(),
+            kafka,
+            controller,
+            mongo,
+            prometheus,
+            wechat,
+            carrier,
+            dict(zip(names, own, strict=True)),
+            ferretdb_debug=debug,
         )
 
     def of(self, component: str) -> list[int]:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ops.stack import LocalStack, free_port
+from ops.stack import LocalStack, free_ports
 from services.aftersale.main import create_app as create_aftersale
 from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain.routing import Route
@@ -126,9 +126,8 @@ async def fulfilment_line(
         bootstrap_servers=stack.kafka_bootstrap, default_partitions=3, consumer_offset_reset="latest"
     )
     mongo_settings = MongoSettings(uri=stack.mongo_uri, database=database)
-    ports = {
-        name: free_port() for name in ("wechat", "carriers", "ingest", "dispatch", "logistics", "aftersale")
-    }
+    names = ("wechat", "carriers", "ingest", "dispatch", "logistics", "aftersale")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     wechat = WeChatSettings(api_base=url["wechat"], api_backoff_initial_s=0.05)
     await ensure_topics(kafka, ALL_TOPICS)

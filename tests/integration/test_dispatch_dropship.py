@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
-from ops.stack import LocalStack, free_port
+from ops.stack import LocalStack, free_ports
 from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain.routing import Route
 from services.dispatch.dropship import MIRRORS
@@ -88,7 +88,7 @@ async def line(stack: LocalStack) -> AsyncIterator[MirrorLine]:
     database = f"t_dropship_{group}"
     shop_on, shop_off = f"shop-ds-on-{group}", f"shop-ds-off-{group}"
     appid_on, appid_off = f"wx{group}00000001", f"wx{group}00000002"
-    ports = {"wechat": free_port(), "dispatch": free_port()}
+    ports = dict(zip(("wechat", "dispatch"), free_ports(2), strict=True))
     wechat_url = f"http://127.0.0.1:{ports['wechat']}"
     # A fresh consumer group starting at the end: earlier tests' orders are not replayed.
     kafka = KafkaSettings(

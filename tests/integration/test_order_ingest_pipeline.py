@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ops.dlq import read_dead_letters
-from ops.stack import LocalStack, free_port
+from ops.stack import LocalStack, free_ports
 from services.order_ingest.main import create_app
 from services.order_ingest.reconcile import reconcile_shop
 from services.order_ingest.worker import ORDERS_COLLECTION
@@ -61,7 +61,7 @@ class Pipeline:
 @pytest.fixture(scope="module")
 async def pipeline(stack: LocalStack) -> AsyncIterator[Pipeline]:
     database = f"t_{uuid.uuid4().hex[:10]}"
-    wechat_port, ingest_port = free_port(), free_port()
+    wechat_port, ingest_port = free_ports(2)
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     stand_in = create_wechat_stand_in(settings=WeChatSimSettings(http_port=wechat_port, time_scale=100))
     settings = OrderIngestSettings(

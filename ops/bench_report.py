@@ -266,6 +266,20 @@ def e2e_rows(data: dict[str, Any]) -> list[Row]:
             rate,
         )
     )
+    spent = _get(data, "work_per_order", "cpu_ms_all_processes")
+    if spent is not None:
+        budget = _get(data, "work_per_order", "cpu_ms_budget_at_target")
+        rows.append(
+            Row(
+                "e2e",
+                "CPU ms per order, every process of the line",
+                spent,
+                None,
+                None,
+                rate,
+                f"two cores at {rate_target:g} orders/s give {budget:g} ms" if budget else "",
+            )
+        )
     return rows
 
 

@@ -188,6 +188,17 @@ def test_e2e_rows_put_the_ceiling_beside_the_target_stage_only_and_count_missing
     assert missing.value == 1.0
 
 
+def test_e2e_rows_show_the_lines_cpu_per_order_beside_what_two_cores_give_at_the_target_rate() -> None:
+    result = _e2e_result() | {
+        "work_per_order": {"cpu_ms_all_processes": 56.8, "cpu_ms_budget_at_target": 10.0, "by_service": {}}
+    }
+    row = next(r for r in e2e_rows(result) if r.figure == "CPU ms per order, every process of the line")
+    assert (row.value, row.target, row.rate) == (56.8, None, 100.0)
+    assert row.note == "two cores at 200 orders/s give 10 ms"
+    older = [r.figure for r in e2e_rows(_e2e_result())]
+    assert "CPU ms per order, every process of the line" not in older
+
+
 def test_process_rows_flag_services_against_the_200_mb_target() -> None:
     rows = process_rows("ingest", INGEST)
     assert [(p.process, p.cpu_s, p.service) for p in rows] == [

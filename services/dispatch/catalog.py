@@ -28,6 +28,9 @@ from shared.events.dispatch import ShippingAddress
 SUPPLIERS = shared_suppliers.SUPPLIERS
 SUPPLIER_KEYS = "supplier_keys"
 ROUTES = "supplier_routes"
+# One document counting the writes of routes and suppliers: a reader polls it instead of the catalog.
+CATALOG_REVISION = "catalog_revision"
+_REVISION_ID = "catalog"
 INDEXES = [IndexSpec(SUPPLIER_KEYS, [("supplier_id", 1)]), IndexSpec(ROUTES, [("shop_id", 1)])]
 KEY_PREFIX = "lvk"
 WECHAT_APPID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -83,12 +86,22 @@ class Catalog:
         self._suppliers = db[SUPPLIERS]
         self._keys = db[SUPPLIER_KEYS]
         self._routes = db[ROUTES]
+        self._revision = db[CATALOG_REVISION]
+
+    async def revision(self) -> int:
+        """How many times routes or suppliers were written through a catalog (0: never)."""
+        document = await self._revision.find_one({"_id": _REVISION_ID})
+        return int(document["revision"]) if document else 0
+
+    async def _changed(self) -> None:
+        await self._revision.update_one({"_id": _REVISION_ID}, {"$inc": {"revision": 1}}, upsert=True)
 
     # --- suppliers ---
     async def add_supplier(self, supplier: Supplier) -> None:
         document = {"_id": supplier.supplier_id, **supplier.model_dump(mode="json", exclude={"supplier_id"})}
         if not await insert_once(self._suppliers, document):
             raise CatalogError(f"supplier {supplier.supplier_id} already exists")
+        await self._changed()
 
     async def set_wechat_supplier_appid(self, supplier_id: str, appid: str | None) -> None:
         """Set (or with None clear) the supplier's WeChat supplier appid, checked like a new supplier's."""
@@ -105,6 +118,7 @@ class Catalog:
         result = await self._suppliers.update_one({"_id": supplier_id}, {"$set": fields})
         if result.matched_count == 0:
             raise CatalogError(f"no supplier {supplier_id}")
+        await self._changed()
 
     async def get_supplier(self, supplier_id: str) -> Supplier | None:
         document = await self._suppliers.find_one({"_id": supplier_id})
@@ -153,6 +167,10 @@ class Catalog:
 
     # --- routes ---
     async def set_route(self, route: Route) -> None:
+        await self._put_route(route)
+        await self._changed()
+
+    async def _put_route(self, route: Route) -> None:
         document = _route_document(route)
         await self._routes.replace_one({"_id": document["_id"]}, document, upsert=True)
 
@@ -160,6 +178,7 @@ class Catalog:
         result = await self._routes.delete_one({"_id": route_id})
         if result.deleted_count == 0:
             raise CatalogError(f"no route {route_id}")
+        await self._changed()
 
     async def routes(self, shop_id: str | None = None) -> list[Route]:
         query = {} if shop_id is None else {"shop_id": shop_id}
@@ -171,7 +190,8 @@ class Catalog:
         Every row is checked before any is written; errors name the line."""
         routes = parse_routes_csv(text)
         for route in routes:
-            await self.set_route(route)
+            await self._put_route(route)
+        await self._changed()  # once for the file: readers reload once
         return len(routes)
 
 

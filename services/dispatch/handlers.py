@@ -96,19 +96,40 @@ class LineKeys(Protocol):
     def sku_code(self) -> str: ...
 
 
+# A write that bypassed the catalog (an operator's shell) is seen within this long.
+FULL_CATALOG_READ_EVERY_S = 60.0
+
+
 class RouteBook:
     """The routes and active suppliers, reloaded from the catalog; a change retries the holds.
     Indexed by what a route matches, so routing a line looks at its candidates only."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        full_read_every_s: float = FULL_CATALOG_READ_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._catalog = catalog
         self._index: dict[tuple[str, ...], list[Route]] = {}
         self._active: set[str] = set()
         self._fingerprint: tuple[object, ...] = ()
+        self._revision: int | None = None
+        self._full_read_every_s = full_read_every_s
+        self._next_full_read = 0.0
+        self._clock = clock
         self.generation = 0  # bumped by every change: a decision knows which routes it saw
 
     async def reload(self) -> bool:
-        """True if anything changed since the last load."""
+        """True if anything changed since the last load. Routes and suppliers are read again only when
+        the catalog's revision moved, or every `full_read_every_s` for a write made around the catalog."""
+        revision = await self._catalog.revision()
+        now = self._clock()
+        if revision == self._revision and now < self._next_full_read:
+            return False
+        # The revision is read first: a write during the reads below moves it, and the next round reloads.
+        self._revision, self._next_full_read = revision, now + self._full_read_every_s
         routes = await self._catalog.routes()
         suppliers = await self._catalog.suppliers()
         fingerprint = (tuple(routes), tuple(sorted((s.supplier_id, s.active) for s in suppliers)))

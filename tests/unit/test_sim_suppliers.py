@@ -518,10 +518,10 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 5) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_a_bot_ships_what_it_accepts_and_confirms_a_cancellation_before_shipping() -> None:
-    api = FakeSupplierApi()
+def _one_quick_supplier(behaviour: dict[str, Any], **fleet: Any) -> FleetSettings:
+    """A fleet of one supplier, `sup-a`, that waits a few milliseconds at most and rejects nothing."""
     fast = Delay(min_s=0, max_s=0.01)
-    settings = FleetSettings(
+    return FleetSettings(
         api_url="http://dispatch.test",
         suppliers=[SupplierConfig(supplier_id="sup-a", api_key="k")],
         behaviour=Behaviour(
@@ -530,10 +530,18 @@ async def test_a_bot_ships_what_it_accepts_and_confirms_a_cancellation_before_sh
             rest_delay=fast,
             answer_delay=fast,
             reject_share=0,
-            split_share=1,
-            request_waybills=True,  # the fake answers 503, like dispatch while logistics does not exist
+            **behaviour,
         ),
         seed=5,
+        **fleet,
+    )
+
+
+async def test_a_bot_ships_what_it_accepts_and_confirms_a_cancellation_before_shipping() -> None:
+    api = FakeSupplierApi()
+    settings = _one_quick_supplier(
+        # The fake answers 503 for waybills, like dispatch while logistics does not exist.
+        {"split_share": 1, "request_waybills": True},
         feed_wait_s=1,
     )
     async with SupplierFleet(settings, transport=httpx.MockTransport(api)) as fleet:
@@ -565,14 +573,8 @@ async def test_a_restarted_fleet_reads_its_feed_after_the_saved_cursor_except_fo
     tmp_path: Path,
 ) -> None:
     api = FakeSupplierApi()
-    fast = Delay(min_s=0, max_s=0.01)
-    settings = FleetSettings(
-        api_url="http://dispatch.test",
-        suppliers=[SupplierConfig(supplier_id="sup-a", api_key="k")],
-        behaviour=Behaviour(
-            accept_delay=fast, ship_delay=fast, rest_delay=fast, reject_share=0, split_share=0
-        ),
-        seed=5,
+    settings = _one_quick_supplier(
+        {"split_share": 0},
         feed_wait_s=0.2,
         cursor_file=tmp_path / "cursors.json",
         cursor_save_every_s=0.05,

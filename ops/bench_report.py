@@ -106,6 +106,20 @@ def _get(data: dict[str, Any], *path: str) -> float | None:
     return float(current) if isinstance(current, int | float) else None
 
 
+SUSTAINED_DRAIN_S = 1.0  # the bench's own rule: every push answered, the last within 1 s of the schedule
+
+
+def sustained_rate(run: dict[str, Any]) -> float | None:
+    """Pushes acked per second of the schedule when every push was answered and the drain stayed under
+    `SUSTAINED_DRAIN_S` (60,000 pushes whose last answer came 6 ms after the 60 s mark sustained
+    1,000/s; run + drain would say 999.9), else acked per second of run + drain."""
+    ok, duration, drain = run.get("ok"), run.get("duration_s"), run.get("drain_s")
+    in_time = not run.get("failed") and isinstance(drain, int | float) and drain < SUSTAINED_DRAIN_S
+    if isinstance(ok, int | float) and isinstance(duration, int | float) and duration > 0 and in_time:
+        return float(ok) / float(duration)
+    return _get(run, "achieved_rate_per_s")
+
+
 def ingest_rows(data: dict[str, Any]) -> list[Row]:
     p99_target, rate_target, duration_target = TARGETS["ingest"]
     ingest, bare = data.get("ingest", {}), data.get("bare", {})
@@ -118,9 +132,9 @@ def ingest_rows(data: dict[str, Any]) -> list[Row]:
     return [
         Row(
             "ingest",
-            "webhooks acked OK per s (run + drain)",
-            _get(data, "ingest", "achieved_rate_per_s"),
-            _get(data, "bare", "achieved_rate_per_s"),
+            "webhooks acked OK per s (of the schedule if all answered in time, else run + drain)",
+            sustained_rate(ingest),
+            sustained_rate(bare),
             Target(rate_target, "min", "/s"),
             rate,
             note,

@@ -4,14 +4,9 @@ around the catalog."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ops.stack import LocalStack
 from services.dispatch.catalog import ROUTES, Catalog, Supplier
 from services.dispatch.domain.routing import Route
 from services.dispatch.handlers import RouteBook
@@ -21,25 +16,14 @@ from tests.unit.dispatch.builders import SHOP
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def db(stack: LocalStack) -> AsyncIterator[AsyncDatabase[Document]]:
-    mongo: AsyncMongoClient[Document] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
-    name = f"t_routebook_{uuid.uuid4().hex[:8]}"
-    try:
-        yield mongo[name]
-    finally:
-        await mongo.drop_database(name)
-        await mongo.close()
-
-
 def _route(sku: str, supplier: str = "alpha") -> Route:
     return Route(shop_id=SHOP, supplier_id=supplier, product_id="p1", sku_id=sku)
 
 
 async def test_every_write_of_routes_or_suppliers_moves_the_revision_and_an_import_moves_it_once(
-    db: AsyncDatabase[Document],
+    mongo_db: AsyncDatabase[Document],
 ) -> None:
-    catalog = Catalog(db)
+    catalog = Catalog(mongo_db)
     assert await catalog.revision() == 0
 
     await catalog.add_supplier(Supplier(supplier_id="alpha", name="ALPHA"))
@@ -60,10 +44,10 @@ async def test_every_write_of_routes_or_suppliers_moves_the_revision_and_an_impo
 
 
 async def test_the_book_reloads_on_a_catalog_write_and_sees_a_write_around_it_at_the_next_full_read(
-    db: AsyncDatabase[Document],
+    mongo_db: AsyncDatabase[Document],
 ) -> None:
     now = [0.0]
-    catalog = Catalog(db)
+    catalog = Catalog(mongo_db)
     await catalog.add_supplier(Supplier(supplier_id="alpha", name="ALPHA"))
     await catalog.add_supplier(Supplier(supplier_id="beta", name="BETA"))
     await catalog.set_route(_route("s1"))
@@ -78,7 +62,7 @@ async def test_the_book_reloads_on_a_catalog_write_and_sees_a_write_around_it_at
 
     # A route written straight into the collection: the revision stays, so the book does not look ...
     around = _route("s3")
-    await db[ROUTES].insert_one(
+    await mongo_db[ROUTES].insert_one(
         {
             "_id": around.route_id,
             "shop_id": around.shop_id,

@@ -583,18 +583,14 @@ class WorkCounts:
     outside_calls: float = 0.0
 
     def since(self, earlier: WorkCounts) -> WorkCounts:
-        return WorkCounts(
-            self.http_answered - earlier.http_answered,
-            self.kafka_handled - earlier.kafka_handled,
-            self.db_commands - earlier.db_commands,
-            self.outside_calls - earlier.outside_calls,
-        )
+        return WorkCounts(*(a - b for a, b in zip(astuple(self), astuple(earlier), strict=True)))
 
     def per(self, orders: int) -> WorkCounts:
-        n = max(1, orders)
-        return WorkCounts(
-            self.http_answered / n, self.kafka_handled / n, self.db_commands / n, self.outside_calls / n
-        )
+        return WorkCounts(*(v / max(1, orders) for v in astuple(self)))
+
+    @staticmethod
+    def total(counts: Iterable[WorkCounts]) -> WorkCounts:
+        return WorkCounts(*(sum(column) for column in zip(*map(astuple, counts), strict=True)))
 
 
 def work_counts(metrics_text: str) -> WorkCounts:
@@ -1031,7 +1027,7 @@ def cpu_ms_per_order(cpu_s: dict[str, float], orders: int, leave_out: Iterable[s
     return 1000 * sum(s for name, s in cpu_s.items() if name not in skipped) / max(1, orders)
 
 
-def _work_table(m: Measured) -> Table:
+def _work_table(m: Measured, spent_ms: float) -> Table:
     orders = len(m.orders)
     table = Table(title=f"Work per order over the load and drain ({orders} orders)")
     columns = ("process", "CPU ms", "HTTP answered", "Kafka handled", "DB commands", "outside calls")
@@ -1042,12 +1038,11 @@ def _work_table(m: Measured) -> Table:
             continue
         work = m.work.get(name)
         counts = [f"{v:.1f}" for v in astuple(work.per(orders))] if work is not None else ["", "", "", ""]
-        table.add_row(name, f"{1000 * m.cpu_load[name] / max(1, orders):.1f}", *counts)
-    total = WorkCounts(*(sum(col) for col in zip(*(astuple(w) for w in m.work.values()), strict=True)))
+        table.add_row(name, f"{cpu_ms_per_order({name: m.cpu_load[name]}, orders):.1f}", *counts)
     table.add_row(
         "the line (every process above)",
-        f"{cpu_ms_per_order(m.cpu_load, orders, leave_out=NOT_THE_LINE):.1f}",
-        *(f"{v:.1f}" for v in astuple(total.per(orders))),
+        f"{spent_ms:.1f}",
+        *(f"{v:.1f}" for v in astuple(WorkCounts.total(m.work.values()).per(orders))),
     )
     return table
 
@@ -1119,9 +1114,9 @@ def _report(
             f"{m.peak_rss[name]:.0f}",
         )
     console.print(processes)
-    console.print(_work_table(m))
     budget_ms = CORES_OF_THE_TARGET * 1000 / TARGET_RATE
     spent_ms = cpu_ms_per_order(m.cpu_load, len(m.orders), leave_out=NOT_THE_LINE)
+    console.print(_work_table(m, spent_ms))
     console.print(
         f"the line spent {spent_ms:.1f} ms of CPU per order; two cores at the target's "
         f"{TARGET_RATE:g} orders/s give {budget_ms:.1f} ms ({spent_ms / budget_ms:.1f}× that)"
@@ -1235,7 +1230,7 @@ def _report(
                 "db_commands": [c.__dict__ for c in m.db_commands],
                 "work_per_order": {
                     "cpu_ms_all_processes": round(spent_ms, 2),
-                    "cpu_ms_budget_at_target": CORES_OF_THE_TARGET * 1000 / TARGET_RATE,
+                    "cpu_ms_budget_at_target": budget_ms,
                     "by_service": {
                         service: {k: round(v, 2) for k, v in asdict(work.per(len(m.orders))).items()}
                         for service, work in sorted(m.work.items())

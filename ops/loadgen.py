@@ -21,6 +21,15 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
 
 
+# A fixed-rate schedule was sustained when every request of it was answered OK, the last within this
+# long after its due time.
+SUSTAINED_DRAIN_S = 1.0
+
+
+def sustained(*, failed: int, sent: int, planned: float, drain_s: float) -> bool:
+    return failed == 0 and sent >= planned and drain_s < SUSTAINED_DRAIN_S
+
+
 @dataclass
 class LoadResult:
     name: str

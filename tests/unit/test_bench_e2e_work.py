@@ -85,3 +85,10 @@ def test_cpu_per_order_sums_the_line_and_leaves_the_named_processes_out() -> Non
 
     assert cpu_ms_per_order(cpu_s, 2000, leave_out=("bench process (order driver)",)) == pytest.approx(20.0)
     assert cpu_ms_per_order(cpu_s, 2000) == pytest.approx(32.5)
+
+
+def test_the_lines_work_is_the_sum_over_its_services_and_no_service_did_nothing() -> None:
+    assert WorkCounts.total([WorkCounts(1, 2, 3, 4), WorkCounts(10, 20, 30, 40)]) == WorkCounts(
+        11, 22, 33, 44
+    )
+    assert WorkCounts.total([]) == WorkCounts()

@@ -139,7 +139,15 @@ def test_ingest_rows_pair_each_figure_with_the_bare_endpoint() -> None:
 
 
 def test_a_run_answered_in_full_within_a_second_of_its_schedule_sustained_the_scheduled_rate() -> None:
-    in_time = {"ok": 60_000, "failed": 0, "duration_s": 60.0, "drain_s": 0.006, "achieved_rate_per_s": 999.9}
+    in_time = {
+        "target_rate_per_s": 1000.0,
+        "duration_s": 60.0,
+        "sent": 60_000,
+        "ok": 60_000,
+        "failed": 0,
+        "drain_s": 0.006,
+        "achieved_rate_per_s": 999.9,
+    }
     assert sustained_rate(in_time) == 1000.0
     assert sustained_rate(in_time | {"failed": 3}) == 999.9
     assert sustained_rate(in_time | {"drain_s": 2.5}) == 999.9

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from shared.carriers import kdniao, kuaidi100
-from shared.http import kept_alive_transport
 from sim.carriers.settings import CarrierSimSettings
 from sim.carriers.state import AttemptOutcome, CarrierWorld, Channel, PushAttempt, PushRecord, PushStatus
+from sim.http import OutboundHttp
 
 FORM = "application/x-www-form-urlencoded;charset=UTF-8"
 _ANSWER_KEPT = 300
@@ -41,7 +41,7 @@ class Pusher:
         self._settings = settings
         self._transport = transport
         self._sleep = sleep
-        self._client: httpx.AsyncClient | None = None
+        self._client: OutboundHttp | None = None
         self._lanes: dict[Lane, deque[PushRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.push_concurrency)
@@ -52,9 +52,10 @@ class Pusher:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=self._transport or kept_alive_transport(self._settings.push_concurrency),
-                timeout=self._settings.push_timeout_s,
+            self._client = OutboundHttp(
+                connections=self._settings.push_concurrency,
+                timeout_s=self._settings.push_timeout_s,
+                transport=self._transport,
             )
 
     async def stop(self) -> None:
@@ -127,10 +128,10 @@ class Pusher:
             try:
                 # An in-process ASGI transport ignores httpx's timeout: bound it here too.
                 async with asyncio.timeout(self._settings.push_timeout_s):
-                    response = await self._client.post(
-                        push.url, content=push.body, headers={"Content-Type": FORM}
+                    reply = await self._client.request(
+                        "POST", push.url, content=push.body, headers={"Content-Type": FORM}
                     )
-                status_code, answer = response.status_code, response.content
+                status_code, answer = reply.status, reply.body
                 acknowledged = (
                     kuaidi100.is_success_reply(status_code, answer)
                     if push.channel is Channel.KUAIDI100

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from shared.http import kept_alive_transport
 from shared.wechat.crypto import MessageCipher
 from shared.wechat.push import build_push
+from sim.http import OutboundHttp
 from sim.wechat.settings import WeChatSimSettings
 from sim.wechat.state import AttemptOutcome, PushAttempt, PushRecord, PushStatus, SimState
 
@@ -52,7 +52,7 @@ class Pusher:
         self._sleep = sleep
         self._settings = settings
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: OutboundHttp | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
@@ -70,9 +70,10 @@ class Pusher:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            transport=self._transport or kept_alive_transport(self._settings.push_concurrency),
-            timeout=self._settings.push_timeout_s,
+        self._client = OutboundHttp(
+            connections=self._settings.push_concurrency,
+            timeout_s=self._settings.push_timeout_s,
+            transport=self._transport,
         )
         self._state.pushes.subscribe(self._on_queued)
         self._wake.set()  # anything queued before start goes out now
@@ -181,13 +182,14 @@ class Pusher:
                 try:
                     # A transport may ignore httpx's timeout (an in-process ASGI app does): bound it here too.
                     async with asyncio.timeout(self._settings.push_timeout_s):
-                        response = await self._client.post(
+                        reply = await self._client.request(
+                            "POST",
                             shop.callback_url,
                             params=signed.query,
                             content=signed.body,
                             headers={"Content-Type": signed.content_type},
                         )
-                        status_code, answer = response.status_code, response.content
+                        status_code, answer = reply.status, reply.body
                     outcome = (
                         AttemptOutcome.DELIVERED
                         if is_acknowledged(status_code, answer)

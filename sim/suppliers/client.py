@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -28,7 +31,7 @@ from tenacity import (
 )
 
 from shared.api.supplier import API_PREFIX, DispatchOrderPublic, FeedPage, SupplierErrorCode
-from shared.http import kept_alive_transport
+from sim.http import OutboundHttp, Reply
 from sim.suppliers.settings import FleetSettings, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,16 @@ class RetryableAnswer(Exception):
 @dataclass(frozen=True)
 class ApiAnswer:
     status: int
-    body: Any
+    raw: bytes  # the body as received
     replayed: bool = False  # the server answered from its idempotency store
+
+    @cached_property
+    def body(self) -> Any:
+        """The JSON body, or its text when it is not JSON."""
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return self.raw.decode(errors="replace")
 
     @property
     def ok(self) -> bool:
@@ -64,7 +75,8 @@ class ApiAnswer:
             return None
 
     def dispatch_order(self) -> DispatchOrderPublic:
-        return DispatchOrderPublic.model_validate(self.body)
+        # From the bytes: pydantic's own JSON parser, without a dict of the whole order first.
+        return DispatchOrderPublic.model_validate_json(self.raw)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -114,14 +126,15 @@ class SupplierApiClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         on_retry: Callable[[str, BaseException], None] | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
+        self._http = OutboundHttp(
             base_url=base_url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "lvyue-supplier-sim/1"},
-            timeout=timeout_s,
-            # Calls beyond the pool wait here for a connection, without a time limit (PooledTransport):
-            # in flight at the API, each call holds memory there (32 each once took dispatch over its
-            # memory target at 200 orders/s).
-            transport=transport or kept_alive_transport(connections),
+            timeout_s=timeout_s,
+            # Calls beyond the pool wait here for a connection, without a time limit: in flight at the
+            # API, each call holds memory there (32 each once took dispatch over its memory target at
+            # 200 orders/s).
+            connections=connections,
+            transport=transport,
         )
         self._policy = policy
         self._timeout_s = timeout_s
@@ -136,18 +149,19 @@ class SupplierApiClient:
     async def feed(self, after: int, wait_s: float, limit: int) -> FeedPage:
         answer = await self._call(
             "feed",
-            lambda: self._http.get(
+            lambda: self._http.request(
+                "GET",
                 "/feed",
                 params={"after": after, "wait_s": wait_s, "limit": limit},
-                timeout=self._timeout_s + wait_s,
+                timeout_s=self._timeout_s + wait_s,
             ),
         )
         if not answer.ok:
             raise RuntimeError(f"feed answered {answer.status}: {answer.body}")
-        return FeedPage.model_validate(answer.body)
+        return FeedPage.model_validate_json(answer.raw)
 
     async def get_order(self, dispatch_id: str) -> DispatchOrderPublic | None:
-        answer = await self._call("get", lambda: self._http.get(f"/dispatch-orders/{dispatch_id}"))
+        answer = await self._call("get", lambda: self._http.request("GET", f"/dispatch-orders/{dispatch_id}"))
         return answer.dispatch_order() if answer.ok else None
 
     async def post(
@@ -160,40 +174,58 @@ class SupplierApiClient:
     ) -> ApiAnswer:
         """One command; every attempt carries the same key, so a retry can never apply it twice.
         Statuses in `no_retry` are returned at once (the caller has a better plan than waiting)."""
-        payload = body.model_dump(mode="json", exclude_none=True)
-        headers = {"Idempotency-Key": idempotency_key}
+        # As httpx writes a `json=` body.
+        content = json.dumps(
+            body.model_dump(mode="json", exclude_none=True),
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        ).encode()
+        headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
         return await self._call(
             path.rsplit("/", 1)[-1],
-            lambda: self._http.post(path, json=payload, headers=headers),
+            lambda: self._http.request("POST", path, content=content, headers=headers),
             no_retry=no_retry,
         )
 
     async def _call(
-        self, name: str, send: Callable[[], Awaitable[httpx.Response]], *, no_retry: Collection[int] = ()
+        self, name: str, send: Callable[[], Awaitable[Reply]], *, no_retry: Collection[int] = ()
     ) -> ApiAnswer:
+        """The first attempt on its own (most calls need no other); the retries, when it fails, as
+        tenacity runs them, counting that attempt and the time it took."""
+        started = time.monotonic()
+        try:
+            return await self._attempt(send, no_retry)
+        except (httpx.TransportError, RetryableAnswer) as error:
+            first: BaseException | None = error
         policy = self._policy
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((httpx.TransportError, RetryableAnswer)),
             wait=_WaitRetryAfter(policy),
-            stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_elapsed_s),
+            stop=stop_after_attempt(policy.max_attempts)
+            | stop_after_delay(policy.max_elapsed_s - (time.monotonic() - started)),
             before_sleep=self._before_sleep(name),
             reraise=True,
             sleep=self._sleep,
         )
         async for attempt in retrying:
             with attempt:
-                if self._pace is not None:
-                    await self._pace.acquire()
-                response = await send()
-                answer = _answer_of(response)
-                if response.status_code in RETRIED_STATUSES and response.status_code not in no_retry:
-                    raise RetryableAnswer(
-                        response.status_code,
-                        answer.code,
-                        retry_after_seconds(response.headers.get("Retry-After")),
-                    )
-                return answer
+                if first is not None:  # tenacity's attempt 1: the one made above
+                    failed, first = first, None
+                    raise failed
+                return await self._attempt(send, no_retry)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, send: Callable[[], Awaitable[Reply]], no_retry: Collection[int]) -> ApiAnswer:
+        if self._pace is not None:
+            await self._pace.acquire()
+        reply = await send()
+        answer = ApiAnswer(reply.status, reply.body, reply.headers.get("Idempotent-Replayed") == "true")
+        if reply.status in RETRIED_STATUSES and reply.status not in no_retry:
+            raise RetryableAnswer(
+                reply.status, answer.code, retry_after_seconds(reply.headers.get("Retry-After"))
+            )
+        return answer
 
     def _before_sleep(self, name: str) -> Callable[[RetryCallState], None]:
         def note(state: RetryCallState) -> None:
@@ -205,11 +237,3 @@ class SupplierApiClient:
                 self._on_retry(name, error)
 
         return note
-
-
-def _answer_of(response: httpx.Response) -> ApiAnswer:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    return ApiAnswer(response.status_code, body, response.headers.get("Idempotent-Replayed") == "true")

@@ -26,8 +26,10 @@ from shared.api.supplier import (
     API_PREFIX,
     AcceptRequest,
     ChangeAnswer,
+    DispatchOrderPublic,
     ErrorBody,
     FeedChange,
+    FeedPage,
     RejectRequest,
     ShipRequest,
     SupplierErrorCode,
@@ -42,7 +44,7 @@ from shared.events.dispatch import (
     ShippingAddress,
 )
 from sim.suppliers import Behaviour, Delay, FleetSettings, SupplierConfig, SupplierFleet
-from sim.suppliers.client import RetryableAnswer, SupplierApiClient, retry_after_seconds
+from sim.suppliers.client import ApiAnswer, RetryableAnswer, SupplierApiClient, retry_after_seconds
 from sim.suppliers.decisions import (
     AnswerOffer,
     Done,
@@ -376,6 +378,40 @@ async def test_client_retries_5xx_429_and_network_errors_with_one_idempotency_ke
         await client.post("/x/accept", AcceptRequest(), idempotency_key="k-4")
     assert len(seen) == RetryPolicy().max_attempts
     await client.aclose()
+
+
+async def test_the_first_attempts_time_counts_against_the_retry_budget() -> None:
+    seen: list[httpx.Request] = []
+
+    async def slow_and_busy(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        await asyncio.sleep(0.06)
+        return httpx.Response(503, json={"code": "logistics_unavailable", "message": "x"})
+
+    client = SupplierApiClient(
+        "http://dispatch.test",
+        "lvk_key",
+        policy=RetryPolicy(max_elapsed_s=0.05),
+        timeout_s=1,
+        transport=httpx.MockTransport(slow_and_busy),
+    )
+    with pytest.raises(RetryableAnswer):
+        await client.post("/x/accept", AcceptRequest(), idempotency_key="k-1")
+    assert len(seen) == 1  # 0.06 s spent of 0.05: no second attempt
+    await client.aclose()
+
+
+def test_answers_are_read_from_their_bytes_as_from_their_json() -> None:
+    order = shipped(accepted(3, 1), (0, 3), (1, 1))
+    raw = json.dumps(order.public().model_dump(mode="json")).encode()
+    answer = ApiAnswer(200, raw)
+    assert answer.dispatch_order() == DispatchOrderPublic.model_validate(json.loads(raw))
+    assert answer.body == json.loads(raw) and answer.code is None
+    page = json.dumps({"changes": [change(order).model_dump(mode="json")], "next_cursor": 7}).encode()
+    assert FeedPage.model_validate_json(page) == FeedPage.model_validate(json.loads(page))
+    refusal = ApiAnswer(409, b'{"code": "dispatch_cancelled", "message": "x"}')
+    assert refusal.error_code() == SupplierErrorCode.DISPATCH_CANCELLED
+    assert ApiAnswer(502, b"<html>bad gateway</html>").body == "<html>bad gateway</html>"
 
 
 async def test_a_client_has_at_most_its_connections_in_flight_at_the_api() -> None:

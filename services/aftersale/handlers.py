@@ -44,13 +44,16 @@ from shared.events.dispatch import DISPATCH_EVENTS, DispatchEvent, ShippingAddre
 from shared.events.logistics import LOGISTICS_EVENTS, ParcelTrackingChanged
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.consumer import InboundMessage, PermanentFailure
-from shared.kafka.producer import publish
-from shared.kafka.topics import AFTERSALE
+from shared.kafka.producer import publish_all
+from shared.kafka.topics import AFTERSALE, AFTERSALE_INSTRUCTIONS, DISPATCH, topic_carrying
 from shared.versioned import VersionedProjection
 from shared.wechat.client import WeChatApiError
 
 log = logging.getLogger(__name__)
 
+AFTERSALE_TOPICS = (AFTERSALE, AFTERSALE_INSTRUCTIONS)  # case facts; instructions to dispatch
+# Every change on the dispatch topic moves goods or units; older messages of other types are skipped.
+DISPATCH_EVENTS_ACTED_ON = DISPATCH.carries
 GET_CASE = "/channels/ec/aftersale/getaftersaleorder"
 ACCEPT = "/channels/ec/aftersale/acceptapply"
 REJECT = "/channels/ec/aftersale/rejectapply"
@@ -166,6 +169,8 @@ class Aftersale:
             return await self._decide_and_act(case, cause=cause)
 
     async def handle_dispatch_event(self, message: InboundMessage) -> None:
+        if message.skippable(DISPATCH_EVENTS_ACTED_ON):
+            return
         try:
             event = DISPATCH_EVENTS.validate_json(message.value)
         except ValidationError as exc:
@@ -316,8 +321,9 @@ class Aftersale:
                     RESOLUTION_SECONDS.labels(case.case_type).observe(
                         max(0.0, (now - created).total_seconds())
                     )
-        for event in events:
-            await publish(self._producer, AFTERSALE, event)
+        await publish_all(
+            self._producer, [(topic_carrying(e.event_type, AFTERSALE_TOPICS), e) for e in events]
+        )
         return case
 
     async def _carry_out(

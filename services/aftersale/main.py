@@ -1,8 +1,9 @@
 """Entry point of the aftersale service: `uvicorn services.aftersale.main:create_app --factory`.
 
-One process: WeChat after-sale pushes (forwarded by order_ingest), the dispatch and logistics
-topics (where the goods are; the supplier's answers), and a clock for deferred refunds and
-deadlines. Cases are projected in memory from insert-only documents, so it runs as one process.
+One process: WeChat after-sale pushes (routed here by order_ingest's webhook), the dispatch topic
+and parcels' stages from logistics (where the goods are; the supplier's answers), and a clock for
+deferred refunds and deadlines. Cases are projected in memory from insert-only documents, so it
+runs as one process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shared.events.dispatch import ShippingAddress
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
-from shared.kafka.topics import DISPATCH, LOGISTICS, WECHAT_AFTERSALE_EVENTS
+from shared.kafka.topics import DISPATCH, LOGISTICS_PARCEL_STAGES, WECHAT_AFTERSALE_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import AftersaleSettings
 from shared.suppliers import return_addresses
@@ -40,7 +41,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
     agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("pushes", WECHAT_AFTERSALE_EVENTS)
     agents.consume("dispatch", DISPATCH)
-    agents.consume("logistics", LOGISTICS)
+    agents.consume("parcel_stages", LOGISTICS_PARCEL_STAGES)
 
     async def start_aftersale(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = wechat_http_client(settings.wechat)
@@ -77,7 +78,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
 
         agents.bind("pushes", aftersale.handle_aftersale_push, processor())
         agents.bind("dispatch", aftersale.handle_dispatch_event, processor())
-        agents.bind("logistics", aftersale.handle_logistics_event, processor())
+        agents.bind("parcel_stages", aftersale.handle_logistics_event, processor())
 
         async def tick_forever() -> None:
             while True:

@@ -46,7 +46,7 @@ from shared.events.dispatch import (
 )
 from shared.kafka.consumer import InboundMessage, PermanentFailure
 from shared.kafka.producer import publish
-from shared.kafka.topics import DISPATCH
+from shared.kafka.topics import DISPATCH_DROPSHIP, DISPATCH_PROGRESS
 from shared.service import ServiceRuntime
 from shared.settings import DispatchSettings
 from shared.versioned import VersionedProjection
@@ -79,17 +79,8 @@ from shared.wechat.shops import Shop, ShopCache, ShopRepository
 log = logging.getLogger(__name__)
 
 MIRRORS = "dispatch_dropship_mirrors"
-# Events that can change which units a supplier has; the others are skipped on their header alone.
-RELEVANT_EVENTS = frozenset(
-    {
-        "dispatch_offered",
-        "dispatch_updated",
-        "dispatch_shipped",
-        "dispatch_cancelled",
-        "dispatch_rejected",
-        "dispatch_change_answered",
-    }
-)
+# Events that can change which units a supplier has: the ones dispatch copies to the mirror's topic.
+RELEVANT_EVENTS = DISPATCH_DROPSHIP.carries
 MAX_STEPS = 8  # calls per event at most: a cancel, an assign, and their reconciliations
 LIST_PAGES = 10  # drop-ship orders of one WeChat order and supplier: never more than a few
 SUPPLIER_CACHE_TTL_S = 30.0
@@ -179,13 +170,6 @@ class _Head(BaseModel):
     dispatch_id: str | None = None
 
 
-def _header(message: InboundMessage, name: str) -> str | None:
-    for key, value in message.headers:
-        if key == name:
-            return value.decode(errors="replace")
-    return None
-
-
 def _products(lines: list[MirrorLine]) -> list[DropshipProduct]:
     return [DropshipProduct(spu_id=x.product_id, sku_id=x.sku_id, product_cnt=x.count) for x in lines]
 
@@ -219,10 +203,23 @@ class DropshipMirrors:
         record = self._records.get(dispatch_id)
         return None if record is None else record.ds_order_id
 
-    # --- the dispatch topic ---
+    async def follows(self, event: Event) -> bool:
+        """Whether the mirror reads this change (dispatch's store copies it to the mirror's topic): one
+        that can move units, of a dispatch order with a record or of a shop with the mirror on."""
+        if event.event_type not in RELEVANT_EVENTS or not isinstance(event, DispatchEvent):
+            return False
+        if self._records.get(event.dispatch_id) is not None:
+            return True
+        shop = await self._shops.get(event.shop_id)
+        if shop is not None and shop.dropship_mirror:
+            return True
+        if isinstance(event, DispatchOffered):
+            MIRROR_SKIPPED.labels("shop_off").inc()
+        return False
+
+    # --- the mirror's copies of dispatch order changes ---
     async def handle_dispatch_event(self, message: InboundMessage) -> None:
-        event_type = _header(message, "event_type")
-        if event_type is not None and event_type not in RELEVANT_EVENTS:
+        if message.skippable(RELEVANT_EVENTS):
             return
         try:
             head = _Head.model_validate_json(message.value)
@@ -477,7 +474,7 @@ async def open_dropship_mirrors(
     await records.load()
 
     async def publish_event(event: Event) -> None:
-        await publish(runtime.producer, DISPATCH, event)
+        await publish(runtime.producer, DISPATCH_PROGRESS, event)
 
     mirrors = DropshipMirrors(
         records=records,

@@ -25,7 +25,7 @@ from shared.http import kept_alive_transport
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
-from shared.kafka.topics import AFTERSALE, DISPATCH, ORDERS
+from shared.kafka.topics import AFTERSALE_INSTRUCTIONS, DISPATCH_DROPSHIP, ORDERS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
 
@@ -41,17 +41,20 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         batches_in_flight=settings.worker_batches_in_flight,
     )
     agents.consume("orders", ORDERS, within_s=0.02)
-    agents.consume("aftersale", AFTERSALE, within_s=0.02)
-    # The WeChat drop-ship mirror (dropship.py) follows dispatch's own events, for shops that turn it on.
-    agents.consume("dropship", DISPATCH)
+    agents.consume("aftersale", AFTERSALE_INSTRUCTIONS, within_s=0.02)
+    # The WeChat drop-ship mirror (dropship.py) follows the copies of dispatch's own events that the
+    # store publishes for shops that turn it on: nothing to read while none does.
+    agents.consume("dropship", DISPATCH_DROPSHIP)
 
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
+        mirrors = await open_dropship_mirrors(runtime, settings, catalog, stack)
         store = dispatch_store.DispatchStore(
             runtime.db,
             runtime.producer,
             feed_cached_changes=settings.feed_cached_changes,
             read_backs_at_once=settings.read_backs_at_once,
+            mirror_follows=mirrors.follows,
         )
         await store.load()
         stack.push_async_callback(store.close)
@@ -64,7 +67,6 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         )
         agents.bind("orders", dispatcher.handle_order_event, processor)
         agents.bind("aftersale", dispatcher.handle_aftersale_event, processor)
-        mirrors = await open_dropship_mirrors(runtime, settings, catalog, stack)
         agents.bind(
             "dropship",
             mirrors.handle_dispatch_event,

@@ -32,7 +32,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,8 +50,8 @@ from shared.compact import ModelsAsJson
 from shared.db import Document, IndexSpec, InsertBatcher, raw_bson
 from shared.events.base import Event, utc_now
 from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
-from shared.kafka.producer import publish
-from shared.kafka.topics import DISPATCH
+from shared.kafka.producer import publish_all
+from shared.kafka.topics import DISPATCH, DISPATCH_DROPSHIP, DISPATCH_PROGRESS, TopicSpec, topic_carrying
 from shared.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ ORDER_VERSIONS = "dispatch_order_versions"
 FEED = "supplier_feed"  # feed positions before they moved into the version documents: read only
 RELAYED = "dispatch_relayed"
 INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
+DISPATCH_TOPICS = (DISPATCH, DISPATCH_PROGRESS)  # what moves goods or units; what only tells
 OPS_AUDIENCE = "~ops"  # plan events (holds) are relayed through the same feed, under this name
 # How many published versions a process remembers (best effort: about 30 s of a 200 orders/s spike,
 # hours of a quiet day). Before that, at start-up, the recorded marks decide what to publish.
@@ -254,6 +255,7 @@ class DispatchStore:
         mark_interval_s: float = 1.0,
         feed_cached_changes: int = 5_000,
         read_backs_at_once: int = 8,
+        mirror_follows: Callable[[Event], Awaitable[bool]] | None = None,
     ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
@@ -267,6 +269,8 @@ class DispatchStore:
         # 50 reads a page once put a thousand lookups on FerretDB at once, and every API call waited).
         self._read_backs = asyncio.Semaphore(read_backs_at_once)
         self._producer = producer
+        # Whether the WeChat drop-ship mirror reads an event: it gets a copy on its own topic.
+        self._mirror_follows = mirror_follows
         # Held plans only: the hold scans read them all. Any other plan is read when a later order
         # event or a rejection arrives for it (a few orders in a sale), from its newest version
         # document: a dispatched plan in memory took 1 KB per open order, 15 MiB at a sale's peak.
@@ -661,7 +665,12 @@ class DispatchStore:
         """Publish a committed change's events on Kafka (once per process; recorded in batches)."""
         if relay.version_id in self._relayed:
             return
-        await asyncio.gather(*(publish(self._producer, DISPATCH, event) for event in relay.events))
+        sends: list[tuple[TopicSpec, Event]] = []
+        for event in relay.events:
+            sends.append((topic_carrying(event.event_type, DISPATCH_TOPICS), event))
+            if self._mirror_follows is not None and await self._mirror_follows(event):
+                sends.append((DISPATCH_DROPSHIP, event))
+        await publish_all(self._producer, sends)
         self._relayed[relay.version_id] = None
         while len(self._relayed) > RELAYED_REMEMBERED:
             del self._relayed[next(iter(self._relayed))]

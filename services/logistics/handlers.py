@@ -26,7 +26,7 @@ from services.logistics.domain.delivery import (
     refunded_units,
     told_with_delivery_send,
 )
-from services.logistics.domain.tracking import ParcelTracking, apply_entries, parcel_key
+from services.logistics.domain.tracking import ParcelTracking, apply_entries, moves_whereabouts, parcel_key
 from shared.events.base import Event, utc_now
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
 from shared.events.dispatch import (
@@ -44,13 +44,14 @@ from shared.events.logistics import (
     DeadlineAlert,
     DeliveryOutcome,
     ParcelRef,
+    ParcelTrackingChanged,
     ShipmentReported,
     TraceEntry,
 )
 from shared.events.orders import ORDER_EVENTS, OrderCompleted
 from shared.kafka.consumer import InboundMessage, PermanentFailure, send_dead_letter
-from shared.kafka.producer import publish
-from shared.kafka.topics import DISPATCH, LOGISTICS
+from shared.kafka.producer import publish_all
+from shared.kafka.topics import DISPATCH, LOGISTICS, LOGISTICS_PARCEL_STAGES, TopicSpec
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection
 from shared.wechat.api import OrderGetResponse
@@ -102,6 +103,16 @@ class TrackingSubscriber(Protocol):
 
 DELIVERY_SEND = "/channels/ec/order/delivery/send"
 ORDER_GET = "/channels/ec/order/get"
+# What logistics does with the dispatch topic: watch ship-by, tell WeChat of parcels, close watches.
+DISPATCH_EVENTS_ACTED_ON = frozenset(
+    {
+        "dispatch_offered",
+        "dispatch_shipped",
+        "dispatch_change_answered",
+        "dispatch_cancelled",
+        "dispatch_rejected",
+    }
+)
 GET_AFTERSALE = "/channels/ec/aftersale/getaftersaleorder"
 
 
@@ -228,11 +239,17 @@ class Logistics:
             self._by_waybill[parcel.parcel.waybill_no] = parcel.key
 
     async def _publish(self, events: Sequence[Event]) -> None:
+        sends: list[tuple[TopicSpec, Event]] = []
         for event in events:
-            await publish(self._producer, LOGISTICS, event)
+            sends.append((LOGISTICS, event))
+            if isinstance(event, ParcelTrackingChanged) and moves_whereabouts(event):
+                sends.append((LOGISTICS_PARCEL_STAGES, event))
+        await publish_all(self._producer, sends)
 
     # --- dispatch events ---
     async def handle_dispatch_event(self, message: InboundMessage) -> None:
+        if message.skippable(DISPATCH_EVENTS_ACTED_ON):
+            return
         try:
             event = DISPATCH_EVENTS.validate_json(message.value)
         except ValidationError as exc:

@@ -1,7 +1,7 @@
 """Entry point of the logistics service: `uvicorn services.logistics.main:create_app --factory`.
 
 One process: consumers of the dispatch topic (shipments -> WeChat, ship-by watches, waybills of
-cancelled orders), WeChat e-waybill tracking pushes and order events; the carrier callbacks; the
+cancelled orders), WeChat e-waybill tracking pushes and completed orders; the carrier callbacks; the
 internal waybill and label API; and the deadline scanner. State is projected in memory from
 insert-only documents (shared/versioned.py), so the service runs as one process.
 """
@@ -23,7 +23,7 @@ from services.logistics.waybills import EWAYBILL_ACCOUNTS, EwaybillAccount, Wayb
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import InboundMessage, MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
-from shared.kafka.topics import DISPATCH, ORDERS, WECHAT_EWAYBILL_EVENTS
+from shared.kafka.topics import DISPATCH, ORDERS_COMPLETED, WECHAT_EWAYBILL_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import LogisticsSettings
 from shared.versioned import VersionedProjection, prune_history_in_background
@@ -40,7 +40,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
     agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("dispatch", DISPATCH)
     agents.consume("ewaybill", WECHAT_EWAYBILL_EVENTS)
-    agents.consume("orders", ORDERS)
+    agents.consume("completed", ORDERS_COMPLETED)
 
     async def start_logistics(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         http = wechat_http_client(settings.wechat)
@@ -91,7 +91,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
 
         agents.bind("dispatch", logistics.handle_dispatch_event, processor())
         agents.bind("ewaybill", ewaybill, processor())
-        agents.bind("orders", logistics.handle_order_event, processor())
+        agents.bind("completed", logistics.handle_order_event, processor())
 
         async def scan_deadlines() -> None:
             while True:

@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.order_ingest.domain.push_routing import topic_for_push
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.producer import publish
-from shared.kafka.topics import WECHAT_SHOP_EVENTS
 from shared.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from shared.settings import OrderIngestSettings
 from shared.wechat.crypto import WeChatCryptoError, decrypt_with_rotation, signature_matches
@@ -328,7 +328,7 @@ async def _store(deps: WebhookDependencies, push: WeChatPushReceived) -> None:
     try:
         # asyncio.timeout, not wait_for: no extra task per push on the hottest path.
         async with asyncio.timeout(deps.settings.webhook_kafka_ack_timeout_s):
-            await publish(deps.producer, WECHAT_SHOP_EVENTS, push)
+            await publish(deps.producer, topic_for_push(push.event), push)
     except (TimeoutError, KafkaError) as exc:
         log.warning("push not stored: Kafka unavailable", extra={"shop": push.shop_id, "error": repr(exc)})
         raise WebhookRejected(

@@ -25,12 +25,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.order_ingest.domain.fetch_policy import push_needs_fetch, push_shown_by_stored
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
+from services.order_ingest.domain.push_routing import topic_for_push
 from shared.db import Document, IndexSpec
 from shared.events.dead_letter import DeadLetterReason
 from shared.events.shop_events import RECONCILE_EVENT, WeChatPushReceived
 from shared.kafka.consumer import InboundMessage, MessageProcessor, PermanentFailure
-from shared.kafka.producer import publish
-from shared.kafka.topics import ORDERS, WECHAT_AFTERSALE_EVENTS, WECHAT_EWAYBILL_EVENTS, TopicSpec
+from shared.kafka.producer import publish, publish_all
+from shared.kafka.topics import ORDERS, ORDERS_COMPLETED, WECHAT_SHOP_EVENTS, TopicSpec, topic_carrying
 from shared.versioned import VersionedProjection, revision_id
 from shared.wechat.api import ErrCode, Order
 from shared.wechat.client import WeChatApiError, WeChatCircuitOpen, WeChatShopClient
@@ -40,10 +41,9 @@ log = logging.getLogger(__name__)
 
 ORDERS_COLLECTION = "order_versions"
 INDEXES: list[IndexSpec] = []  # `_id` only: see the module docstring
-AFTERSALE_EVENT = "channels_ec_aftersale_update"
-EWAYBILL_EVENT = "ewaybill_push_path"
 ORDER_EVENT_PREFIX = "channels_ec_order_"
 SETTLED_CACHE_SIZE = 100_000
+ORDER_TOPICS = (ORDERS, ORDERS_COMPLETED)
 
 PUSHES_HANDLED = Counter(
     "lvyue_ingest_pushes_total",
@@ -149,10 +149,9 @@ class IngestWorker:
             push = WeChatPushReceived.model_validate_json(message.value)
         except ValidationError as exc:
             raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
-        if push.event == AFTERSALE_EVENT:
-            await self._forward(WECHAT_AFTERSALE_EVENTS, push)
-        elif push.event == EWAYBILL_EVENT:
-            await self._forward(WECHAT_EWAYBILL_EVENTS, push)
+        audience = topic_for_push(push.event)
+        if audience is not WECHAT_SHOP_EVENTS:  # stored before the webhook routed pushes, or replayed
+            await self._forward(audience, push)
         elif push.event.startswith(ORDER_EVENT_PREFIX) or push.event == RECONCILE_EVENT:
             await self._ingest_order(push)
             INGEST_LAG.observe(max(0.0, time.time() - push.occurred_at.timestamp()))
@@ -208,8 +207,10 @@ class IngestWorker:
             events, facts = decide_order_events(
                 shop_id=push.shop_id, order=newest, published=published, push=context
             )
+            await publish_all(
+                self._producer, [(topic_carrying(e.event_type, ORDER_TOPICS), e) for e in events]
+            )
             for event in events:
-                await publish(self._producer, ORDERS, event)
                 ORDER_EVENTS_PUBLISHED.labels(event.event_type).inc()
             if fetched_is_newer or facts != published:
                 record = StoredOrder(

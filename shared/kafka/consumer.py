@@ -69,6 +69,19 @@ class InboundMessage:
     timestamp_ms: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
 
+    def header(self, name: str) -> str | None:
+        """A header's value (the first of that name), e.g. `event_type` to skip before decoding."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode(errors="replace")
+        return None
+
+    def skippable(self, wanted: frozenset[str]) -> bool:
+        """True when the message's `event_type` header names a type not in `wanted` (without the
+        header the body must be decoded to tell)."""
+        event_type = self.header("event_type")
+        return event_type is not None and event_type not in wanted
+
     @classmethod
     def from_record(cls, record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
         return cls(

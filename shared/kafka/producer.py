@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Protocol
 from uuid import UUID
 
@@ -50,6 +52,17 @@ def event_headers(event: KafkaMessage) -> list[tuple[str, bytes]]:
 
 async def publish(producer: AIOKafkaProducer, topic: TopicSpec, event: KafkaMessage) -> None:
     """Send one message under its key (the order id) and wait until the broker has it durably."""
-    await producer.send_and_wait(
-        topic.name, value=event.to_kafka_value(), key=event.kafka_key, headers=event_headers(event)
-    )
+    await publish_all(producer, [(topic, event)])
+
+
+async def publish_all(producer: AIOKafkaProducer, messages: Iterable[tuple[TopicSpec, KafkaMessage]]) -> None:
+    """Send messages in this order, then wait once until the broker has them all durably: they share
+    the producer's batches (one linger, one round trip), and one key's messages keep their order."""
+    delivered = [
+        await producer.send(
+            topic.name, value=event.to_kafka_value(), key=event.kafka_key, headers=event_headers(event)
+        )
+        for topic, event in messages
+    ]
+    if delivered:
+        await asyncio.gather(*delivered)

@@ -19,7 +19,15 @@ from shared.events.dead_letter import DeadLetter
 from shared.events.dispatch import DISPATCH_EVENTS
 from shared.events.logistics import LOGISTICS_EVENTS
 from shared.events.orders import ORDER_EVENTS, OrderPaid
-from shared.kafka.topics import AFTERSALE, ALL_TOPICS, DISPATCH, LOGISTICS, ORDERS
+from shared.kafka.topics import (
+    AFTERSALE,
+    AFTERSALE_INSTRUCTIONS,
+    ALL_TOPICS,
+    DISPATCH,
+    DISPATCH_PROGRESS,
+    LOGISTICS,
+    ORDERS,
+)
 from sim.sale.report import Facts, SaleReport, compute_report
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,11 @@ def _parse(values: Iterable[bytes], adapter: Any, order_ids: Collection[str]) ->
     return events
 
 
+def _merged(*topics: list[Any]) -> list[Any]:
+    """One stage's events from its topics, in the order they happened."""
+    return sorted((event for events in topics for event in events), key=lambda event: event.occurred_at)
+
+
 async def _json(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
     answer = await client.get(path, params=params or None)
     answer.raise_for_status()
@@ -93,7 +106,8 @@ async def collect_facts(
     calls = [c for c in await _json(wechat, "/sim/calls") if c.get("appid") in appid_set]
     waybills = await _json(carriers, "/sim/waybills") if carriers is not None else []
 
-    topics = [ORDERS.name, DISPATCH.name, LOGISTICS.name, AFTERSALE.name]
+    stages = (ORDERS, DISPATCH, DISPATCH_PROGRESS, LOGISTICS, AFTERSALE, AFTERSALE_INSTRUCTIONS)
+    topics = [t.name for t in stages]
     dead_letter_topics = [t.dead_letter_name for t in ALL_TOPICS if t.has_dead_letter]
     read = await asyncio.gather(
         *(read_topic_to_end(kafka_bootstrap, t) for t in [*topics, *dead_letter_topics])
@@ -117,9 +131,15 @@ async def collect_facts(
         pushes=pushes,
         waybills=waybills,
         paid=[e for e in _parse(by_topic[ORDERS.name], ORDER_EVENTS, order_ids) if isinstance(e, OrderPaid)],
-        dispatch=_parse(by_topic[DISPATCH.name], DISPATCH_EVENTS, order_ids),
+        dispatch=_merged(
+            _parse(by_topic[DISPATCH.name], DISPATCH_EVENTS, order_ids),
+            _parse(by_topic[DISPATCH_PROGRESS.name], DISPATCH_EVENTS, order_ids),
+        ),
         logistics=_parse(by_topic[LOGISTICS.name], LOGISTICS_EVENTS, order_ids),
-        aftersale=_parse(by_topic[AFTERSALE.name], AFTERSALE_EVENTS, order_ids),
+        aftersale=_merged(
+            _parse(by_topic[AFTERSALE.name], AFTERSALE_EVENTS, order_ids),
+            _parse(by_topic[AFTERSALE_INSTRUCTIONS.name], AFTERSALE_EVENTS, order_ids),
+        ),
         dead_letters=dead_letters,
     )
 

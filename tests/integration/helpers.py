@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -39,16 +39,18 @@ async def serving(
 
 async def read_topic(
     bootstrap: str,
-    topic: str,
+    topic: str | Sequence[str],
     *,
     until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None,
     timeout_s: float = 30,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Records of `topic` from the beginning (no consumer group) until `until(records)` holds
-    (TimeoutError after `timeout_s`); with `until=None`, whatever arrives within `timeout_s`."""
+    """Records of `topic` (or of several) from the beginning (no consumer group) until
+    `until(records)` holds (TimeoutError after `timeout_s`); with `until=None`, whatever arrives
+    within `timeout_s`."""
     # No group: every partition is assigned to this consumer, read from the start.
+    topics = [topic] if isinstance(topic, str) else list(topic)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        *topics, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []

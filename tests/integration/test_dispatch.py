@@ -17,7 +17,7 @@ from services.dispatch.cli import current_plans
 from services.dispatch.domain.routing import Route
 from shared.events.dispatch import DISPATCH_EVENTS
 from shared.events.orders import OrderCancelled
-from shared.kafka.topics import DISPATCH
+from shared.kafka.topics import DISPATCH, DISPATCH_PROGRESS
 from shared.metrics import HTTP_IN_FLIGHT
 from tests.integration.dispatch_support import DispatchHarness, dispatch_service, new_order_id, paid_order
 from tests.integration.helpers import read_topic
@@ -392,7 +392,7 @@ async def test_split_shipment_and_validation_errors(stack: LocalStack) -> None:
             assert [p["parcel_no"] for p in rest.json()["parcels"]] == [1, 2, 3]
         shipped = await read_topic(
             stack.kafka_bootstrap,
-            DISPATCH.name,
+            (DISPATCH.name, DISPATCH_PROGRESS.name),
             timeout_s=30,
             until=lambda records: (
                 sum(
@@ -405,8 +405,12 @@ async def test_split_shipment_and_validation_errors(stack: LocalStack) -> None:
         )
         # The stack's own dispatch service consumes `orders` too (and holds what it cannot route):
         # only this service's dispatch order counts.
-        parsed = [DISPATCH_EVENTS.validate_json(r.value or b"") for r in shipped]
-        events = [e for e in parsed if getattr(e, "dispatch_id", None) == order["dispatch_id"]]
+        parsed = [(r.topic, DISPATCH_EVENTS.validate_json(r.value or b"")) for r in shipped]
+        ours = [(t, e) for t, e in parsed if getattr(e, "dispatch_id", None) == order["dispatch_id"]]
+        ours.sort(key=lambda item: getattr(item[1], "version", 0))  # two topics: read interleaved
+        events = [e for _, e in ours]
+        # Goods and units move on `dispatch`; the acceptance only tells, on `dispatch.progress`.
+        assert [t for t, _ in ours] == [DISPATCH.name, DISPATCH_PROGRESS.name, DISPATCH.name, DISPATCH.name]
         assert [e.event_type for e in events] == [
             "dispatch_offered",
             "dispatch_accepted",

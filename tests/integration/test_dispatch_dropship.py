@@ -27,7 +27,7 @@ from shared.events.dispatch import DISPATCH_EVENTS, DispatchMirrored, DispatchOf
 from shared.events.orders import OrderCancelled
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer, publish
-from shared.kafka.topics import ALL_TOPICS, DISPATCH, ORDERS
+from shared.kafka.topics import ALL_TOPICS, DISPATCH_DROPSHIP, DISPATCH_PROGRESS, ORDERS
 from shared.settings import DispatchSettings, KafkaSettings, MongoSettings, WeChatSettings
 from shared.wechat.shops import Shop, ShopRepository
 from sim.wechat.app import create_app as create_wechat_stand_in
@@ -192,7 +192,11 @@ async def test_a_mirrored_order_is_assigned_once_and_cancelled_in_wechat(line: M
                     return event
         return None
 
-    records = await read_topic(line.bootstrap, DISPATCH.name, until=lambda rs: mirrored_event(rs) is not None)
+    records = await read_topic(
+        line.bootstrap,
+        (DISPATCH_DROPSHIP.name, DISPATCH_PROGRESS.name),
+        until=lambda rs: mirrored_event(rs) is not None,
+    )
     event = mirrored_event(records)
     assert event is not None and event.ds_order_id == ds_order_id and event.dispatch_id == dispatch_id
 
@@ -200,10 +204,12 @@ async def test_a_mirrored_order_is_assigned_once_and_cancelled_in_wechat(line: M
     offered = next(
         r
         for r in records
-        if r.key == order_id.encode() and isinstance(DISPATCH_EVENTS.validate_json(r.value), DispatchOffered)
+        if r.topic == DISPATCH_DROPSHIP.name
+        and r.key == order_id.encode()
+        and isinstance(DISPATCH_EVENTS.validate_json(r.value), DispatchOffered)
     )
     await line.harness.producer.send_and_wait(
-        DISPATCH.name, value=offered.value, key=offered.key, headers=list(offered.headers or ())
+        DISPATCH_DROPSHIP.name, value=offered.value, key=offered.key, headers=list(offered.headers or ())
     )
 
     # The order is cancelled: dispatch cancels the dispatch order, the mirror cancels the ds order.

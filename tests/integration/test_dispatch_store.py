@@ -26,7 +26,7 @@ from shared.events.dispatch import DispatchState, HoldReason, OrderHeld
 from shared.kafka.admin import ensure_topics
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.producer import create_producer
-from shared.kafka.topics import ALL_TOPICS, DISPATCH
+from shared.kafka.topics import ALL_TOPICS, DISPATCH, DISPATCH_PROGRESS
 from shared.settings import KafkaSettings
 from tests.integration.dispatch_support import paid_order
 from tests.integration.helpers import read_topic
@@ -86,7 +86,7 @@ async def _feed(store: DispatchStore, audience: str = "alpha") -> list[tuple[int
 async def _published(stack: LocalStack, event_ids: set[str]) -> list[str]:
     records = await read_topic(
         stack.kafka_bootstrap,
-        DISPATCH.name,
+        (DISPATCH.name, DISPATCH_PROGRESS.name),
         until=lambda rs: event_ids <= {json.loads(r.value)["event_id"] for r in rs if r.value},
     )
     return [

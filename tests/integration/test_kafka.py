@@ -15,7 +15,7 @@ from shared.events import Event
 from shared.events.dead_letter import DeadLetter, DeadLetterReason
 from shared.kafka.admin import ensure_topics
 from shared.kafka.consumer import DurableConsumer, InboundMessage, PermanentFailure, RetryPolicy
-from shared.kafka.producer import create_producer, publish
+from shared.kafka.producer import create_producer, publish, publish_all
 from shared.kafka.topics import ALL_TOPICS, TopicSpec, topics_to_create
 from shared.settings import KafkaSettings
 
@@ -233,3 +233,26 @@ async def test_keyed_events_of_one_order_stay_in_order_on_one_partition(
     for record in await _read_from_start(kafka_settings, topic.name, count=20):
         got.setdefault(record.partition, []).append(OrderTouched.model_validate_json(record.value or b"").seq)
     assert len(got) == 1 and next(iter(got.values())) == list(range(20))
+
+
+async def test_messages_published_together_keep_their_order_per_key_across_topics(
+    kafka_settings: KafkaSettings, topic: TopicSpec, producer: AIOKafkaProducer
+) -> None:
+    second = TopicSpec(f"test.{uuid.uuid4().hex[:10]}", "integration test topic", partitions=3)
+    await ensure_topics(kafka_settings, (second,))
+    orders = ["3705115058471208928", "3705115058471208929"]
+    await publish_all(
+        producer,
+        [
+            (topic if seq % 3 else second, OrderTouched(order_id=order_id, seq=seq))
+            for seq in range(30)
+            for order_id in orders
+        ],
+    )
+    for spec, count in ((topic, 40), (second, 20)):
+        seqs: dict[str, list[int]] = {}
+        for record in await _read_from_start(kafka_settings, spec.name, count=count):
+            event = OrderTouched.model_validate_json(record.value or b"")
+            seqs.setdefault(event.order_id, []).append(event.seq)
+        expected = [seq for seq in range(30) if bool(seq % 3) == (spec is topic)]
+        assert seqs == {order_id: expected for order_id in orders}

@@ -92,6 +92,19 @@ class TrackingUpdate:
     changed: bool = False  # the trace grew (the state may be the same)
 
 
+# Where the goods are, as an after-sale tells it apart: with the buyer, back with the sender, or on
+# their way (any other state). Aftersale is told only of the changes that cross these.
+_WHEREABOUTS: dict[TrackingState | None, str] = {
+    TrackingState.DELIVERED: "with_buyer",
+    TrackingState.RETURNED: "with_sender",
+}
+
+
+def moves_whereabouts(event: ParcelTrackingChanged) -> bool:
+    """Whether the change takes the parcel into or out of delivered or returned."""
+    return _WHEREABOUTS.get(event.previous_state) != _WHEREABOUTS.get(event.state)
+
+
 def apply_entries(tracking: ParcelTracking, entries: list[TraceEntry], *, now: datetime) -> TrackingUpdate:
     """Merge new trace entries. Returns the tracking unchanged (and no event) for duplicates."""
     known = {(e.at, e.text, e.state) for e in tracking.trace}

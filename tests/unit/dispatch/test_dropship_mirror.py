@@ -31,6 +31,7 @@ from shared.events.dispatch import (
 )
 from shared.kafka.consumer import InboundMessage, PermanentFailure
 from shared.kafka.producer import event_headers
+from shared.kafka.topics import DISPATCH_DROPSHIP
 from shared.settings import WeChatSettings
 from shared.wechat.client import WeChatShopClient
 from shared.wechat.shops import Shop
@@ -255,6 +256,24 @@ async def test_no_wechat_call_without_the_switch_or_the_suppliers_appid(world: W
     await world.mirrors.handle_dispatch_event(offered_message(offer(order_id, supplier_id="sup-b")))
     await world.mirrors.handle_dispatch_event(rejected_message(offer(order_id, shop_id="off")))
     assert world.state.calls.calls() == [] and world.records.current == {} and world.published == []
+
+
+async def test_dispatch_copies_to_the_mirror_only_changes_of_shops_with_it_on_or_of_mirrored_orders(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = await world.paid_order()
+    on, off = offer(order_id), offer(order_id, shop_id="off")
+    assert await world.mirrors.follows(offer_event(on))
+    assert not await world.mirrors.follows(offer_event(off))
+    assert not await world.mirrors.follows(offer_event(offer(order_id, shop_id="unknown")))
+    accepted = dispatch.accept(on, estimated_ship_at=None, now=at(1)).events[0]
+    assert accepted.event_type not in DISPATCH_DROPSHIP.carries
+    assert not await world.mirrors.follows(accepted)  # moves no unit
+
+    await world.mirrors.handle_dispatch_event(offered_message(on))
+    monkeypatch.setitem(SHOPS, "on", shop("on", mirror=False))  # off: what it mirrored is still followed
+    (rejected,) = dispatch.reject(on, reason=RejectReason.OUT_OF_STOCK, text="", now=at(2)).events
+    assert await world.mirrors.follows(rejected)
 
 
 async def test_a_lost_assign_answer_is_looked_up_not_assigned_again(world: World) -> None:

@@ -5,6 +5,7 @@ any other but never sent with delivery/send nor held, and announced once."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -87,6 +88,12 @@ class Producer:
 
     async def send_and_wait(self, topic: str, *, value: bytes, key: bytes | None, **_: Any) -> None:
         self.sent.append((topic, value))
+
+    async def send(self, topic: str, *, value: bytes, key: bytes | None, **_: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, value))
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
 
     def published(self) -> list[AnyLogisticsEvent]:
         return [LOGISTICS_EVENTS.validate_json(v) for topic, v in self.sent if topic == LOGISTICS.name]

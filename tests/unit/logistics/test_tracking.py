@@ -14,6 +14,7 @@ from services.logistics.domain.tracking import (
     ParcelTracking,
     TrackingUpdate,
     apply_entries,
+    moves_whereabouts,
     parcel_key,
     state_of,
 )
@@ -563,3 +564,30 @@ def test_any_order_batching_and_duplication_gives_the_same_trace(
         assert [e.version for e in events] == list(range(2, 2 + len(events)))
     assert first.trace == second.trace
     assert len(first.trace) == len(set(entries))
+
+
+def _change(previous: TrackingState | None, state: TrackingState) -> ParcelTrackingChanged:
+    update = apply_entries(tracking(), [entry(1, state, "x")], now=NOW)
+    return update.events[0].model_copy(update={"previous_state": previous})
+
+
+@pytest.mark.parametrize(
+    ("previous", "state", "moves"),
+    [
+        (S.AWAITING_PICKUP, S.PICKED_UP, False),
+        (S.PICKED_UP, S.IN_TRANSIT, False),
+        (S.IN_TRANSIT, S.OUT_FOR_DELIVERY, False),
+        (S.IN_TRANSIT, S.EXCEPTION, False),
+        (None, S.IN_TRANSIT, False),
+        (S.OUT_FOR_DELIVERY, S.DELIVERED, True),
+        (None, S.DELIVERED, True),
+        (S.IN_TRANSIT, S.RETURNED, True),
+        (S.DELIVERED, S.RETURNED, True),
+        (S.DELIVERED, S.EXCEPTION, True),
+        (S.RETURNED, S.IN_TRANSIT, True),
+    ],
+)
+def test_aftersale_hears_of_a_parcel_only_when_it_reaches_or_leaves_the_buyer_or_the_sender(
+    previous: TrackingState | None, state: TrackingState, moves: bool
+) -> None:
+    assert moves_whereabouts(_change(previous, state)) is moves

@@ -23,7 +23,11 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.order_ingest.domain.fetch_policy import push_needs_fetch, push_shown_by_stored
+from services.order_ingest.domain.fetch_policy import (
+    detail_after_push,
+    push_needs_fetch,
+    push_shown_by_stored,
+)
 from services.order_ingest.domain.order_events import PublishedFacts, PushContext, decide_order_events
 from services.order_ingest.domain.push_routing import topic_for_push
 from shared.db import Document, IndexSpec
@@ -180,7 +184,7 @@ class IngestWorker:
                 newest_fetch_started_at=self._fetch_started.get(push.order_id),
             )
         ):
-            order = stored_before.order
+            order = detail_after_push(push.event, stored_before.order, push.create_time)
             FETCHES_SAVED.inc()
         else:
             fetch_started = time.time()

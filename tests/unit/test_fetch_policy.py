@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from services.order_ingest.domain.fetch_policy import (
     RECEIVED_BEFORE_FETCH_MARGIN_S,
+    detail_after_push,
     push_needs_fetch,
     push_shown_by_stored,
 )
-from shared.wechat.api import OrderStatus
+from shared.wechat.api import Order, OrderStatus
 
 FETCHED_AT = 1_700_000_100.0
 
@@ -63,5 +64,54 @@ def test_a_cancel_push_is_shown_only_by_a_cancelled_order() -> None:
 
 
 def test_other_pushes_are_never_answered_by_the_status() -> None:
-    for event in ("channels_ec_order_ext_info_update", "channels_ec_order_confirm", "lvyue_reconcile_order"):
+    for event in ("channels_ec_order_ext_info_update", "lvyue_reconcile_order"):
         assert not any(push_shown_by_stored(event, s) for s in OrderStatus)
+
+
+def _order(status: OrderStatus, update_time: int = 1_700_000_000) -> Order:
+    return Order.model_validate(
+        {
+            "order_id": "3705115058471208928",
+            "status": int(status),
+            "create_time": 1_699_999_000,
+            "update_time": update_time,
+            "order_detail": {},
+        }
+    )
+
+
+def test_a_delivery_push_of_a_paid_order_needs_no_fetch_it_tells_of_our_own_shipment() -> None:
+    for status in (
+        OrderStatus.AWAITING_SHIPMENT,
+        OrderStatus.PARTIALLY_SHIPPED,
+        OrderStatus.AWAITING_RECEIPT,
+    ):
+        assert push_shown_by_stored("channels_ec_order_deliver", status)
+    assert not push_shown_by_stored("channels_ec_order_deliver", OrderStatus.UNPAID)
+
+
+def test_a_confirmation_of_a_paid_order_is_answered_by_completing_the_stored_detail() -> None:
+    assert push_shown_by_stored("channels_ec_order_confirm", OrderStatus.AWAITING_SHIPMENT)
+    assert push_shown_by_stored("channels_ec_order_confirm", OrderStatus.AWAITING_RECEIPT)
+    assert not push_shown_by_stored("channels_ec_order_confirm", OrderStatus.UNPAID)
+    assert not push_shown_by_stored("channels_ec_order_confirm", OrderStatus.CANCELLED_AFTER_AFTERSALE)
+
+    completed = detail_after_push(
+        "channels_ec_order_confirm", _order(OrderStatus.AWAITING_RECEIPT), 1_700_000_500
+    )
+    assert completed.status == OrderStatus.COMPLETED and completed.update_time == 1_700_000_500
+
+
+def test_completing_never_moves_the_detail_back_in_time_or_out_of_a_cancellation() -> None:
+    late = detail_after_push(
+        "channels_ec_order_confirm", _order(OrderStatus.AWAITING_RECEIPT, 1_700_000_900), 1
+    )
+    assert late.status == OrderStatus.COMPLETED and late.update_time == 1_700_000_900
+    cancelled = _order(OrderStatus.CANCELLED_AFTER_AFTERSALE)
+    assert detail_after_push("channels_ec_order_confirm", cancelled, 1_700_000_500) is cancelled
+
+
+def test_other_pushes_leave_the_stored_detail_as_it_is() -> None:
+    stored = _order(OrderStatus.AWAITING_SHIPMENT)
+    for event in ("channels_ec_order_deliver", "channels_ec_order_pay", "channels_ec_order_ext_info_update"):
+        assert detail_after_push(event, stored, 1_700_000_500) is stored

@@ -4,11 +4,13 @@ puts there over the same pool (PooledTransport), and fails with the same httpx e
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import socket
 
 import httpx
 import pytest
+import uvloop
 
 from shared.http import kept_alive_transport
 from sim.http import OutboundHttp
@@ -104,3 +106,72 @@ async def test_a_refused_connection_and_a_silent_server_fail_as_over_httpx() -> 
             with pytest.raises(httpx.TimeoutException):
                 await client.request("GET", f"http://127.0.0.1:{port}/slow")
             await client.aclose()
+
+
+class ScriptedServer:
+    """Answers each request with the next of `answers` (raw bytes; None: close without answering),
+    counting the connections it accepted."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = answers
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower():
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\nsuccess\r\n0\r\n\r\n"
+GZIPPED = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s" % (
+    len(gzip.compress(b"success")),
+    gzip.compress(b"success"),
+)
+CLOSING = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 4\r\n\r\nbusy"
+
+
+async def _replies(server: ScriptedServer, requests: int) -> list[tuple[int, bytes] | str]:
+    listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/cb"
+    client = OutboundHttp(connections=1, timeout_s=2)
+    replies: list[tuple[int, bytes] | str] = []
+    async with listening:
+        for _ in range(requests):
+            try:
+                reply = await client.request("POST", url, content=b"{}")
+                replies.append((reply.status, reply.body))
+            except httpx.TransportError as exc:
+                replies.append(type(exc).__name__)
+        await client.aclose()
+    return replies
+
+
+async def test_a_kept_alive_connection_is_reused_until_the_server_closes_it() -> None:
+    server = ScriptedServer([CHUNKED, GZIPPED, CLOSING, CHUNKED, None, CHUNKED])
+    replies = await _replies(server, 6)
+    assert replies == [
+        (200, b"success"),
+        (200, b"success"),
+        (503, b"busy"),  # and the server closed the connection
+        (200, b"success"),
+        "RemoteProtocolError",  # closed without an answer: not retried (a POST)
+        (200, b"success"),
+    ]
+    assert server.connections == 3
+
+
+def test_the_client_runs_on_uvloop_as_the_stand_ins_do() -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        replies = runner.run(_replies(ScriptedServer([CHUNKED, CHUNKED]), 2))
+    assert replies == [(200, b"success"), (200, b"success")]

@@ -22,10 +22,10 @@ from services.order_ingest.reconcile import reconcile_shop
 from services.order_ingest.worker import ORDERS_COLLECTION
 from shared.db import Document
 from shared.events.dead_letter import DeadLetterReason
-from shared.events.orders import ORDER_EVENTS, OrderPaid
+from shared.events.orders import ORDER_EVENTS, OrderCompleted, OrderPaid
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.producer import create_producer
-from shared.kafka.topics import ORDERS, WECHAT_SHOP_EVENTS
+from shared.kafka.topics import ORDERS, ORDERS_COMPLETED, WECHAT_SHOP_EVENTS
 from shared.settings import KafkaSettings, MongoSettings, OrderIngestSettings, WeChatSettings
 from shared.versioned import revision_id
 from shared.wechat.client import AccessTokenManager, WeChatShopClient
@@ -248,15 +248,32 @@ async def test_a_push_the_stored_detail_already_answers_asks_wechat_nothing(pipe
         )
 
     # By time: a push received a minute ago (before the worker fetched the order), then one received now.
-    confirm = "channels_ec_order_confirm"  # its step is not visible in the status: only time can answer it
-    await _publish_pushes(pipeline, push(confirm, received_s_ago=60), push(confirm, received_s_ago=0))
+    ext_info = "channels_ec_order_ext_info_update"  # not visible in the status: only time can answer it
+    await _publish_pushes(pipeline, push(ext_info, received_s_ago=60), push(ext_info, received_s_ago=0))
     await fetches_become(before + 1)  # only the copy received after the fetch asked WeChat again
-    # By content: a pay push received now, for an order stored as awaiting shipment, is a late copy.
-    # The confirm push behind it shows when it has been handled.
-    await _publish_pushes(pipeline, push("channels_ec_order_pay", 0), push(confirm, received_s_ago=0))
-    await fetches_become(before + 2)  # the confirm push's fetch, and none for the pay copy
+    # By content: a pay push received now, for an order stored as awaiting shipment, is a late copy;
+    # so is a delivery push (our own shipment). The ext-info push behind them shows they were handled.
+    await _publish_pushes(
+        pipeline,
+        push("channels_ec_order_pay", 0),
+        push("channels_ec_order_deliver", 0),
+        push(ext_info, received_s_ago=0),
+    )
+    await fetches_become(before + 2)  # the ext-info push's fetch, none for the pay and delivery pushes
     events = await order_events(pipeline, order_id, lambda e: len(e) >= 1)
     assert [type(e) for e in events] == [OrderPaid]
+
+    # A confirmation completes the stored detail without asking WeChat: logistics hears of it.
+    await _publish_pushes(pipeline, push("channels_ec_order_confirm", received_s_ago=0))
+    completed = await read_topic(
+        pipeline.stack.kafka_bootstrap,
+        ORDERS_COMPLETED.name,
+        until=lambda rs: any(r.key == order_id.encode() for r in rs),
+        timeout_s=60,
+    )
+    (event,) = [ORDER_EVENTS.validate_json(r.value or b"") for r in completed if r.key == order_id.encode()]
+    assert isinstance(event, OrderCompleted)
+    await fetches_become(before + 2)
 
 
 async def test_a_token_expiring_mid_run_is_refreshed_once_and_the_order_goes_through(

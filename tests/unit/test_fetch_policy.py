@@ -106,7 +106,7 @@ def test_completing_never_moves_the_detail_back_in_time_or_out_of_a_cancellation
     late = detail_after_push(
         "channels_ec_order_confirm", _order(OrderStatus.AWAITING_RECEIPT, 1_700_000_900), 1
     )
-    assert late.status == OrderStatus.COMPLETED and late.update_time == 1_700_000_900
+    assert late.status == OrderStatus.COMPLETED and late.update_time == 1_700_000_901
     cancelled = _order(OrderStatus.CANCELLED_AFTER_AFTERSALE)
     assert detail_after_push("channels_ec_order_confirm", cancelled, 1_700_000_500) is cancelled
 

@@ -84,9 +84,10 @@ def push_shown_by_stored(event: str, stored_status: int) -> bool:
 
 def detail_after_push(event: str, order: Order, create_time: int) -> Order:
     """The stored detail as a push it answers leaves it: a confirmation completes the order at the
-    push's time (unix seconds); any other push changes nothing the stored detail shows."""
+    push's time (unix seconds), and never at or before the stored detail's own time, so the
+    completed detail is the newest; any other push changes nothing the stored detail shows."""
     if event == ORDER_CONFIRM and order.status in _CONFIRMABLE - {OrderStatus.COMPLETED}:
         return order.model_copy(
-            update={"status": OrderStatus.COMPLETED, "update_time": max(order.update_time, create_time)}
+            update={"status": OrderStatus.COMPLETED, "update_time": max(order.update_time + 1, create_time)}
         )
     return order

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -44,6 +44,15 @@ DB_COMMAND_SECONDS = Histogram(
 )
 
 
+DOCUMENTS_WRITTEN = Counter(
+    "lvyue_db_documents_written",
+    "Documents the database inserted, updated or deleted for this service (its reply's n), by command "
+    "and collection.",
+    ["command", "collection"],
+)
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+
+
 class CommandTimer(monitoring.CommandListener):
     """Times every command into DB_COMMAND_SECONDS: where the database's time goes, per collection."""
 
@@ -61,17 +70,31 @@ class CommandTimer(monitoring.CommandListener):
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         cursor = event.reply.get("cursor")
         empty = isinstance(cursor, Mapping) and not cursor.get("firstBatch", True)
-        self._observe(event, "empty" if empty else "ok")
+        started = self._observe(event, "empty" if empty else "ok")
+        if started is not None and started[0] in WRITE_COMMANDS:
+            written = _documents_written(started[0], event.reply)
+            if written:
+                DOCUMENTS_WRITTEN.labels(*started).inc(written)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         self._observe(event, "failed")
 
     def _observe(
         self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, result: str
-    ) -> None:
+    ) -> tuple[str, str] | None:
         started = self._started.pop((event.connection_id, event.request_id), None)
         if started is not None:
             DB_COMMAND_SECONDS.labels(*started, result).observe(event.duration_micros / 1e6)
+        return started
+
+
+def _documents_written(command: str, reply: Mapping[str, Any]) -> int:
+    """How many documents a write command's reply says it wrote (an update's upserts included)."""
+    if command == "findAndModify":
+        last = reply.get("lastErrorObject")
+        return int(last.get("n", 0)) if isinstance(last, Mapping) else 0
+    written = reply.get("n", 0)
+    return int(written) if isinstance(written, int) else 0
 
 
 def raw_bson(collection: AsyncCollection[Document]) -> AsyncCollection[RawBSONDocument]:

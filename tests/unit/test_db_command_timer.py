@@ -91,3 +91,32 @@ def test_a_get_more_is_counted_against_its_collection_not_its_cursor() -> None:
     )
 
     assert _sample(db.DB_COMMAND_SECONDS, "_count", **labels) == before + 1
+
+
+def _written(command: str, collection: str) -> float:
+    labels = {"command": command, "collection": collection}
+    for family in db.DOCUMENTS_WRITTEN.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def test_documents_written_are_counted_from_each_write_commands_reply() -> None:
+    timer = db.CommandTimer()
+    collection = "timer_test_written"
+    before = {c: _written(c, collection) for c in ("insert", "update", "delete", "findAndModify")}
+
+    _run(timer, 11, {"insert": collection, "documents": [{}, {}, {}]}, {"ok": 1, "n": 3})
+    _run(timer, 12, {"update": collection}, {"ok": 1, "n": 1, "nModified": 0, "upserted": [{"_id": 1}]})
+    _run(timer, 13, {"delete": collection}, {"ok": 1, "n": 2})
+    _run(timer, 14, {"findAndModify": collection}, {"ok": 1, "lastErrorObject": {"n": 1}, "value": {}})
+    _run(timer, 15, {"find": collection}, {"ok": 1, "cursor": {"firstBatch": [{"_id": 1}], "id": 0}})
+
+    assert {c: _written(c, collection) - before[c] for c in before} == {
+        "insert": 3,
+        "update": 1,
+        "delete": 2,
+        "findAndModify": 1,
+    }
+    assert _written("find", collection) == 0

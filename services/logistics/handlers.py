@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -41,12 +42,14 @@ from shared.events.dispatch import (
     Parcel,
 )
 from shared.events.logistics import (
+    AlertKind,
     DeadlineAlert,
     DeliveryOutcome,
     ParcelRef,
     ParcelTrackingChanged,
     ShipmentReported,
     TraceEntry,
+    TrackingState,
 )
 from shared.events.orders import ORDER_EVENTS, OrderCompleted
 from shared.kafka.consumer import InboundMessage, PermanentFailure, send_dead_letter
@@ -230,13 +233,23 @@ class Logistics:
         self.policy = policy
         self.clock = clock
         self._by_waybill: dict[str, str] = {}
+        self.schedule = deadlines.DeadlineSchedule()
+        self._parcel_states: defaultdict[TrackingState, int] = defaultdict(int)
+        self._parcels_by_order: dict[str, set[str]] = {}
         # Set by the service: cancels the unused waybills of a dispatch order that ended unshipped.
         self.on_dispatch_closed: DispatchClosedHook | None = None
 
     def index(self) -> None:
-        """After loading the projections: waybill number -> parcel key (WeChat pushes carry no carrier)."""
+        """After loading the projections: waybill number -> parcel key (WeChat pushes carry no carrier),
+        and every open deadline on the schedule (the only time all of them are read)."""
+        now = self.clock()
         for parcel in self.parcels:
             self._by_waybill[parcel.parcel.waybill_no] = parcel.key
+            self._parcel_states[parcel.state] += 1
+            self._parcels_by_order.setdefault(parcel.order_id, set()).add(parcel.key)
+            self._look_at(_PARCEL + parcel.key, now, plan_past=True)
+        for record in self.ship_by:
+            self._look_at(_SHIP_BY + record.dispatch_id, now, plan_past=True)
 
     async def _publish(self, events: Sequence[Event]) -> None:
         sends: list[tuple[TopicSpec, Event]] = []
@@ -285,6 +298,7 @@ class Logistics:
             version=event.version,
         )
         await self.ship_by.save(event.dispatch_id, record, cause=str(event.event_id))
+        self._look_at(_SHIP_BY + event.dispatch_id, self.clock(), plan_past=True)
 
     async def _close_watch(self, event: DispatchEvent, *, cancelled: bool) -> None:
         record = self.ship_by.get(event.dispatch_id)
@@ -294,6 +308,7 @@ class Logistics:
             update={"cancelled": cancelled, "shipped": not cancelled, "version": event.version}
         )
         await self.ship_by.save(event.dispatch_id, updated, cause=str(event.event_id))
+        self._look_at(_SHIP_BY + event.dispatch_id, self.clock(), plan_past=True)
 
     async def _on_shipped(self, event: DispatchShipped) -> None:
         for parcel in event.parcels:
@@ -322,7 +337,7 @@ class Logistics:
             # replay) subscribes again; saved first, the retry found the parcel and never subscribed
             # (a 5,000-order sale left parcels without tracking). A repeat answers 501, taken as done.
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
-        await self.parcels.save(key, tracking, cause=str(event.event_id))
+        await self._save_parcel(key, tracking, cause=str(event.event_id))
         self._by_waybill[parcel.waybill_no] = key
 
     async def _tell_wechat(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
@@ -564,6 +579,25 @@ class Logistics:
                 ConfirmedOrder(order_id=event.order_id, at=event.occurred_at),
                 cause=str(event.event_id),
             )
+            now = self.clock()
+            for parcel in self.parcels_of_order(event.order_id):
+                self._look_at(_PARCEL + parcel.key, now, plan_past=False)  # delivered: nothing left due
+
+    def parcels_of_order(self, order_id: str) -> list[ParcelTracking]:
+        return [
+            parcel
+            for key in self._parcels_by_order.get(order_id, ())
+            if (parcel := self.parcels.get(key)) is not None
+        ]
+
+    async def _save_parcel(self, key: str, tracking: ParcelTracking, *, cause: str) -> None:
+        before = self.parcels.get(key)
+        await self.parcels.save(key, tracking, cause=cause)
+        if before is not None:
+            self._parcel_states[before.state] -= 1
+        self._parcel_states[tracking.state] += 1
+        self._parcels_by_order.setdefault(tracking.order_id, set()).add(key)
+        self._look_at(_PARCEL + key, self.clock(), plan_past=True)
 
     # --- tracking ---
     async def track(
@@ -593,18 +627,41 @@ class Logistics:
             if not update.changed:
                 TRACKING_UPDATES.labels(source, "duplicate").inc()
                 return True
-            await self.parcels.save(key, update.tracking, cause=cause)
+            await self._save_parcel(key, update.tracking, cause=cause)
         await self._publish(update.events)
         TRACKING_UPDATES.labels(source, "changed" if update.events else "trace_only").inc()
         return True
 
     # --- deadlines ---
+    def _look_at(self, subject: str, now: datetime, *, plan_past: bool) -> None:
+        """Which of the subject's alerts are due now, and when to look again: at its checks still to
+        come, and (after a change, which may come late) at those already passed, on the next scan."""
+        kind, key = subject.split(":", 1)
+        due: list[deadlines.DueAlert] = []
+        checks: list[datetime] = []
+        if kind == _SHIP_BY[:-1]:
+            record = self.ship_by.get(key)
+            if record is not None:
+                due = deadlines.ship_by_alerts(record.watch(), now, self.policy)
+                checks = deadlines.ship_by_checks(record.watch(), self.policy)
+        else:
+            parcel = self.parcels.get(key)
+            if parcel is not None:
+                confirmed = self.confirmed_orders.get(parcel.order_id) is not None
+                due = deadlines.parcel_alerts(parcel, now, self.policy, order_confirmed=confirmed)
+                checks = deadlines.parcel_checks(parcel, self.policy, order_confirmed=confirmed)
+        self.schedule.set_due(subject, due)
+        self.schedule.plan(subject, checks if plan_past else [at for at in checks if at > now])
+
     async def raise_due_alerts(self) -> list[DeadlineAlert]:
+        """Look at the subjects whose checks came due, and raise each alert due for the first time."""
         now = self.clock()
-        due = self._due(now)
-        raised = {a.key for a in self.alerts}
+        for subject in self.schedule.come_due(now):
+            self._look_at(subject, now, plan_past=False)
         events: list[DeadlineAlert] = []
-        for alert in deadlines.new_alerts(due, raised):
+        for alert in self.schedule.due():
+            if self.alerts.get(alert.key) is not None:
+                continue
             raised_alert = RaisedAlert(
                 key=alert.key,
                 kind=alert.kind,
@@ -627,23 +684,18 @@ class Logistics:
                 )
             )
         await self._publish(events)
-        self._update_gauges(due)
+        self._update_gauges()
         return events
 
-    def _update_gauges(self, due: list[deadlines.DueAlert]) -> None:
-        ALERTS_OPEN.clear()
-        for alert in due:
-            ALERTS_OPEN.labels(alert.kind).inc()
-        PARCELS_BY_STATE.clear()
-        for parcel in self.parcels:
-            PARCELS_BY_STATE.labels(parcel.state).inc()
+    def _update_gauges(self) -> None:
+        for kind in AlertKind:
+            ALERTS_OPEN.labels(kind).set(self.schedule.open_by_kind[kind])
+        for state in TrackingState:
+            PARCELS_BY_STATE.labels(state).set(self._parcel_states.get(state, 0))
 
-    def late(self) -> list[deadlines.DueAlert]:
-        """Every deadline passed now and not resolved (for `lvyue late`)."""
-        return sorted(self._due(self.clock()), key=lambda a: a.due_at)
 
-    def _due(self, now: datetime) -> list[deadlines.DueAlert]:
-        return due_alerts(self.ship_by, self.parcels, self.confirmed_orders, now, self.policy)
+_SHIP_BY = "ship_by:"  # schedule subjects: a ship-by watch by dispatch id, a parcel by its key
+_PARCEL = "parcel:"
 
 
 def due_alerts(

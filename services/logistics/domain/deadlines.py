@@ -1,8 +1,11 @@
-"""Deadlines: which alerts are due at a given time. Pure: the clock is an argument, so tests move
-time instead of waiting for it. Each alert is raised once per subject and kind."""
+"""Deadlines: which alerts are due at a given time, and when each subject must be looked at again.
+Pure: the clock is an argument, so tests move time instead of waiting for it. Each alert is raised
+once per subject and kind."""
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -90,3 +93,60 @@ def parcel_alerts(
 
 def new_alerts(due: Iterable[DueAlert], raised: set[str]) -> list[DueAlert]:
     return [a for a in due if a.key not in raised]
+
+
+def ship_by_checks(watch: ShipByWatch, policy: DeadlinePolicy) -> list[datetime]:
+    """When the watch's alerts can next change: its warning and its deadline (none once it ended)."""
+    if watch.shipped or watch.cancelled:
+        return []
+    return [watch.ship_by - policy.ship_by_warning_before, watch.ship_by]
+
+
+def parcel_checks(parcel: ParcelTracking, policy: DeadlinePolicy, *, order_confirmed: bool) -> list[datetime]:
+    """When the parcel's alert can next come due, in its present state (none when it cannot)."""
+    match parcel.state:
+        case TrackingState.AWAITING_PICKUP:
+            return [parcel.registered_at + policy.pickup_within]
+        case TrackingState.PICKED_UP | TrackingState.IN_TRANSIT | TrackingState.OUT_FOR_DELIVERY:
+            return [(parcel.last_update_at or parcel.registered_at) + policy.stalled_after]
+        case TrackingState.DELIVERED if not order_confirmed and parcel.last_update_at is not None:
+            return [parcel.last_update_at + policy.unconfirmed_after]
+        case _:
+            return []
+
+
+class DeadlineSchedule:
+    """Subjects (ship-by watches, parcels) by the time they must be looked at again, and the alerts
+    due for each as of its last look: a scan pops what came due instead of reading every subject
+    ever seen. A subject that changes is planned again; an entry made stale by a change costs one
+    look that finds nothing new."""
+
+    def __init__(self) -> None:
+        self._checks: list[tuple[datetime, str]] = []
+        self._due: dict[str, list[DueAlert]] = {}
+        self.open_by_kind: Counter[AlertKind] = Counter()
+
+    def plan(self, subject: str, checks: Iterable[datetime]) -> None:
+        for at in checks:
+            heapq.heappush(self._checks, (at, subject))
+
+    def come_due(self, now: datetime) -> list[str]:
+        """The subjects with a check at or before `now`, each once, taken off the schedule."""
+        subjects: dict[str, None] = {}
+        while self._checks and self._checks[0][0] <= now:
+            subjects[heapq.heappop(self._checks)[1]] = None
+        return list(subjects)
+
+    def set_due(self, subject: str, alerts: list[DueAlert]) -> None:
+        """The alerts due for the subject now (none: it is on time, or it ended)."""
+        self.open_by_kind.subtract(a.kind for a in self._due.pop(subject, []))
+        if alerts:
+            self._due[subject] = alerts
+            self.open_by_kind.update(a.kind for a in alerts)
+
+    def due(self) -> list[DueAlert]:
+        """Every alert due and not resolved, as of each subject's last look, oldest first."""
+        return sorted((a for alerts in self._due.values() for a in alerts), key=lambda a: a.due_at)
+
+    def __len__(self) -> int:
+        return len(self._checks)

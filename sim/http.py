@@ -65,6 +65,7 @@ class OutboundHttp:
             **(headers or {}),
         }
         self._head = "".join(f"{name}: {value}\r\n" for name, value in self._headers.items())
+        self._default_names = frozenset(name.lower() for name in self._headers)
         self._slots = asyncio.Semaphore(connections)
         self._origins: dict[str, _Origin] = {}
         self._httpx = (
@@ -97,7 +98,7 @@ class OutboundHttp:
             )
         head = f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n{self._head}"
         if headers:
-            head = _with(head, self._headers, headers)
+            head = _with(head, self._default_names, headers)
         body = content or b""
         if body or method in ("POST", "PUT", "PATCH"):
             head += f"Content-Length: {len(body)}\r\n"
@@ -129,10 +130,11 @@ def _query(params: Params) -> dict[str, str]:
     return {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in params.items()}
 
 
-def _with(head: str, defaults: Mapping[str, str], headers: Mapping[str, str]) -> str:
-    """`head` with the call's own headers, each replacing a default of the same name."""
-    replaced = {name.lower() for name in headers}
-    if replaced & {name.lower() for name in defaults}:
+def _with(head: str, defaults: frozenset[str], headers: Mapping[str, str]) -> str:
+    """`head` with the call's own headers, each replacing a default of the same name (lower-cased
+    in `defaults`)."""
+    if not defaults.isdisjoint(name.lower() for name in headers):
+        replaced = {name.lower() for name in headers}
         lines = [line for line in head.split("\r\n") if line.partition(":")[0].lower() not in replaced]
         head = "\r\n".join(lines)
     return head + "".join(f"{name}: {value}\r\n" for name, value in headers.items())

@@ -66,7 +66,11 @@ async def _send_both_ways(server: RecordingServer) -> list[tuple[int, str | None
                 "/dispatch-orders/d-1/accept",
                 params={"after": 3, "wait_s": 20.0, "flag": True, "sig": "a b/c+d"},
                 content='{"text":"张三"}'.encode(),
-                headers={"Idempotency-Key": "k-1", "Content-Type": "application/json"},
+                headers={
+                    "Idempotency-Key": "k-1",
+                    "Content-Type": "application/json",
+                    "accept": "application/json",
+                },
             )
             answers.append((reply.status, reply.headers.get("Idempotent-Replayed"), reply.body))
             reply = await client.request("GET", "/feed", params={"after": 0})

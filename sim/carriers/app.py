@@ -5,13 +5,14 @@ the control API under /sim for tests and the sale simulator."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Scope
 
 from shared.carriers import kdniao, kuaidi100
 from shared.carriers.codes import Carrier, UnknownCarrierError, by_delivery_id, by_kdniao, by_kuaidi100
@@ -30,6 +31,7 @@ from shared.carriers.kuaidi100_label import (
     parse_label_request,
     verify_label_sign,
 )
+from sim.asgi import JsonCall, JsonCallsFastPath, header
 from sim.carriers import numbers
 from sim.carriers.pusher import Pusher
 from sim.carriers.schemas import (
@@ -67,10 +69,9 @@ class _LabelRefusal(Exception):
         self.message = message
 
 
-async def _request_fields(request: Request) -> dict[str, Any]:
+def _request_fields(content_type: str, raw: bytes) -> dict[str, Any]:
     """A form body, or a JSON object with the same fields (both reach the same handler)."""
-    raw = await request.body()
-    if request.headers.get("content-type", "").startswith("application/json"):
+    if content_type.startswith("application/json"):
         try:
             document = json.loads(raw)
         except ValueError:
@@ -262,33 +263,59 @@ class Aggregator:
         return kdniao.subscribe_reply(ebusiness_id)
 
 
-def carrier_router(aggregator: Aggregator) -> APIRouter:
-    router = APIRouter(tags=["aggregator APIs"])
+CarrierCall = Callable[[str, bytes], dict[str, Any]]  # (content type, raw body) -> reply, call recorded
+
+
+def carrier_calls(aggregator: Aggregator) -> dict[str, CarrierCall]:
+    """The aggregator APIs, by path: each answers and records the call."""
     world = aggregator.world
 
-    @router.post("/label/order")
-    async def label_order(request: Request) -> JSONResponse:
-        fields = await _request_fields(request)
+    def label_order(content_type: str, raw: bytes) -> dict[str, Any]:
+        fields = _request_fields(content_type, raw)
         reply = aggregator.label(fields)
-        world.record_call("POST", request.url.path, fields, reply)
-        return JSONResponse(reply)
+        world.record_call("POST", "/label/order", fields, reply)
+        return reply
 
-    @router.post("/poll")
-    async def poll(request: Request) -> JSONResponse:
-        body = await request.body()
-        reply = aggregator.poll(body)
-        world.record_call("POST", request.url.path, _safe_form(body), reply)
-        return JSONResponse(reply)
+    def form_call(path: str, handle: Callable[[bytes], dict[str, Any]]) -> CarrierCall:
+        def call(content_type: str, raw: bytes) -> dict[str, Any]:
+            reply = handle(raw)
+            world.record_call("POST", path, _safe_form(raw), reply)
+            return reply
 
-    async def kdniao_dist(request: Request) -> JSONResponse:
-        body = await request.body()
-        reply = aggregator.kdniao_subscribe(body)
-        world.record_call("POST", request.url.path, _safe_form(body), reply)
-        return JSONResponse(reply)
+        return call
 
-    for path in KDNIAO_PATHS:
-        router.add_api_route(path, kdniao_dist, methods=["POST"], response_class=JSONResponse)
+    calls = {"/label/order": label_order, "/poll": form_call("/poll", aggregator.poll)}
+    calls.update((path, form_call(path, aggregator.kdniao_subscribe)) for path in KDNIAO_PATHS)
+    return calls
+
+
+def carrier_router(calls: dict[str, CarrierCall]) -> APIRouter:
+    router = APIRouter(tags=["aggregator APIs"])
+
+    def endpoint(call: CarrierCall) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def answer(request: Request) -> JSONResponse:
+            return JSONResponse(call(request.headers.get("content-type", ""), await request.body()))
+
+        return answer
+
+    for path, call in calls.items():
+        router.add_api_route(path, endpoint(call), methods=["POST"], response_class=JSONResponse)
     return router
+
+
+class CarrierCallsFastPath(JsonCallsFastPath):
+    """The aggregator APIs answered in front of FastAPI, by the functions its routes call: logistics
+    subscribes every parcel's tracking (/poll) at the sale's rate."""
+
+    def __init__(self, app: ASGIApp, calls: dict[str, CarrierCall]) -> None:
+        super().__init__(app, {path: _from_scope(call) for path, call in calls.items()})
+
+
+def _from_scope(call: CarrierCall) -> JsonCall:
+    async def answer(scope: Scope, raw: bytes) -> dict[str, Any]:
+        return call(header(scope, b"content-type"), raw)
+
+    return answer
 
 
 def _safe_form(body: bytes) -> dict[str, Any]:
@@ -468,6 +495,8 @@ def create_app(
     app.state.world = world
     app.state.pusher = pusher
     app.state.tracker = tracker
-    app.include_router(carrier_router(Aggregator(world, settings, tracker)))
+    calls = carrier_calls(Aggregator(world, settings, tracker))  # for the routes and the fast path
+    app.include_router(carrier_router(calls))
+    app.add_middleware(CarrierCallsFastPath, calls=calls)
     app.include_router(control_router(world, tracker))
     return app

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.asgi import is_application_json, model_body, read_body, replaying
 from shared.wechat.api import ErrCode
 from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
+from sim.asgi import JsonCall, JsonCallsFastPath
 from sim.wechat import openapi
 from sim.wechat.errors import WeChatApiError, errmsg_for
 from sim.wechat.orders import AfterSaleRecord, AfterSaleStatus, NewProduct, OrderError, OrderErrorCode
@@ -193,28 +194,22 @@ def _token_endpoint(call: TokenCall) -> Callable[[Request], Awaitable[JSONRespon
     return endpoint
 
 
-class TokenCallsFastPath:
+class TokenCallsFastPath(JsonCallsFastPath):
     """The POST ...?access_token= endpoints answered in front of FastAPI, the same way as its routes
     (which stay, for the OpenAPI page): the stand-in plays WeChat on the bench's two cores, where
     FastAPI's middleware and routing were two thirds of the cost of each order/get it answered."""
 
     def __init__(self, app: ASGIApp, calls: dict[str, TokenCall]) -> None:
-        self.app = app
-        self._calls = calls
+        super().__init__(app, {path: _from_scope(call) for path, call in calls.items()})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = self._calls.get(scope["path"]) if scope["type"] == "http" else None
-        if call is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        raw = await read_body(receive)
-        if raw is None:
-            return
+
+def _from_scope(call: TokenCall) -> JsonCall:
+    async def answer(scope: Scope, raw: bytes) -> dict[str, Any]:
         # Starlette's reading of the query: the last of repeated names, blank values kept.
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        access_token = query.get("access_token")
-        answer = JSONResponse(await call(scope["path"], access_token, raw))
-        await answer(scope, receive, send)
+        return await call(scope["path"], query.get("access_token"), raw)
+
+    return answer
 
 
 def token_calls(state: SimState) -> dict[str, TokenCall]:

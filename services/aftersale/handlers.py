@@ -5,9 +5,10 @@ and store the case."""
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,6 +21,7 @@ from services.aftersale.domain.case import (
     Case,
     Policy,
     decide,
+    next_look,
     refund_refused_for_now,
 )
 from services.aftersale.fulfilment import (
@@ -89,6 +91,13 @@ class ShopPolicies:
     async def save(self, policy: ShopPolicy) -> ShopPolicy:
         return await self._stored.save(policy.shop_id, policy, cause=f"policy:{policy.model_dump_json()}")
 
+    async def reload(self) -> set[str]:
+        """Read the policies again (set by another process); the shops whose policy changed."""
+        before = {record.shop_id: record for record in self._stored}
+        await self._stored.load()
+        after = {record.shop_id: record for record in self._stored}
+        return {shop for shop in before.keys() | after.keys() if before.get(shop) != after.get(shop)}
+
     def of(self, shop_id: str) -> Policy:
         record = self._stored.get(shop_id)
         if record is None:
@@ -112,6 +121,7 @@ class Aftersale:
         producer: AIOKafkaProducer,
         return_addresses: Callable[[str], ShippingAddress | None],
         clock: Callable[[], datetime] = utc_now,
+        retry_after: timedelta = timedelta(seconds=5),
     ) -> None:
         self.cases = cases
         self.orders = orders
@@ -121,6 +131,40 @@ class Aftersale:
         self._producer = producer
         self._return_addresses = return_addresses
         self.clock = clock
+        self._retry_after = retry_after
+        # Open cases only, so nothing here grows with the cases ever seen: by order, for the events
+        # that move an order's goods, and by the time the clock alone can move them (`next_look`).
+        self._open_by_order: dict[str, set[str]] = {}
+        self._looks: list[tuple[datetime, str]] = []
+
+    def index(self) -> None:
+        """After loading the cases: the open ones, and when each must be looked at."""
+        now = self.clock()
+        for case in self.cases:
+            self._follow(case, now, plan_past=True)
+
+    def _follow(self, case: Case, now: datetime, *, plan_past: bool) -> None:
+        """Keep an open case's place (by order, by time of its next look); forget a final one. After
+        a change the next look is planned even if its time passed (looked at on the next tick)."""
+        if case.final:
+            open_cases = self._open_by_order.get(case.order_id)
+            if open_cases is not None:
+                open_cases.discard(case.case_id)
+                if not open_cases:
+                    del self._open_by_order[case.order_id]
+            return
+        self._open_by_order.setdefault(case.order_id, set()).add(case.case_id)
+        look = next_look(case, self.policies.of(case.shop_id))
+        if look is not None and (plan_past or look > now):
+            heapq.heappush(self._looks, (look, case.case_id))
+
+    def open_cases(self) -> list[Case]:
+        return [
+            case
+            for ids in self._open_by_order.values()
+            for case_id in ids
+            if (case := self.cases.get(case_id)) is not None
+        ]
 
     # --- inputs ---
     async def handle_aftersale_push(self, message: InboundMessage) -> None:
@@ -230,12 +274,13 @@ class Aftersale:
             case = self.cases.get(case_id)
             if case is None or all(getattr(case, k) == v for k, v in facts.items()):
                 return
-            await self.cases.save(case_id, case.model_copy(update=facts), cause=f"{cause}:fact")
+            saved = await self.cases.save(case_id, case.model_copy(update=facts), cause=f"{cause}:fact")
+            self._follow(saved, self.clock(), plan_past=True)
 
     async def reconsider_order(self, order_id: str, *, cause: str) -> None:
-        for case in [c for c in self.cases if c.order_id == order_id and not c.final]:
-            async with self.cases.lock(case.case_id):
-                current = self.cases.get(case.case_id)
+        for case_id in sorted(self._open_by_order.get(order_id, ())):
+            async with self.cases.lock(case_id):
+                current = self.cases.get(case_id)
                 if current is not None:
                     await self._decide_and_act(current, cause=cause)
 
@@ -255,20 +300,39 @@ class Aftersale:
             return await self._decide_and_act(case, cause=f"reship:{case.case_id}")
 
     async def tick(self) -> None:
-        """Deferred refunds whose minute has passed, deadline warnings, gauges."""
+        """The cases whose next look came (deferred refunds whose minute has passed, deadline
+        warnings), then the gauges: only open cases are read."""
         now = self.clock()
-        for case in [c for c in self.cases if not c.final]:
+        due: dict[str, None] = {}
+        while self._looks and self._looks[0][0] <= now:
+            due[heapq.heappop(self._looks)[1]] = None
+        for case_id in due:
+            async with self.cases.lock(case_id):
+                current = self.cases.get(case_id)
+                if current is None or current.final:
+                    continue
+                try:
+                    decided = await self._decide_and_act(current, cause=f"tick:{now.isoformat()}")
+                except Exception:  # WeChat or Kafka failed: looked at again shortly
+                    log.exception("after-sale case %s: a timed step failed", case_id)
+                    heapq.heappush(self._looks, (now + self._retry_after, case_id))
+                    continue
+                if decided == current:  # unchanged (a change was followed when it was saved)
+                    self._follow(decided, now, plan_past=False)
+        open_cases = self.open_cases()
+        OPEN_CASES.clear()
+        for case in open_cases:
+            if case.state is not None:
+                OPEN_CASES.labels(case.state).inc()
+        NEAR_DEADLINE.set(sum(case.deadline_warned for case in open_cases if case.state is not None))
+
+    async def reconsider_shop(self, shop_id: str, *, cause: str) -> None:
+        """Every open case of a shop whose policy changed."""
+        for case in [c for c in self.open_cases() if c.shop_id == shop_id]:
             async with self.cases.lock(case.case_id):
                 current = self.cases.get(case.case_id)
                 if current is not None:
-                    await self._decide_and_act(current, cause=f"tick:{now.isoformat()}")
-        OPEN_CASES.clear()
-        near = 0
-        for case in self.cases:
-            if not case.final and case.state is not None:
-                OPEN_CASES.labels(case.state).inc()
-                near += bool(case.deadline_warned)
-        NEAR_DEADLINE.set(near)
+                    await self._decide_and_act(current, cause=cause)
 
     # --- the state machine and its actions ---
     async def _decide_and_act(self, case: Case, *, cause: str) -> Case:
@@ -300,6 +364,7 @@ class Aftersale:
         stored = self.cases.get(case.case_id)
         if stored is None or stored != case:
             case = await self.cases.save(case.case_id, case, cause=f"{cause}:{case.version}")
+            self._follow(case, now, plan_past=True)
         if stored is None or stored.state != case.state:
             events.append(
                 CaseUpdated(

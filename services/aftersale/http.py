@@ -102,4 +102,6 @@ async def reship(service: Service, body: ReshipIn) -> Case:
 async def set_policy(service: Service, shop_id: str, policy: ShopPolicy) -> ShopPolicy:
     if policy.shop_id != shop_id:
         raise HTTPException(422, "shop_id in the path and the body differ")
-    return await service.policies.save(policy)
+    saved = await service.policies.save(policy)
+    await service.reconsider_shop(shop_id, cause=f"policy:{shop_id}")
+    return saved

@@ -69,6 +69,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
             producer=runtime.producer,
             return_addresses=addresses.get,
         )
+        aftersale.index()
         api.state.aftersale = aftersale
 
         def processor() -> MessageProcessor:
@@ -85,7 +86,8 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
                 await asyncio.sleep(settings.tick_interval_s)
                 try:
                     addresses.update(await return_addresses(runtime.db))
-                    await state.policies.load()
+                    for shop_id in await aftersale.policies.reload():  # set by `lvyue aftersale policy`
+                        await aftersale.reconsider_shop(shop_id, cause=f"policy:{shop_id}")
                     await aftersale.tick()
                 except Exception:  # the next tick retries; the service keeps serving
                     log.exception("aftersale tick failed")

@@ -237,6 +237,19 @@ def decide(case: Case, fulfilment: Fulfilment, policy: Policy, now: datetime) ->
     return b.done()
 
 
+def next_look(case: Case, policy: Policy) -> datetime | None:
+    """When time alone can change what `decide` says for the case: a deferred refund's minute, or
+    the time to warn of WeChat's deadline. None when only a new fact can (or the case ended)."""
+    if case.final:
+        return None
+    times = []
+    if case.refund_not_before is not None:
+        times.append(case.refund_not_before)
+    if case.deadline is not None and case.warned_deadline != case.deadline:
+        times.append(case.deadline - policy.deadline_warning)
+    return min(times, default=None)
+
+
 def _may_proceed(case: Case, fulfilment: Fulfilment, policy: Policy) -> bool:
     if case.operator_decision == "approve" or case.case_type == CaseType.RESHIP:
         return True

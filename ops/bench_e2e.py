@@ -19,6 +19,11 @@ after the run by a plain aiokafka consumer without a group, so reading costs not
 delivery/send times are the stand-in's `at` of each call (`GET /sim/calls`). All on one machine, one
 clock. HdrHistogram per stage, no coordinated omission.
 
+Before the load (and before the bots start), the stack is measured at rest for `--idle-seconds`
+(30 s): CPU per process, and for the line (the services, Kafka and FerretDB; the target is 5% of one
+core). CPU per order is shown gross and net of that baseline (each process's CPU at rest over the
+same window subtracted).
+
 The ceiling, measured in the same run against the same broker: raw aiokafka produce → consume of the
 same messages (the run's own `order_paid` values and keys) through the same number of Kafka hops.
 Between WeChat's webhook and the dispatch event the line has three topics (webhook → shop-events →
@@ -117,6 +122,19 @@ PROFILED_PROCESSES = (
 )
 CEILING_PROCESS = "ceiling relays (bare aiokafka)"
 NOT_THE_LINE = (BENCH_PROCESS, CEILING_PROCESS)  # left out of the line's CPU per order
+# The line at rest (issue 22): the services, Kafka and FerretDB, with the stack up and nothing moving;
+# the stand-ins, the bots and Prometheus are not ours to run in production.
+LINE_AT_REST = (
+    "order_ingest",
+    "order_ingest_worker",
+    "dispatch",
+    "logistics",
+    "aftersale",
+    "kafka",
+    "ferretdb",
+)
+IDLE_TARGET_PCT = 5.0  # of one core
+IDLE_SETTLE_S = 10.0  # after the registrations, before the baseline: routes reloaded, writes flushed
 _HIGHEST_US = 3_600_000_000
 # Kafka hops between WeChat's webhook and the dispatch event: topics written, and the consume→produce
 # relays between them (the ingest worker, dispatch).
@@ -788,6 +806,8 @@ class Measured:
     profiles: dict[str, str]
     db_commands: list[DbCommandFigure]
     work: dict[str, WorkCounts]
+    idle_pct: dict[str, float]  # CPU % of one core per process at rest, before the load
+    idle_s: float
 
 
 async def _go_profile(port: int, output: Path, delay: float, seconds: int) -> int:
@@ -819,6 +839,7 @@ async def _measure(
     seed: int,
     profile: bool,
     stamp: str,
+    idle_seconds: float,
 ) -> Measured:
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
     await ensure_topics(kafka, ALL_TOPICS)
@@ -843,6 +864,11 @@ async def _measure(
         ),
         "bench-e2e-suppliers",
     )
+    idle_pct: dict[str, float] = {}
+    if idle_seconds > 0:
+        console.print(f"at rest: {idle_seconds:g} s with the stack up and nothing moving ...")
+        await asyncio.sleep(IDLE_SETTLE_S)
+        idle_pct = await measure_at_rest(stack.process_ids(), idle_seconds)
     client = HttpClient("127.0.0.1", stack.ports.wechat_sim, timeout_s=30)
     sim = httpx.AsyncClient(base_url=stack.wechat_sim_url, timeout=60)
     pids = {**stack.process_ids(), BENCH_PROCESS: os.getpid()}
@@ -954,6 +980,8 @@ async def _measure(
         profiles=profiles,
         db_commands=db_commands,
         work=work_between(metrics_a, metrics_b),
+        idle_pct=idle_pct,
+        idle_s=idle_seconds,
     )
 
 
@@ -1027,10 +1055,64 @@ def cpu_ms_per_order(cpu_s: dict[str, float], orders: int, leave_out: Iterable[s
     return 1000 * sum(s for name, s in cpu_s.items() if name not in skipped) / max(1, orders)
 
 
-def _work_table(m: Measured, spent_ms: float) -> Table:
+def idle_percent(cpu_s: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU % of one core per process from its CPU seconds over `seconds`."""
+    return {name: 100 * spent / seconds if seconds > 0 else 0.0 for name, spent in cpu_s.items()}
+
+
+def line_at_rest(idle_pct: dict[str, float]) -> float:
+    """The line's CPU % of one core at rest: the processes of LINE_AT_REST, summed."""
+    return sum(idle_pct.get(name, 0.0) for name in LINE_AT_REST)
+
+
+def net_of_idle(cpu_s: dict[str, float], idle_pct: dict[str, float], window_s: float) -> dict[str, float]:
+    """Each process's CPU seconds over `window_s` less what it spends at rest in as long (never below
+    zero): the CPU the load itself cost. A process without a baseline keeps all of its CPU."""
+    return {name: max(0.0, spent - idle_pct.get(name, 0.0) / 100 * window_s) for name, spent in cpu_s.items()}
+
+
+def idle_verdict(line_pct: float) -> tuple[bool, str]:
+    if line_pct <= IDLE_TARGET_PCT:
+        return True, f"the line at rest {line_pct:.1f}% ≤ {IDLE_TARGET_PCT:g}% of one core"
+    return False, (
+        f"the line at rest {line_pct:.1f}% > {IDLE_TARGET_PCT:g}% of one core: "
+        f"MISSED by {line_pct - IDLE_TARGET_PCT:.1f} points"
+    )
+
+
+async def measure_at_rest(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU % of one core per process over `seconds` with nothing sent."""
+    before = {name: _proc_figures(pid)[0] for name, pid in pids.items()}
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    after = {name: _proc_figures(pid)[0] for name, pid in pids.items()}
+    spent = {name: after[name] - before[name] for name in pids}
+    return idle_percent(spent, time.perf_counter() - started)
+
+
+def _idle_table(idle_pct: dict[str, float], seconds: float) -> Table:
+    table = Table(title=f"At rest: {seconds:g} s with the stack up and nothing moving, before the load")
+    for column in ("process", "CPU % of one core", "the line"):
+        table.add_column(column, justify="right")
+    for name in sorted(idle_pct, key=lambda n: idle_pct[n], reverse=True):
+        table.add_row(name, f"{idle_pct[name]:.2f}", "yes" if name in LINE_AT_REST else "")
+    table.add_row("the line (services, Kafka, FerretDB)", f"{line_at_rest(idle_pct):.2f}", "")
+    return table
+
+
+def _work_table(m: Measured, spent_ms: float, net_ms: float) -> Table:
     orders = len(m.orders)
     table = Table(title=f"Work per order over the load and drain ({orders} orders)")
-    columns = ("process", "CPU ms", "HTTP answered", "Kafka handled", "DB commands", "outside calls")
+    columns = (
+        "process",
+        "CPU ms",
+        "CPU ms net of idle",
+        "HTTP answered",
+        "Kafka handled",
+        "DB commands",
+        "outside calls",
+    )
+    net = net_of_idle(m.cpu_load, m.idle_pct, m.window_s)
     for column in columns:
         table.add_column(column, justify="right")
     for name in sorted(m.cpu_load, key=lambda n: m.cpu_load[n], reverse=True):
@@ -1038,10 +1120,16 @@ def _work_table(m: Measured, spent_ms: float) -> Table:
             continue
         work = m.work.get(name)
         counts = [f"{v:.1f}" for v in astuple(work.per(orders))] if work is not None else ["", "", "", ""]
-        table.add_row(name, f"{cpu_ms_per_order({name: m.cpu_load[name]}, orders):.1f}", *counts)
+        table.add_row(
+            name,
+            f"{cpu_ms_per_order({name: m.cpu_load[name]}, orders):.1f}",
+            f"{cpu_ms_per_order({name: net[name]}, orders):.1f}",
+            *counts,
+        )
     table.add_row(
         "the line (every process above)",
         f"{spent_ms:.1f}",
+        f"{net_ms:.1f}",
         *(f"{v:.1f}" for v in astuple(WorkCounts.total(m.work.values()).per(orders))),
     )
     return table
@@ -1116,10 +1204,23 @@ def _report(
     console.print(processes)
     budget_ms = CORES_OF_THE_TARGET * 1000 / TARGET_RATE
     spent_ms = cpu_ms_per_order(m.cpu_load, len(m.orders), leave_out=NOT_THE_LINE)
-    console.print(_work_table(m, spent_ms))
+    net_ms = cpu_ms_per_order(
+        net_of_idle(m.cpu_load, m.idle_pct, m.window_s), len(m.orders), leave_out=NOT_THE_LINE
+    )
+    console.print(_work_table(m, spent_ms, net_ms))
     console.print(
-        f"the line spent {spent_ms:.1f} ms of CPU per order; two cores at the target's "
-        f"{TARGET_RATE:g} orders/s give {budget_ms:.1f} ms ({spent_ms / budget_ms:.1f}× that)"
+        f"the line spent {spent_ms:.1f} ms of CPU per order ({net_ms:.1f} ms net of its CPU at rest); "
+        f"two cores at the target's {TARGET_RATE:g} orders/s give {budget_ms:.1f} ms "
+        f"({spent_ms / budget_ms:.1f}× that)"
+    )
+    idle_line = line_at_rest(m.idle_pct)
+    idle_met, idle_says = (
+        idle_verdict(idle_line) if m.idle_pct else (False, "not measured (--idle-seconds 0)")
+    )
+    if m.idle_pct:
+        console.print(_idle_table(m.idle_pct, m.idle_s))
+    console.print(
+        f"[{'green' if idle_met else 'red'}]idle target {'met' if idle_met else 'MISSED'}[/]: {idle_says}"
     )
     quiet = not m.other_busy
     share = 100 * m.other_cpu_s / m.window_s if m.window_s else 0.0
@@ -1228,8 +1329,18 @@ def _report(
                 },
                 "profiles": m.profiles,
                 "db_commands": [c.__dict__ for c in m.db_commands],
+                "idle": {
+                    "seconds": m.idle_s,
+                    "cpu_pct_of_one_core": {n: round(v, 3) for n, v in sorted(m.idle_pct.items())},
+                    "line_processes": list(LINE_AT_REST),
+                    "line_pct_of_one_core": round(idle_line, 3),
+                    "target_pct": IDLE_TARGET_PCT,
+                    "met": idle_met,
+                    "verdict": idle_says,
+                },
                 "work_per_order": {
                     "cpu_ms_all_processes": round(spent_ms, 2),
+                    "cpu_ms_all_processes_net_of_idle": round(net_ms, 2),
                     "cpu_ms_budget_at_target": budget_ms,
                     "by_service": {
                         service: {k: round(v, 2) for k, v in asdict(work.per(len(m.orders))).items()}
@@ -1255,6 +1366,9 @@ def bench_e2e(
     profile: Annotated[
         bool, typer.Option(help="py-spy (speedscope) of every Python process that spends CPU per order.")
     ] = False,
+    idle_seconds: Annotated[
+        float, typer.Option(help="Seconds of the stack at rest measured before the load (0: none).")
+    ] = 30,
 ) -> None:
     """Paid order at WeChat → supplier feed → shipped → WeChat told, on a stack with everything (target:
     paid → supplier feed p99 ≤ 1 s at 200 orders/s), beside bare aiokafka through the same Kafka hops."""
@@ -1299,6 +1413,7 @@ def bench_e2e(
                     seed=seed,
                     profile=profile,
                     stamp=stamp,
+                    idle_seconds=idle_seconds,
                 )
             )
     finally:

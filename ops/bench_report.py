@@ -298,6 +298,23 @@ def e2e_rows(data: dict[str, Any]) -> list[Row]:
                 f"two cores at {rate_target:g} orders/s give {budget:g} ms" if budget else "",
             )
         )
+    net = _get(data, "work_per_order", "cpu_ms_all_processes_net_of_idle")
+    if net is not None:
+        rows.append(Row("e2e", "CPU ms per order, net of the line at rest", net, None, None, rate))
+    at_rest = _get(data, "idle", "line_pct_of_one_core")
+    if at_rest is not None:
+        seconds = _get(data, "idle", "seconds") or 0.0
+        rows.append(
+            Row(
+                "e2e",
+                "the line at rest (services, Kafka, FerretDB), CPU % of one core",
+                at_rest,
+                None,
+                Target(_get(data, "idle", "target_pct") or 5.0, "max", "%"),
+                rate,
+                f"{seconds:g} s with the stack up and nothing moving, before the load",
+            )
+        )
     return rows
 
 

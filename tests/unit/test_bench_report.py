@@ -216,6 +216,23 @@ def test_e2e_rows_show_the_lines_cpu_per_order_beside_what_two_cores_give_at_the
     assert "CPU ms per order, every process of the line" not in older
 
 
+def test_e2e_rows_judge_the_line_at_rest_against_five_percent_and_show_cpu_net_of_it() -> None:
+    result = _e2e_result() | {
+        "work_per_order": {"cpu_ms_all_processes": 56.8, "cpu_ms_all_processes_net_of_idle": 51.2},
+        "idle": {"seconds": 30, "line_pct_of_one_core": 7.5, "target_pct": 5.0},
+    }
+    rows = e2e_rows(result)
+    at_rest = next(r for r in rows if r.figure.startswith("the line at rest"))
+    assert at_rest.value == 7.5
+    assert at_rest.target is not None
+    assert judge(at_rest.value, at_rest.target, at_rest.rate) == (False, "missed by 2.5 % (1.5×)")
+    assert at_rest.note == "30 s with the stack up and nothing moving, before the load"
+    net = next(r for r in rows if r.figure == "CPU ms per order, net of the line at rest")
+    assert (net.value, net.target) == (51.2, None)
+    older = [r.figure for r in e2e_rows(_e2e_result())]
+    assert not [f for f in older if "at rest" in f]
+
+
 def test_process_rows_flag_services_against_the_200_mb_target() -> None:
     rows = process_rows("ingest", INGEST)
     assert [(p.process, p.cpu_s, p.service) for p in rows] == [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,3 +38,27 @@ class JsonCallsFastPath:
 def header(scope: Scope, name: bytes) -> str:
     """The first value of header `name` (lower case), as Starlette's `request.headers.get` reads it."""
     return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), "")
+
+
+class StandInApp(FastAPI):
+    """FastAPI with the stand-in's fast paths in front of everything of FastAPI's own: its preamble
+    (telemetry checks reading the environment, the middleware stack) cost a tenth of each call a fast
+    path answered behind it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_paths: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
+        self._front: ASGIApp | None = None
+
+    def add_fast_path(self, fast_path: Callable[..., ASGIApp], **options: Any) -> None:
+        """`fast_path(app, **options)` answers what it takes and passes the rest on to `app`."""
+        self.fast_paths.append((fast_path, options))
+        self._front = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._front is None:
+            front: ASGIApp = super().__call__
+            for fast_path, options in self.fast_paths:
+                front = fast_path(front, **options)
+            self._front = front
+        await self._front(scope, receive, send)

@@ -31,7 +31,7 @@ from shared.carriers.kuaidi100_label import (
     parse_label_request,
     verify_label_sign,
 )
-from sim.asgi import JsonCall, JsonCallsFastPath, header
+from sim.asgi import JsonCall, JsonCallsFastPath, StandInApp, header
 from sim.carriers import numbers
 from sim.carriers.pusher import Pusher
 from sim.carriers.schemas import (
@@ -470,7 +470,7 @@ def create_app(
     settings: CarrierSimSettings | None = None,
     *,
     push_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
+) -> StandInApp:
     """The stand-in. `world` defaults to a fresh one on the real clock; `push_transport` replaces the
     network for pushes (tests mount the receiver in-process). Timelines and the pusher run with the
     lifespan."""
@@ -491,12 +491,12 @@ def create_app(
             await tracker.stop()
             await pusher.stop()
 
-    app = FastAPI(title="Carrier stand-in (Kuaidi100 / Kdniao)", lifespan=lifespan)
+    app = StandInApp(title="Carrier stand-in (Kuaidi100 / Kdniao)", lifespan=lifespan)
     app.state.world = world
     app.state.pusher = pusher
     app.state.tracker = tracker
     calls = carrier_calls(Aggregator(world, settings, tracker))  # for the routes and the fast path
     app.include_router(carrier_router(calls))
-    app.add_middleware(CarrierCallsFastPath, calls=calls)
+    app.add_fast_path(CarrierCallsFastPath, calls=calls)
     app.include_router(control_router(world, tracker))
     return app

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.asgi import is_application_json, model_body, read_body, replaying
 from shared.wechat.api import ErrCode
 from shared.wechat.crypto import WeChatCryptoError, aes_key_from_encoding_key
-from sim.asgi import JsonCall, JsonCallsFastPath
+from sim.asgi import JsonCall, JsonCallsFastPath, StandInApp
 from sim.wechat import openapi
 from sim.wechat.errors import WeChatApiError, errmsg_for
 from sim.wechat.orders import AfterSaleRecord, AfterSaleStatus, NewProduct, OrderError, OrderErrorCode
@@ -693,7 +693,7 @@ def create_app(
     settings: WeChatSimSettings | None = None,
     *,
     push_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
+) -> StandInApp:
     """The stand-in. `state` defaults to a fresh SimState on the real clock; `push_transport` replaces
     the network for pushes (tests mount the receiver in-process). The pusher runs with the lifespan."""
     settings = settings or WeChatSimSettings()
@@ -710,12 +710,12 @@ def create_app(
         finally:
             await pusher.stop()
 
-    app = FastAPI(title="WeChat Shop stand-in", lifespan=lifespan)
+    app = StandInApp(title="WeChat Shop stand-in", lifespan=lifespan)
     app.state.sim = state
     app.state.pusher = pusher
     calls = token_calls(state)  # one set, for the routes and the fast path in front of them
     app.include_router(wechat_router(state, calls))
-    app.add_middleware(TokenCallsFastPath, calls=calls)
-    app.add_middleware(OrderCreationFastPath, state=state)
+    app.add_fast_path(TokenCallsFastPath, calls=calls)
+    app.add_fast_path(OrderCreationFastPath, state=state)
     app.include_router(control_router(state))
     return app

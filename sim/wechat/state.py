@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -91,7 +91,11 @@ class CallRecorder:
 
     def record(self, call: CallRecord) -> None:
         self._last_seq += 1
-        self._calls.append(replace(call, seq=self._last_seq))
+        # Field by field: dataclasses.replace looks the fields up on every call.
+        c = call
+        self._calls.append(
+            CallRecord(c.at, c.method, c.path, c.appid, c.request, c.errcode, c.errmsg, self._last_seq)
+        )
 
     def calls(self, *, path: str | None = None, appid: str | None = None, after: int = 0) -> list[CallRecord]:
         """The calls kept, oldest first; `after`: only those numbered after it (read from the newest

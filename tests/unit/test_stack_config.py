@@ -53,3 +53,13 @@ def test_many_ports_asked_for_at_once_are_all_distinct() -> None:
 
     assert len(set(ports)) == 300
     assert all(0 < port < 65536 for port in ports)
+
+
+def test_the_stack_at_rest_writes_few_metadata_no_ops_and_is_scraped_every_15_s(tmp_path: Path) -> None:
+    stack = LocalStack(run_dir=tmp_path, ports=StackPorts(), components=("kafka", "prometheus", "dispatch"))
+    stack.render()
+
+    kafka = (tmp_path / "kafka-server.properties").read_text().splitlines()
+    assert "metadata.max.idle.interval.ms=5000" in kafka
+    prometheus = json.loads((tmp_path / "prometheus.yml").read_text())
+    assert prometheus["global"]["scrape_interval"] == "15s"

@@ -35,9 +35,10 @@ class KafkaSettings(BaseSettings):
     stream_fetch_min_bytes: int = Field(default=16_384, ge=1)
     stream_fetch_max_wait_ms: int = Field(default=25, ge=0)
     # Once a fetch came back empty, the next asks for any byte and waits up to this long: the broker
-    # answers as soon as a record arrives, so it adds no latency, and an idle consumer fetches twice a
-    # second instead of every `stream_fetch_max_wait_ms` (40 fetches a second per service at 25 ms).
-    stream_idle_fetch_wait_ms: int = Field(default=500, ge=0)
+    # answers as soon as a record arrives, so it adds no latency, and an idle consumer fetches every 2 s
+    # instead of every `stream_fetch_max_wait_ms` (each fetch of every partition costs its consumer
+    # thread about a millisecond of Python). A rebalance's first fetch may queue behind one such wait.
+    stream_idle_fetch_wait_ms: int = Field(default=2_000, ge=0)
     # The most a fetch returns per partition (faust's default is 1 MiB). A consumer behind under a spike
     # held a MiB per partition per topic (tracemalloc: 8-10 MiB in dispatch at its peak); 256 KiB is
     # still ~150 messages per partition per fetch.

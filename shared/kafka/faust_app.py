@@ -80,7 +80,7 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if waits is not None:  # read by aiokafka when the consumer starts; the first fetch finds it idle
             consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = waits.after(got_records=False)
             # aiokafka's fetch loop wakes for every fetch answered, batch taken and assignment change,
-            # and besides polls every 200 ms (`consumer_timeout_ms`): as seldom as an idle fetch here.
+            # and besides polls every 200 ms (`consumer_timeout_ms`): here as seldom as an idle fetch.
             consumer._consumer_timeout = waits.idle_wait_ms / 1000
         return consumer
 

@@ -54,11 +54,11 @@ def test_the_services_after_dispatch_let_their_fetches_wait_longer_unless_told_o
     assert logistics.kafka.bootstrap_servers == "broker-1:9092"
 
 
-def test_an_idle_stream_consumer_long_polls_half_a_second_unless_told_otherwise(
+def test_an_idle_stream_consumer_long_polls_two_seconds_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("KAFKA_STREAM_IDLE_FETCH_WAIT_MS", raising=False)
-    assert DispatchSettings().kafka.stream_idle_fetch_wait_ms == 500
-    assert LogisticsSettings().kafka.stream_idle_fetch_wait_ms == 500
+    assert DispatchSettings().kafka.stream_idle_fetch_wait_ms == 2000
+    assert LogisticsSettings().kafka.stream_idle_fetch_wait_ms == 2000
     monkeypatch.setenv("KAFKA_STREAM_IDLE_FETCH_WAIT_MS", "1000")
     assert OrderIngestSettings().kafka.stream_idle_fetch_wait_ms == 1000

@@ -587,6 +587,45 @@ def db_command_figures(metrics_by_service: dict[str, str]) -> list[DbCommandFigu
 # Requests that are not the line's work: Prometheus' scrapes and the stack's health checks.
 HOUSEKEEPING_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
 OUTSIDE_CALL_COUNTERS = ("lvyue_wechat_api_calls", "lvyue_logistics_aggregator_calls")
+DOCUMENT_WRITES = frozenset({"insert", "update", "findAndModify"})
+# The line's work per paid order, as gates of the bench's own check (issue: "consume only what you
+# act on", "once per order"): at most this many, or (order/get) exactly this many on the happy path.
+KAFKA_HANDLED_MAX = 8.0
+DOCUMENTS_WRITTEN_MAX = 8.0
+ORDER_GETS_EXACT = 1.0
+HTTP_EXCHANGES_MAX = 12.0
+
+
+@dataclass(frozen=True)
+class WorkGate:
+    """One gate of the line's work per order: its value, its bound (`exact`: = rather than ≤)."""
+
+    name: str
+    value: float
+    bound: float
+    exact: bool = False
+
+    @property
+    def met(self) -> bool:
+        return abs(self.value - self.bound) < 0.01 if self.exact else self.value <= self.bound
+
+    @property
+    def verdict(self) -> str:
+        relation = "=" if self.exact else "≤"
+        judged = "met" if self.met else "MISSED"
+        return f"{self.name}: {self.value:.2f} per order, {judged} ({relation} {self.bound:g})"
+
+
+def work_gates(line: WorkCounts) -> list[WorkGate]:
+    """The line's work per order (`line`, summed over the services and divided by the orders) against
+    the gates. HTTP exchanges: each request a service answered (pushes, the bots' calls, carrier
+    callbacks), each call a service made to a stand-in, and the order's creation at the stand-in."""
+    return [
+        WorkGate("Kafka messages consumed", line.kafka_handled, KAFKA_HANDLED_MAX),
+        WorkGate("documents written", line.documents_written, DOCUMENTS_WRITTEN_MAX),
+        WorkGate("order/get", line.order_gets, ORDER_GETS_EXACT, exact=True),
+        WorkGate("HTTP exchanges", line.http_answered + line.outside_calls + 1, HTTP_EXCHANGES_MAX),
+    ]
 
 
 @dataclass(frozen=True)
@@ -599,6 +638,8 @@ class WorkCounts:
     kafka_handled: float = 0.0
     db_commands: float = 0.0
     outside_calls: float = 0.0
+    documents_written: float = 0.0  # inserted or updated (deletes of superseded revisions left out)
+    order_gets: float = 0.0  # of the outside calls: WeChat's order/get
 
     def since(self, earlier: WorkCounts) -> WorkCounts:
         return WorkCounts(*(a - b for a, b in zip(astuple(self), astuple(earlier), strict=True)))
@@ -614,9 +655,15 @@ class WorkCounts:
 def work_counts(metrics_text: str) -> WorkCounts:
     """A service's work so far, from its /metrics text (counters' `_total` samples, the database
     command histogram's `_count`)."""
-    http = kafka = db = outside = 0.0
+    http = kafka = db = outside = written = order_gets = 0.0
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
+            total = sample.name.endswith("_total")
+            if family.name == "lvyue_db_documents_written":
+                written += sample.value if total and sample.labels.get("command") in DOCUMENT_WRITES else 0
+                continue
+            if family.name == "lvyue_wechat_api_calls" and total:
+                order_gets += sample.value if sample.labels.get("endpoint", "").endswith("/order/get") else 0
             if family.name == "lvyue_http_requests" and sample.name.endswith("_total"):
                 if sample.labels.get("route") not in HOUSEKEEPING_ROUTES:
                     http += sample.value
@@ -626,7 +673,7 @@ def work_counts(metrics_text: str) -> WorkCounts:
                 db += sample.value
             elif family.name in OUTSIDE_CALL_COUNTERS and sample.name.endswith("_total"):
                 outside += sample.value
-    return WorkCounts(http, kafka, db, outside)
+    return WorkCounts(http, kafka, db, outside, written, order_gets)
 
 
 def work_between(before: dict[str, str], after: dict[str, str]) -> dict[str, WorkCounts]:
@@ -1111,6 +1158,8 @@ def _work_table(m: Measured, spent_ms: float, net_ms: float) -> Table:
         "Kafka handled",
         "DB commands",
         "outside calls",
+        "docs written",
+        "order/get",
     )
     net = net_of_idle(m.cpu_load, m.idle_pct, m.window_s)
     for column in columns:
@@ -1119,7 +1168,7 @@ def _work_table(m: Measured, spent_ms: float, net_ms: float) -> Table:
         if name in NOT_THE_LINE:
             continue
         work = m.work.get(name)
-        counts = [f"{v:.1f}" for v in astuple(work.per(orders))] if work is not None else ["", "", "", ""]
+        counts = [f"{v:.1f}" for v in astuple(work.per(orders))] if work is not None else [""] * 6
         table.add_row(
             name,
             f"{cpu_ms_per_order({name: m.cpu_load[name]}, orders):.1f}",
@@ -1208,6 +1257,10 @@ def _report(
         net_of_idle(m.cpu_load, m.idle_pct, m.window_s), len(m.orders), leave_out=NOT_THE_LINE
     )
     console.print(_work_table(m, spent_ms, net_ms))
+    gates = work_gates(WorkCounts.total(m.work.values()).per(len(m.orders)))
+    for gate in gates:
+        colour = "green" if gate.met else "red"
+        console.print(f"[{colour}]work gate {'met' if gate.met else 'MISSED'}[/]: {gate.verdict}")
     console.print(
         f"the line spent {spent_ms:.1f} ms of CPU per order ({net_ms:.1f} ms net of its CPU at rest); "
         f"two cores at the target's {TARGET_RATE:g} orders/s give {budget_ms:.1f} ms "
@@ -1342,6 +1395,7 @@ def _report(
                     "cpu_ms_all_processes": round(spent_ms, 2),
                     "cpu_ms_all_processes_net_of_idle": round(net_ms, 2),
                     "cpu_ms_budget_at_target": budget_ms,
+                    "gates": [{**asdict(gate), "met": gate.met, "verdict": gate.verdict} for gate in gates],
                     "by_service": {
                         service: {k: round(v, 2) for k, v in asdict(work.per(len(m.orders))).items()}
                         for service, work in sorted(m.work.items())

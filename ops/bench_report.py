@@ -301,6 +301,18 @@ def e2e_rows(data: dict[str, Any]) -> list[Row]:
     net = _get(data, "work_per_order", "cpu_ms_all_processes_net_of_idle")
     if net is not None:
         rows.append(Row("e2e", "CPU ms per order, net of the line at rest", net, None, None, rate))
+    for gate in (data.get("work_per_order") or {}).get("gates", []):
+        rows.append(
+            Row(
+                "e2e",
+                f"{gate['name']} per order",
+                gate["value"],
+                None,
+                Target(gate["bound"], "max"),
+                rate,
+                "exactly this many on the happy path" if gate.get("exact") else "",
+            )
+        )
     at_rest = _get(data, "idle", "line_pct_of_one_core")
     if at_rest is not None:
         seconds = _get(data, "idle", "seconds") or 0.0

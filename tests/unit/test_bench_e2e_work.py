@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ops.bench_e2e import WorkCounts, cpu_ms_per_order, work_between, work_counts
+from ops.bench_e2e import WorkCounts, cpu_ms_per_order, work_between, work_counts, work_gates
 
 
 class ServiceMetrics:
@@ -32,6 +32,9 @@ class ServiceMetrics:
         self.carrier = Counter(
             "lvyue_logistics_aggregator_calls_total", "", ["method", "code"], registry=self.registry
         )
+        self.written = Counter(
+            "lvyue_db_documents_written_total", "", ["command", "collection"], registry=self.registry
+        )
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -49,11 +52,15 @@ def test_every_kind_of_work_is_counted_and_housekeeping_requests_are_not() -> No
     for seconds in (0.001, 0.002, 0.5):
         m.db.labels("insert", "dispatch_versions", "ok").observe(seconds)
     m.db.labels("find", "dispatch_versions", "empty").observe(0.001)
-    m.wechat.labels("order/get", "0").inc(4)
+    m.wechat.labels("/channels/ec/order/get", "0").inc(4)
+    m.wechat.labels("/channels/ec/order/delivery/send", "0").inc(2)
     m.carrier.labels("subscribe", "0").inc(3)
+    m.written.labels("insert", "dispatch_versions").inc(12)
+    m.written.labels("update", "shops").inc(1)
+    m.written.labels("delete", "dispatch_versions").inc(30)  # pruning superseded revisions: not written
 
     assert work_counts(m.text()) == WorkCounts(
-        http_answered=9, kafka_handled=6, db_commands=4, outside_calls=7
+        http_answered=9, kafka_handled=6, db_commands=4, outside_calls=9, documents_written=13, order_gets=4
     )
 
 
@@ -72,12 +79,34 @@ def test_work_is_what_changed_between_two_scrapes_and_a_service_missing_from_one
     logistics.wechat.labels("delivery/send", "0").inc(8)
     after = {"dispatch": dispatch.text(), "logistics": logistics.text()}
 
-    assert work_between(before, after) == {"dispatch": WorkCounts(30, 10, 1, 0)}
+    assert work_between(before, after) == {"dispatch": WorkCounts(30, 10, 1, 0, 0, 0)}
 
 
 def test_work_per_order_divides_every_count() -> None:
-    assert WorkCounts(300, 50, 1000, 20).per(100) == WorkCounts(3, 0.5, 10, 0.2)
+    assert WorkCounts(300, 50, 1000, 20, 600, 100).per(100) == WorkCounts(3, 0.5, 10, 0.2, 6, 1)
     assert WorkCounts(3, 0, 0, 0).per(0) == WorkCounts(3, 0, 0, 0)
+
+
+def test_the_lines_work_per_order_is_judged_by_its_gates() -> None:
+    lean = WorkCounts(http_answered=7, kafka_handled=8, outside_calls=4, documents_written=8, order_gets=1)
+    assert {gate.name: gate.met for gate in work_gates(lean)} == {
+        "Kafka messages consumed": True,
+        "documents written": True,
+        "order/get": True,
+        "HTTP exchanges": True,  # 7 answered + 4 calls out + the order's creation
+    }
+    heavy = WorkCounts(
+        http_answered=8, kafka_handled=10.5, outside_calls=4, documents_written=9, order_gets=2.5
+    )
+    gates = {gate.name: gate for gate in work_gates(heavy)}
+    assert not any(gate.met for gate in gates.values())
+    assert (
+        gates["Kafka messages consumed"].verdict == "Kafka messages consumed: 10.50 per order, MISSED (≤ 8)"
+    )
+    assert gates["order/get"].verdict == "order/get: 2.50 per order, MISSED (= 1)"
+    assert gates["HTTP exchanges"].value == 13
+    fewer = {gate.name: gate for gate in work_gates(WorkCounts(order_gets=0.5))}
+    assert not fewer["order/get"].met  # an order not fetched is no saving
 
 
 def test_cpu_per_order_sums_the_line_and_leaves_the_named_processes_out() -> None:

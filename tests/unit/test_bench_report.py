@@ -233,6 +233,19 @@ def test_e2e_rows_judge_the_line_at_rest_against_five_percent_and_show_cpu_net_o
     assert not [f for f in older if "at rest" in f]
 
 
+def test_e2e_rows_judge_the_lines_work_per_order_by_the_benchs_gates() -> None:
+    gates = [
+        {"name": "Kafka messages consumed", "value": 10.5, "bound": 8.0, "exact": False},
+        {"name": "order/get", "value": 1.0, "bound": 1.0, "exact": True},
+    ]
+    rows = {r.figure: r for r in e2e_rows(_e2e_result() | {"work_per_order": {"gates": gates}})}
+    kafka, fetches = rows["Kafka messages consumed per order"], rows["order/get per order"]
+    assert kafka.target is not None and fetches.target is not None
+    assert judge(kafka.value, kafka.target, kafka.rate)[0] is False
+    assert judge(fetches.value, fetches.target, fetches.rate)[0] is True
+    assert fetches.note == "exactly this many on the happy path"
+
+
 def test_process_rows_flag_services_against_the_200_mb_target() -> None:
     rows = process_rows("ingest", INGEST)
     assert [(p.process, p.cpu_s, p.service) for p in rows] == [

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.aftersale.domain.case import Case
 from services.aftersale.handlers import Aftersale, ShopPolicy
 from shared.events.aftersale import AffectedLine, CaseState, CaseType
+from shared.wechat.client import WeChatApiError, WeChatUnavailableError
 
 admin = APIRouter(prefix="/admin/v1", tags=["operators"])
 
@@ -80,7 +81,17 @@ async def decide_case(
         raise HTTPException(404, f"no case {case_id}")
     if case.final:
         raise HTTPException(409, f"the case is {case.state}")
-    return await service.operator_decides(case_id, decision, body.reason)
+    try:
+        return await service.operator_decides(case_id, decision, body.reason)
+    except WeChatUnavailableError as exc:
+        raise HTTPException(503, {"code": "wechat_unavailable", "detail": str(exc)}) from exc
+    except WeChatApiError as exc:
+        if exc.transient:
+            raise HTTPException(503, {"code": "wechat_busy", "errcode": exc.errcode}) from exc
+        # WeChat moved first (the buyer withdrew the case, say): its push settles the case here.
+        raise HTTPException(
+            409, {"code": "wechat_refused", "errcode": exc.errcode, "detail": exc.errmsg}
+        ) from exc
 
 
 @admin.post("/reships", response_model=Case, summary="Re-ship (补发) lost or damaged units")

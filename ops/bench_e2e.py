@@ -748,7 +748,7 @@ async def _prepare(stack: LocalStack, shops: int, suppliers: int, skus_per_suppl
 
 # Simulated seconds per real second, for the bots and the carrier stand-in alike (see the docstring).
 TIME_SCALE = 60
-FLEET_NICENESS = 10  # as the stack's downstream processes (ops.stack.BACKGROUND_NICENESS)
+FLEET_NICENESS = 10  # as the stack's downstream processes (ops.stack.PROCESS_NICENESS)
 
 
 def supplier_call_rate(rate: float, suppliers: int) -> int:

@@ -70,9 +70,12 @@ FERRETDB_GOGC = 400
 # (nice 10: weight 110 against the order path's 1024 while both want the CPU, all of it when idle).
 # At nice 5 (weight 335) dispatch still got only a fair share under a spike, and bench-e2e's paid
 # orders queued before it (p99 15 s at 100/s; 5.4 s at nice 10). Before that, the ingest worker itself
-# was at 5: it got a quarter of a core and held every order back by over a minute. The webhook
-# benchmark sets its own levels.
-BACKGROUND_NICENESS: dict[str, int] = {"logistics": 10, "aftersale": 10, "carrier_sim": 10}
+# was at 5: it got a quarter of a core and held every order back by over a minute. The webhook comes
+# first of all (nice -5: weight 3121): WeChat counts a push unanswered after 5 s as failed, and a
+# push costs it well under a millisecond, so it must never wait behind the worker's backlog. A
+# negative level needs root (CAP_SYS_NICE); without it `nice` warns and runs the webhook at normal
+# priority.
+PROCESS_NICENESS: dict[str, int] = {"order_ingest": -5, "logistics": 10, "aftersale": 10, "carrier_sim": 10}
 _DEFAULT_PROCESS_PORTS = {"order_ingest_worker": 8011}
 SERVICES = tuple(SERVICE_PROCESSES)
 ALL_COMPONENTS = INFRASTRUCTURE + STAND_INS + SERVICES
@@ -177,7 +180,7 @@ class LocalStack:
     scrape_interval: str = "15s"
     kafka_heap: str = "512m"
     # `nice` level per process (absent: normal priority).
-    niceness: dict[str, int] = field(default_factory=lambda: dict(BACKGROUND_NICENESS))
+    niceness: dict[str, int] = field(default_factory=lambda: dict(PROCESS_NICENESS))
     # Extra environment per component (e.g. a benchmark's settings).
     component_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Extra HTTP processes (benchmarks' ceilings): name -> (argv, port, health path).

@@ -63,3 +63,23 @@ def test_the_stack_at_rest_writes_few_metadata_no_ops_and_is_scraped_every_15_s(
     assert "metadata.max.idle.interval.ms=5000" in kafka
     prometheus = json.loads((tmp_path / "prometheus.yml").read_text())
     assert prometheus["global"]["scrape_interval"] == "15s"
+
+
+def test_the_webhook_comes_first_and_what_follows_a_dispatch_yields(tmp_path: Path) -> None:
+    services = {"order_ingest": 18001, "order_ingest_worker": 18011, "dispatch": 18002, "logistics": 18003}
+    ports = StackPorts(19092, 19093, 37017, 19090, 19001, 19002, services)
+    stack = LocalStack(run_dir=tmp_path, ports=ports, components=tuple(services))
+    stack.render()
+    conf = (tmp_path / "supervisord.conf").read_text()
+
+    def niceness(program: str) -> int:
+        section = conf.split(f"[program:{program}]", 1)[1]
+        argv = shlex.split(
+            next(line for line in section.splitlines() if line.startswith("command=")).removeprefix(
+                "command="
+            )
+        )
+        return int(argv[argv.index("-n") + 1]) if argv[0] == "nice" else 0
+
+    assert niceness("order_ingest") < niceness("order_ingest_worker") == niceness("dispatch") == 0
+    assert niceness("logistics") > 0

@@ -22,15 +22,7 @@ from shared.events.orders import OrderCompleted
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.topics import ORDERS_COMPLETED
 from tests.unit.logistics.builders import CARRIER, ORDER_ID, SHOP, T0, WAYBILL, at, entry, tracking
-from tests.unit.logistics.test_shipments import (
-    InMemory,
-    Producer,
-    Subscriber,
-    WeChat,
-    World,
-    offered,
-    shipped,
-)
+from tests.unit.logistics.test_shipments import WeChat, logistics_world, offered, shipped
 
 POLICY = DeadlinePolicy()
 PARCEL_KEY = parcel_key(CARRIER, WAYBILL)
@@ -42,25 +34,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def _world(clock: Clock) -> World:
-    producer, subscriber, wechat = Producer(), Subscriber(), WeChat()
-    logistics = Logistics(
-        parcels=InMemory(),
-        deliveries=InMemory(),
-        ship_by=InMemory(),
-        orphans=InMemory(),
-        alerts=InMemory(),
-        confirmed_orders=InMemory(),
-        held=InMemory(),
-        producer=producer,
-        wechat=wechat,
-        subscriber=subscriber,
-        policy=POLICY,
-        clock=clock,
-    )
-    return World(logistics, wechat, producer, subscriber)
 
 
 def _full_scan(logistics: Logistics, now: datetime) -> list[DueAlert]:
@@ -114,7 +87,7 @@ def test_the_schedule_counts_open_alerts_by_kind_as_they_come_and_go() -> None:
 
 async def test_a_watch_warns_then_breaches_once_each_and_shipping_ends_it() -> None:
     clock = Clock()
-    world = _world(clock)
+    world = logistics_world(WeChat(), clock)
     await world.deliver(offered("d-1", case_id=None))  # ship by T0 + 2 days
     await world.deliver(offered("d-2", case_id=None))
     assert await world.logistics.raise_due_alerts() == []
@@ -135,7 +108,7 @@ async def test_a_watch_warns_then_breaches_once_each_and_shipping_ends_it() -> N
 
 async def test_the_scan_finds_what_a_scan_over_everything_finds_at_every_step() -> None:
     clock = Clock()
-    world = _world(clock)
+    world = logistics_world(WeChat(), clock)
     logistics = world.logistics
     for n in range(4):
         await world.deliver(offered(f"d-{n}", case_id=None))
@@ -179,7 +152,7 @@ async def test_the_scan_finds_what_a_scan_over_everything_finds_at_every_step() 
 
 async def test_a_restart_puts_every_open_deadline_on_the_schedule_once() -> None:
     clock = Clock(at(30))
-    world = _world(clock)
+    world = logistics_world(WeChat(), clock)
     logistics = world.logistics
     # As loaded from the database at start-up: saved before the service looked at anything.
     await logistics.ship_by.save(

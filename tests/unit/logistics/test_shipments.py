@@ -6,6 +6,7 @@ any other but never sent with delivery/send nor held, and announced once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -131,10 +132,11 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    return _world(WeChat())
+    return logistics_world(WeChat())
 
 
-def _world(wechat: WeChat) -> World:
+def logistics_world(wechat: WeChat, clock: Callable[[], datetime] = lambda: at(1)) -> World:
+    """Logistics over in-memory projections, its producer, WeChat and tracking subscriber recorded."""
     producer, subscriber = Producer(), Subscriber()
     logistics = Logistics(
         parcels=InMemory(),
@@ -148,7 +150,7 @@ def _world(wechat: WeChat) -> World:
         wechat=wechat,
         subscriber=subscriber,
         policy=DeadlinePolicy(),
-        clock=lambda: at(1),
+        clock=clock,
     )
     return World(logistics, wechat, producer, subscriber)
 
@@ -346,7 +348,7 @@ def _two_sku_shipment() -> DispatchShipped:
 async def test_goods_refunded_before_wechat_was_told_are_left_out_of_the_parcel_told() -> None:
     """A refund took one of two units WeChat had not seen shipped: the parcel is told with the rest."""
     wechat = RefundingWeChat(send_answers=[109000], ordered={"20000": 2, "20001": 1}, refunded={"20000": 1})
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     await world.deliver(_two_sku_shipment())
 
@@ -368,7 +370,7 @@ async def test_goods_refunded_before_wechat_was_told_are_left_out_of_the_parcel_
 async def test_a_parcel_whose_goods_were_all_refunded_before_it_was_told_is_recorded_not_refused() -> None:
     counted_before = shipments_counted(DeliveryOutcome.REFUNDED_BEFORE_TOLD)
     wechat = RefundingWeChat(send_answers=[109001], ordered={"20000": 1}, refunded={"20000": 1})
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     await world.deliver(shipped(f"{ORDER_ID}-1", "78800000004", case_id=None))  # no dead letter raised
 
@@ -382,7 +384,7 @@ async def test_a_parcel_whose_goods_were_all_refunded_before_it_was_told_is_reco
 
 async def test_a_refusal_no_refund_explains_is_still_dead_lettered() -> None:
     wechat = RefundingWeChat(send_answers=[109000], ordered={"20000": 1})
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     with pytest.raises(PermanentFailure):
         await world.deliver(shipped(f"{ORDER_ID}-1", "78800000005", case_id=None))
@@ -423,7 +425,7 @@ async def test_a_refund_that_dropped_what_was_left_to_send_closes_the_ship_by_wa
 async def test_a_parcel_of_an_order_ended_by_refunds_is_recorded_not_refused() -> None:
     """101100 once refunds of every unit cancelled the order (status 200): nothing is left to tell."""
     wechat = RefundingWeChat(send_answers=[101100], ordered={"20000": 1}, refunded={"20000": 1})
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     await world.deliver(shipped(f"{ORDER_ID}-1", "78800000006", case_id=None))
 
@@ -447,7 +449,7 @@ async def test_a_recheck_wechat_refuses_for_good_leaves_the_refusal_to_the_dead_
     """order/get refused for good (not one of WeChat's busy codes) cannot explain the 109000: the
     shipment is dead-lettered with delivery/send's refusal, not retried for ever."""
     wechat = SilentWeChat(send_answers=[109000], ordered={"20000": 1}, order_get_errcode=40013)
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     with pytest.raises(PermanentFailure, match="109000"):
         await world.deliver(shipped(f"{ORDER_ID}-1", "78800000007", case_id=None))
@@ -458,7 +460,7 @@ async def test_a_recheck_wechat_refuses_for_good_leaves_the_refusal_to_the_dead_
 
 async def test_a_recheck_wechat_is_too_busy_for_is_retried_with_the_message() -> None:
     wechat = SilentWeChat(send_answers=[109001], ordered={"20000": 1}, order_get_errcode=-1)
-    world = _world(wechat)
+    world = logistics_world(wechat)
 
     with pytest.raises(WeChatApiError) as raised:
         await world.deliver(shipped(f"{ORDER_ID}-1", "78800000008", case_id=None))

@@ -315,7 +315,6 @@ class Aftersale:
                     decided = await self._decide_and_act(current, cause=f"tick:{now.isoformat()}")
                 except Exception:  # WeChat or Kafka failed: looked at again shortly
                     log.exception("after-sale case %s: a timed step failed", case_id)
-                    heapq.heappush(self._looks, (now + self._retry_after, case_id))
                     continue
                 if decided == current:  # unchanged (a change was followed when it was saved)
                     self._follow(decided, now, plan_past=False)
@@ -326,16 +325,30 @@ class Aftersale:
                 OPEN_CASES.labels(case.state).inc()
         NEAR_DEADLINE.set(sum(case.deadline_warned for case in open_cases if case.state is not None))
 
-    async def reconsider_shop(self, shop_id: str, *, cause: str) -> None:
-        """Every open case of a shop whose policy changed."""
-        for case in [c for c in self.open_cases() if c.shop_id == shop_id]:
+    async def reconsider_shop(self, shop_id: str | None, *, cause: str) -> None:
+        """Every open case of a shop whose policy changed (None: of every shop, when return addresses
+        changed). A case whose step fails is looked at again shortly; the others go on."""
+        for case in [c for c in self.open_cases() if shop_id is None or c.shop_id == shop_id]:
             async with self.cases.lock(case.case_id):
                 current = self.cases.get(case.case_id)
-                if current is not None:
+                if current is None:
+                    continue
+                try:
                     await self._decide_and_act(current, cause=cause)
+                except Exception:
+                    log.exception("after-sale case %s: reconsidering it failed", case.case_id)
 
     # --- the state machine and its actions ---
     async def _decide_and_act(self, case: Case, *, cause: str) -> Case:
+        """Decide the case and carry its actions out; a step that fails (WeChat, Kafka) is looked at
+        again after `retry_after` whoever asked, besides the caller's own retries."""
+        try:
+            return await self._decide_and_act_once(case, cause=cause)
+        except BaseException:
+            heapq.heappush(self._looks, (self.clock() + self._retry_after, case.case_id))
+            raise
+
+    async def _decide_and_act_once(self, case: Case, *, cause: str) -> Case:
         now = self.clock()
         order = self.orders.get(case.order_id)
         refund = case.case_type == CaseType.REFUND

@@ -85,11 +85,17 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
             while True:
                 await asyncio.sleep(settings.tick_interval_s)
                 try:
+                    known = dict(addresses)
                     addresses.update(await return_addresses(runtime.db))
-                    for shop_id in await aftersale.policies.reload():  # set by `lvyue aftersale policy`
+                    if addresses != known:  # a return held for want of an address can go now
+                        await aftersale.reconsider_shop(None, cause="return_addresses")
+                    for shop_id in await aftersale.policies.reload():  # written around this process
                         await aftersale.reconsider_shop(shop_id, cause=f"policy:{shop_id}")
-                    await aftersale.tick()
                 except Exception:  # the next tick retries; the service keeps serving
+                    log.exception("aftersale: reading return addresses or policies failed")
+                try:
+                    await aftersale.tick()
+                except Exception:
                     log.exception("aftersale tick failed")
 
         ticker = asyncio.create_task(tick_forever())

@@ -243,8 +243,8 @@ def next_look(case: Case, policy: Policy) -> datetime | None:
     if case.final:
         return None
     times = []
-    if case.refund_not_before is not None:
-        times.append(case.refund_not_before)
+    if case.refund_not_before is not None and f"{ActionKind.ACCEPT}:refund" not in case.sent:
+        times.append(case.refund_not_before)  # a deferred refund not made yet
     if case.deadline is not None and case.warned_deadline != case.deadline:
         times.append(case.deadline - policy.deadline_warning)
     return min(times, default=None)

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from services.aftersale.domain.case import Case, next_look
 from services.aftersale.handlers import Aftersale, ShopPolicies
 from shared.events.aftersale import CaseState, CaseType
-from tests.unit.aftersale.builders import ORDER_ID, POLICY, T0, at, new_case
+from tests.unit.aftersale.builders import ORDER_ID, POLICY, SHOP, T0, at, new_case
 from tests.unit.logistics.test_shipments import InMemory, Producer
 
 
@@ -55,7 +57,7 @@ async def _aftersale(clock: Clock, cases: list[Case]) -> tuple[Aftersale, Record
         clock=clock,
     )
     recorder = Recorder()
-    aftersale._decide_and_act = recorder  # type: ignore[method-assign]
+    aftersale._decide_and_act_once = recorder  # type: ignore[method-assign]
     aftersale.index()
     return aftersale, recorder
 
@@ -73,6 +75,8 @@ def test_next_look_is_the_deferred_refund_or_the_deadline_warning_whichever_come
     assert next_look(warned, POLICY) is None
     ended = case.model_copy(update={"state": CaseState.RESOLVED, "refund_not_before": at(60)})
     assert next_look(ended, POLICY) is None
+    refunded = both.model_copy(update={"sent": ["accept:refund"]})  # made: its past minute hides nothing
+    assert next_look(refunded, POLICY) == warned_at
 
 
 async def test_a_tick_looks_only_at_the_cases_whose_time_came() -> None:
@@ -131,3 +135,26 @@ async def test_an_orders_events_reconsider_only_its_open_cases() -> None:
     recorder.looked_at.clear()
     await aftersale.reconsider_order(ORDER_ID, cause="test")
     assert recorder.looked_at == ["a2"]
+
+
+async def test_a_step_that_fails_on_an_orders_event_is_looked_at_again_by_the_tick() -> None:
+    clock = Clock()
+    aftersale, recorder = await _aftersale(clock, [_case("a1"), _case("a2")])
+    recorder.failing.add("a1")
+    with pytest.raises(RuntimeError):  # the consumer's own retries and dead letter take the message
+        await aftersale.reconsider_order(ORDER_ID, cause="test")
+    recorder.failing.clear()
+    recorder.looked_at.clear()
+    clock.now = at(6)
+    await aftersale.tick()
+    assert recorder.looked_at == ["a1"]
+
+
+async def test_a_policy_change_reconsiders_every_open_case_of_the_shop_past_a_failing_one() -> None:
+    clock = Clock()
+    aftersale, recorder = await _aftersale(clock, [_case("a1"), _case("a2"), _case("a3")])
+    recorder.failing.add("a2")
+    await aftersale.reconsider_shop(SHOP, cause="policy")
+    assert sorted(recorder.looked_at) == ["a1", "a2", "a3"]
+    await aftersale.reconsider_shop("another-shop", cause="policy")
+    assert len(recorder.looked_at) == 3

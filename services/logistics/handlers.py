@@ -330,13 +330,16 @@ class Logistics:
             registered_at=event.occurred_at,
         )
         orphan = self.orphans.get(key)
-        if orphan is not None:
-            tracking = apply_entries(tracking, orphan.entries, now=self.clock()).tracking
+        early: list[Event] = []
+        if orphan is not None:  # tracking that came before the shipment: its stage is told now
+            update = apply_entries(tracking, orphan.entries, now=self.clock())
+            tracking, early = update.tracking, list(update.events)
         if self._subscriber is not None:
             # Before the parcel is saved: a failed subscription fails the message, whose retry (or
             # replay) subscribes again; saved first, the retry found the parcel and never subscribed
             # (a 5,000-order sale left parcels without tracking). A repeat answers 501, taken as done.
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
+        await self._publish(early)
         await self._save_parcel(key, tracking, cause=str(event.event_id))
         self._by_waybill[parcel.waybill_no] = key
 
@@ -627,8 +630,10 @@ class Logistics:
             if not update.changed:
                 TRACKING_UPDATES.labels(source, "duplicate").inc()
                 return True
+            # Published before saved: a failure between the two is retried as the same change (its
+            # copy is dropped by version downstream), never as a duplicate that publishes nothing.
+            await self._publish(update.events)
             await self._save_parcel(key, update.tracking, cause=cause)
-        await self._publish(update.events)
         TRACKING_UPDATES.labels(source, "changed" if update.events else "trace_only").inc()
         return True
 

@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 MIRRORS = "dispatch_dropship_mirrors"
 # Events that can change which units a supplier has: the ones dispatch copies to the mirror's topic.
 RELEVANT_EVENTS = DISPATCH_DROPSHIP.carries
+COPIED_REMEMBERED = 50_000  # offers copied lately: the mirror records one within seconds
 MAX_STEPS = 8  # calls per event at most: a cancel, an assign, and their reconciliations
 LIST_PAGES = 10  # drop-ship orders of one WeChat order and supplier: never more than a few
 SUPPLIER_CACHE_TTL_S = 30.0
@@ -192,6 +193,7 @@ class DropshipMirrors:
         self._publish = publish
         self._clock = clock
         self._by_order: dict[str, set[str]] = {}  # WeChat order id -> dispatch ids with a record
+        self._copied: dict[str, None] = {}  # dispatch ids whose offer was copied, oldest first
 
     def index(self) -> None:
         """After loading the records: which dispatch orders of each WeChat order have one."""
@@ -208,10 +210,14 @@ class DropshipMirrors:
         that can move units, of a dispatch order with a record or of a shop with the mirror on."""
         if event.event_type not in RELEVANT_EVENTS or not isinstance(event, DispatchEvent):
             return False
-        if self._records.get(event.dispatch_id) is not None:
+        if self._records.get(event.dispatch_id) is not None or event.dispatch_id in self._copied:
             return True
         shop = await self._shops.get(event.shop_id)
         if shop is not None and shop.dropship_mirror:
+            if isinstance(event, DispatchOffered):  # followed from now on, even if the shop turns off
+                self._copied[event.dispatch_id] = None  # before the mirror has recorded it
+                while len(self._copied) > COPIED_REMEMBERED:
+                    del self._copied[next(iter(self._copied))]
             return True
         if isinstance(event, DispatchOffered):
             MIRROR_SKIPPED.labels("shop_off").inc()

@@ -262,18 +262,19 @@ async def test_dispatch_copies_to_the_mirror_only_changes_of_shops_with_it_on_or
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order_id = await world.paid_order()
-    on, off = offer(order_id), offer(order_id, shop_id="off")
+    on, off = offer(order_id), offer(await world.paid_order(), shop_id="off")
     assert await world.mirrors.follows(offer_event(on))
     assert not await world.mirrors.follows(offer_event(off))
-    assert not await world.mirrors.follows(offer_event(offer(order_id, shop_id="unknown")))
+    assert not await world.mirrors.follows(offer_event(offer(await world.paid_order(), shop_id="unknown")))
     accepted = dispatch.accept(on, estimated_ship_at=None, now=at(1)).events[0]
     assert accepted.event_type not in DISPATCH_DROPSHIP.carries
     assert not await world.mirrors.follows(accepted)  # moves no unit
 
-    await world.mirrors.handle_dispatch_event(offered_message(on))
-    monkeypatch.setitem(SHOPS, "on", shop("on", mirror=False))  # off: what it mirrored is still followed
+    monkeypatch.setitem(SHOPS, "on", shop("on", mirror=False))  # off before the mirror read the offer
     (rejected,) = dispatch.reject(on, reason=RejectReason.OUT_OF_STOCK, text="", now=at(2)).events
-    assert await world.mirrors.follows(rejected)
+    assert await world.mirrors.follows(rejected)  # copied offer: its changes follow it
+    await world.mirrors.handle_dispatch_event(offered_message(on))
+    assert await world.mirrors.follows(rejected)  # recorded: followed for good
 
 
 async def test_a_lost_assign_answer_is_looked_up_not_assigned_again(world: World) -> None:

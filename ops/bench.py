@@ -24,13 +24,13 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import typer
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from ops.loadgen import SUSTAINED_DRAIN_S, HttpClient, LoadResult, http_request, open_loop, sustained
+from ops.metrics_text import MetricsText, order_gets
 from ops.stack import REPO_ROOT, WEB_WORKERS, LocalStack, StackPorts, free_port
 from shared.db import create_mongo_client, database, ensure_indexes
 from shared.settings import MongoSettings
@@ -136,18 +136,9 @@ def _worker_progress(worker_url: str) -> tuple[float, float]:
 
 def worker_progress(metrics_text: str) -> tuple[float, float]:
     """(pushes the ingest worker finished, order/get calls it made), from its /metrics text."""
-    done = fetched = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            if family.name == "lvyue_ingest_pushes" and sample.labels.get("event") == PUSHED_EVENT:
-                done += sample.value
-            elif family.name == "lvyue_wechat_api_calls" and sample.labels.get("endpoint", "").endswith(
-                "/order/get"
-            ):
-                fetched += sample.value
-    return done, fetched
+    metrics = MetricsText.parse(metrics_text)
+    done = metrics.total("lvyue_ingest_pushes", lambda labels: labels.get("event") == PUSHED_EVENT)
+    return done, order_gets(metrics)
 
 
 @dataclass(frozen=True)

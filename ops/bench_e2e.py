@@ -71,7 +71,6 @@ import typer
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from hdrh.histogram import HdrHistogram
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
@@ -88,6 +87,7 @@ from ops.bench_dispatch import (
     scrape_metrics,
 )
 from ops.loadgen import HttpClient, LoadResult, http_request, open_loop
+from ops.metrics_text import MetricsText, order_gets
 from ops.stack import ALL_COMPONENTS, REPO_ROOT, LocalStack, StackPorts
 from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain.routing import Route
@@ -655,25 +655,19 @@ class WorkCounts:
 def work_counts(metrics_text: str) -> WorkCounts:
     """A service's work so far, from its /metrics text (counters' `_total` samples, the database
     command histogram's `_count`)."""
-    http = kafka = db = outside = written = order_gets = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            total = sample.name.endswith("_total")
-            if family.name == "lvyue_db_documents_written":
-                written += sample.value if total and sample.labels.get("command") in DOCUMENT_WRITES else 0
-                continue
-            if family.name == "lvyue_wechat_api_calls" and total:
-                order_gets += sample.value if sample.labels.get("endpoint", "").endswith("/order/get") else 0
-            if family.name == "lvyue_http_requests" and sample.name.endswith("_total"):
-                if sample.labels.get("route") not in HOUSEKEEPING_ROUTES:
-                    http += sample.value
-            elif family.name == "lvyue_kafka_messages_processed" and sample.name.endswith("_total"):
-                kafka += sample.value
-            elif family.name == "lvyue_db_command_seconds" and sample.name.endswith("_count"):
-                db += sample.value
-            elif family.name in OUTSIDE_CALL_COUNTERS and sample.name.endswith("_total"):
-                outside += sample.value
-    return WorkCounts(http, kafka, db, outside, written, order_gets)
+    metrics = MetricsText.parse(metrics_text)
+    return WorkCounts(
+        http_answered=metrics.total(
+            "lvyue_http_requests", lambda labels: labels.get("route") not in HOUSEKEEPING_ROUTES
+        ),
+        kafka_handled=metrics.total("lvyue_kafka_messages_processed"),
+        db_commands=metrics.count("lvyue_db_command_seconds"),
+        outside_calls=sum(metrics.total(family) for family in OUTSIDE_CALL_COUNTERS),
+        documents_written=metrics.total(
+            "lvyue_db_documents_written", lambda labels: labels.get("command") in DOCUMENT_WRITES
+        ),
+        order_gets=order_gets(metrics),
+    )
 
 
 def work_between(before: dict[str, str], after: dict[str, str]) -> dict[str, WorkCounts]:

@@ -350,6 +350,10 @@ class Aftersale:
 
     async def _decide_and_act_once(self, case: Case, *, cause: str) -> Case:
         now = self.clock()
+        if not case.final:
+            # Followed before the order's goods are read: an event that moves them while this decision
+            # is saved finds the case and waits for its lock, then looks at it again.
+            self._open_by_order.setdefault(case.order_id, set()).add(case.case_id)
         order = self.orders.get(case.order_id)
         refund = case.case_type == CaseType.REFUND
         if refund and case.dropped_before is None:

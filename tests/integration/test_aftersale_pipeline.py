@@ -213,11 +213,6 @@ async def test_refund_after_acceptance_waits_for_the_supplier_to_confirm(
     assert await _case_calls(line, case_id) == [(ACCEPT, 0)]
 
 
-@pytest.mark.xfail(
-    reason="known defect: when the refund push reaches aftersale before dispatch_shipped does (idle "
-    "consumers now long-poll), the intercept instruction never follows; see the issue's closing note",
-    strict=False,
-)
 async def test_refund_in_transit_intercepts_and_refunds_once_the_parcel_is_back(
     line: Line, supplier: Supplier
 ) -> None:

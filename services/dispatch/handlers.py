@@ -16,6 +16,7 @@ from typing import Protocol, assert_never
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from services.dispatch.aftersale_follows import AftersaleFollows
 from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain import plan as planning
@@ -26,9 +27,11 @@ from services.dispatch.store import DispatchStore, OrderGist
 from shared.events.aftersale import (
     AFTERSALE_EVENTS,
     CancelLinesRequested,
+    FollowRequested,
     InterceptRequested,
     ReshipRequested,
     ReturnExpected,
+    UnfollowRequested,
 )
 from shared.events.base import utc_now
 from shared.events.dead_letter import DeadLetterReason
@@ -168,10 +171,16 @@ class RouteBook:
 
 class Dispatcher:
     def __init__(
-        self, store: DispatchStore, routes: RouteBook, *, clock: Callable[[], datetime] = utc_now
+        self,
+        store: DispatchStore,
+        routes: RouteBook,
+        follows: AftersaleFollows,
+        *,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.routes = routes
+        self.follows = follows  # the orders whose changes the store copies to aftersale
         self._clock = clock
 
     # --- order events (Kafka) ---
@@ -290,6 +299,10 @@ class Dispatcher:
                         replacement_sku_id=event.replacement_sku_id,
                         now=now,
                     )
+                case FollowRequested() | UnfollowRequested():
+                    # Under the order's lock, as the store's copies are decided: nothing in between.
+                    await self.follows.apply(event, orders)
+                    return
                 case _:
                     return  # the case's own record: not an instruction
             outcome = PlanOutcome(

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.dispatch import catalog as supplier_catalog
 from services.dispatch import store as dispatch_store
+from services.dispatch.aftersale_follows import AftersaleFollows, MongoFollowRecords
 from services.dispatch.command_endpoint import CommandEndpoint
 from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
@@ -49,18 +50,22 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
     async def start_dispatch(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
         catalog = supplier_catalog.Catalog(runtime.db)
         mirrors = await open_dropship_mirrors(runtime, settings, catalog, stack)
+        # Read before the store publishes what a crash left unpublished: those changes are copied too.
+        follows = AftersaleFollows(MongoFollowRecords(runtime.db), runtime.producer)
+        await follows.load()
         store = dispatch_store.DispatchStore(
             runtime.db,
             runtime.producer,
             feed_cached_changes=settings.feed_cached_changes,
             read_backs_at_once=settings.read_backs_at_once,
             mirror_follows=mirrors.follows,
+            aftersale_follows=follows.copies,
         )
         await store.load()
         stack.push_async_callback(store.close)
         routes = RouteBook(catalog)
         await routes.reload()
-        dispatcher = Dispatcher(store, routes)
+        dispatcher = Dispatcher(store, routes, follows)
         await dispatcher.retry_holds()
         processor = MessageProcessor(
             name=settings.service_name, producer=runtime.producer, retry=RetryPolicy()

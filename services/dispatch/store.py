@@ -51,7 +51,14 @@ from shared.db import Document, IndexSpec, InsertBatcher, raw_bson
 from shared.events.base import Event, utc_now
 from shared.events.dispatch import DISPATCH_EVENTS, DispatchOffered, DispatchState
 from shared.kafka.producer import publish_all
-from shared.kafka.topics import DISPATCH, DISPATCH_DROPSHIP, DISPATCH_PROGRESS, TopicSpec, topic_carrying
+from shared.kafka.topics import (
+    DISPATCH,
+    DISPATCH_AFTERSALE,
+    DISPATCH_DROPSHIP,
+    DISPATCH_PROGRESS,
+    TopicSpec,
+    topic_carrying,
+)
 from shared.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
@@ -256,6 +263,7 @@ class DispatchStore:
         feed_cached_changes: int = 5_000,
         read_backs_at_once: int = 8,
         mirror_follows: Callable[[Event], Awaitable[bool]] | None = None,
+        aftersale_follows: Callable[[Event], bool] | None = None,
     ) -> None:
         self._plans_collection = db[PLAN_VERSIONS]
         self._orders_collection = db[ORDER_VERSIONS]
@@ -271,6 +279,8 @@ class DispatchStore:
         self._producer = producer
         # Whether the WeChat drop-ship mirror reads an event: it gets a copy on its own topic.
         self._mirror_follows = mirror_follows
+        # Whether aftersale follows the event's order (an open case): it gets a copy on its own topic.
+        self._aftersale_follows = aftersale_follows
         # Held plans only: the hold scans read them all. Any other plan is read when a later order
         # event or a rejection arrives for it (a few orders in a sale), from its newest version
         # document: a dispatched plan in memory took 1 KB per open order, 15 MiB at a sale's peak.
@@ -670,6 +680,8 @@ class DispatchStore:
             sends.append((topic_carrying(event.event_type, DISPATCH_TOPICS), event))
             if self._mirror_follows is not None and await self._mirror_follows(event):
                 sends.append((DISPATCH_DROPSHIP, event))
+            if self._aftersale_follows is not None and self._aftersale_follows(event):
+                sends.append((DISPATCH_AFTERSALE, event))
         await publish_all(self._producer, sends)
         self._relayed[relay.version_id] = None
         while len(self._relayed) > RELAYED_REMEMBERED:

@@ -1,8 +1,10 @@
-"""After-sale events (topic `aftersale`), published by aftersale: case decisions for the record, and
-instructions for dispatch (which puts them in the supplier's feed) and logistics.
+"""After-sale events, published by aftersale: case decisions for the record (topic `aftersale`), and
+commands to dispatch (`aftersale.instructions`): instructions it puts in the supplier's feed, and
+follows of the orders with an open case.
 
-The supplier's answers come back on the dispatch topic (`SupplierReturnReceived`, and the usual
-dispatch events for cancellations and replacement shipments)."""
+The supplier's answers come back on `dispatch.aftersale` with the rest of a followed order's dispatch
+changes (`SupplierReturnReceived`, and the usual dispatch events for cancellations and replacement
+shipments)."""
 
 from __future__ import annotations
 
@@ -113,8 +115,31 @@ class ReshipRequested(AftersaleEvent):
     deadline: datetime | None = None
 
 
+class FollowRequested(AftersaleEvent):
+    """Dispatch: a case of this order is open. Publish a snapshot of the order's dispatch orders on
+    `dispatch.aftersale` (`DispatchFulfilmentSnapshot`, empty if dispatch has not seen the order yet),
+    then copy each of their changes there, while any case that asked is open. Asked again for the
+    same case, dispatch answers with a new snapshot."""
+
+    event_type: Literal["aftersale_follow"] = "aftersale_follow"
+    schema_version: int = 1
+
+
+class UnfollowRequested(AftersaleEvent):
+    """Dispatch: this case ended. The order stays followed while another case that asked is open."""
+
+    event_type: Literal["aftersale_unfollow"] = "aftersale_unfollow"
+    schema_version: int = 1
+
+
 AnyAftersaleEvent = Annotated[
-    CaseUpdated | CancelLinesRequested | InterceptRequested | ReturnExpected | ReshipRequested,
+    CaseUpdated
+    | CancelLinesRequested
+    | InterceptRequested
+    | ReturnExpected
+    | ReshipRequested
+    | FollowRequested
+    | UnfollowRequested,
     Field(discriminator="event_type"),
 ]
 AFTERSALE_EVENTS: TypeAdapter[AnyAftersaleEvent] = TypeAdapter(AnyAftersaleEvent)

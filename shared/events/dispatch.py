@@ -1,8 +1,12 @@
-"""Dispatch events (topic `dispatch`), published by dispatch, consumed by logistics and aftersale.
+"""Dispatch events (topics `dispatch` and `dispatch.progress`), published by dispatch.
 
 A dispatch order is the part of one WeChat order that one supplier fulfils. Every state change of a
 dispatch order, and every hold of a whole order, is one event here. `version` is the dispatch
 order's own version after the change, so consumers drop duplicates and stale copies by comparing it.
+
+Aftersale reads only the orders it follows (an open case each), on `dispatch.aftersale`: a
+`DispatchFulfilmentSnapshot` of the order's dispatch orders when a case asks, then copies of their
+changes.
 """
 
 from __future__ import annotations
@@ -374,3 +378,53 @@ AnyDispatchEvent = Annotated[
 ]
 
 DISPATCH_EVENTS: TypeAdapter[AnyDispatchEvent] = TypeAdapter(AnyDispatchEvent)
+
+
+class DispatchOrderFacts(BaseModel):
+    """A dispatch order as aftersale needs it: where its units are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dispatch_id: str
+    supplier_id: str
+    state: DispatchState
+    version: int = Field(ge=1)
+    lines: list[DispatchLine] = Field(description="now, with the quantities shipped")
+    offered_lines: list[DispatchLine] = Field(
+        description="the lines when offered (as they are now for one offered, and changed, before "
+        "dispatch kept them apart: aftersale keeps what it knew of those)"
+    )
+    parcels: list[Parcel]
+    receiver: ShippingAddress
+    aftersale_case_id: str | None = None
+    returns_received: list[str] = Field(
+        default_factory=list, description="cases whose returned goods the supplier confirmed"
+    )
+
+
+class DispatchFulfilmentSnapshot(Event):
+    """Every dispatch order of the order as dispatch has it, in answer to a case's follow
+    (`FollowRequested`): from then on each of their changes is copied to `dispatch.aftersale` while
+    the case is open. Empty when dispatch has not routed the order (not seen yet, or held)."""
+
+    event_type: Literal["dispatch_fulfilment_snapshot"] = "dispatch_fulfilment_snapshot"
+    schema_version: int = 1
+    shop_id: str
+    case_id: str = Field(description="the case whose follow this answers")
+    dispatch_orders: list[DispatchOrderFacts]
+
+
+AnyDispatchForAftersale = Annotated[
+    DispatchOffered
+    | DispatchRejected
+    | DispatchShipped
+    | DispatchCancelled
+    | DispatchChangeAnswered
+    | DispatchUpdated
+    | InterceptionRequired
+    | SupplierReturnReceived
+    | DispatchFulfilmentSnapshot,
+    Field(discriminator="event_type"),
+]
+# What `dispatch.aftersale` carries: snapshots, and copies of the `dispatch` changes of followed orders.
+DISPATCH_AFTERSALE_EVENTS: TypeAdapter[AnyDispatchForAftersale] = TypeAdapter(AnyDispatchForAftersale)

@@ -69,7 +69,7 @@ WECHAT_AFTERSALE_EVENTS = TopicSpec(
 WECHAT_EWAYBILL_EVENTS = TopicSpec(
     "wechat.ewaybill-events",
     "WeChat e-waybill tracking pushes (ewaybill_push_path), routed here by the webhook.",
-    audience=("logistics",),
+    audience=("logistics", "aftersale"),
     carries=frozenset({"wechat_push_received"}),
 )
 ORDERS = TopicSpec(
@@ -89,7 +89,7 @@ ORDERS = TopicSpec(
 ORDERS_COMPLETED = TopicSpec(
     "orders.completed",
     "Orders the buyer confirmed or WeChat completed: logistics closes their delivery watch.",
-    audience=("logistics",),
+    audience=("logistics", "aftersale"),
     carries=frozenset({"order_completed"}),
 )
 DISPATCH = TopicSpec(
@@ -144,6 +144,13 @@ DISPATCH_DROPSHIP = TopicSpec(
         }
     ),
 )
+DISPATCH_AFTERSALE = TopicSpec(
+    "dispatch.aftersale",
+    "For aftersale, the orders it follows (an open case each): a snapshot of the order's dispatch "
+    "orders when a case asks, then copies of their changes on `dispatch`.",
+    audience=("aftersale",),
+    carries=DISPATCH.carries | {"dispatch_fulfilment_snapshot"},
+)
 LOGISTICS = TopicSpec(
     "logistics",
     "Waybills issued and cancelled, shipments told to WeChat, every tracking change, deadline alerts.",
@@ -173,10 +180,18 @@ AFTERSALE = TopicSpec(
 )
 AFTERSALE_INSTRUCTIONS = TopicSpec(
     "aftersale.instructions",
-    "Commands from aftersale to dispatch: stop lines, intercept a parcel, expect a return, re-ship.",
+    "Commands from aftersale to dispatch: stop lines, intercept a parcel, expect a return, re-ship; "
+    "follow an order with an open case (and stop when the case ends).",
     audience=("dispatch",),
     carries=frozenset(
-        {"aftersale_cancel_lines", "aftersale_intercept", "aftersale_return_expected", "aftersale_reship"}
+        {
+            "aftersale_cancel_lines",
+            "aftersale_intercept",
+            "aftersale_return_expected",
+            "aftersale_reship",
+            "aftersale_follow",
+            "aftersale_unfollow",
+        }
     ),
 )
 
@@ -189,6 +204,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DISPATCH,
     DISPATCH_PROGRESS,
     DISPATCH_DROPSHIP,
+    DISPATCH_AFTERSALE,
     LOGISTICS,
     LOGISTICS_PARCEL_STAGES,
     AFTERSALE,

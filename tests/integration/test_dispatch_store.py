@@ -15,6 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from ops.stack import LocalStack
+from services.dispatch.aftersale_follows import AftersaleFollows, MongoFollowRecords
 from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
@@ -309,7 +310,7 @@ async def test_a_hold_written_while_the_routes_change_is_routed_at_once(stack: L
         await store.load()
         routes = RouteBook(catalog)
         await routes.reload()  # no route yet: the order will be held
-        dispatcher = Dispatcher(store, routes)
+        dispatcher = Dispatcher(store, routes, AftersaleFollows(MongoFollowRecords(db), producer))
         write_plan = store.write_plan
         scanned: list[int] = []
 

@@ -96,6 +96,9 @@ class DispatchOrder(BaseModel):
     replaces_dispatch_id: str | None = None
     aftersale_case_id: str | None = None
     aftersale_instructions: list[AftersaleInstruction] = Field(default_factory=list)
+    # The lines when offered, kept once their units change (None: `lines` still has them; aftersale
+    # counts the units dropped since the offer).
+    offered_lines: list[DispatchLine] | None = None
     # route id -> units this dispatch order took from the route's stock cap (given back if it ends unshipped)
     allocations: dict[str, int] = Field(default_factory=dict)
 
@@ -157,6 +160,13 @@ class _Recorder:
 
     def record(self, event_type: type[DispatchEvent], changes: dict[str, object], **fields: object) -> None:
         version = self.order.version + 1
+        lines = changes.get("lines")
+        if (
+            self.order.offered_lines is None
+            and isinstance(lines, list)
+            and _units(lines) != _units(self.order.lines)
+        ):
+            changes = {**changes, "offered_lines": self.order.lines}
         self.order = self.order.model_copy(update={**changes, "version": version, "updated_at": self.now})
         self.events.append(
             event_type(
@@ -174,6 +184,16 @@ class _Recorder:
 
     def done(self) -> Transition:
         return Transition(self.order, self.events)
+
+
+def _units(lines: Sequence[DispatchLine]) -> list[tuple[int, str, str, int]]:
+    """What a line asks of the supplier (a shipment changes only what was sent of it)."""
+    return [(x.line_no, x.product_id, x.sku_id, x.quantity) for x in lines]
+
+
+def offered_lines(order: DispatchOrder) -> list[DispatchLine]:
+    """The lines as offered (for an order offered before they were kept apart: as they are now)."""
+    return order.offered_lines if order.offered_lines is not None else order.lines
 
 
 def offer(

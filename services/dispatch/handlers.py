@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, assert_never
 
@@ -23,7 +23,7 @@ from services.dispatch.domain import plan as planning
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import PlanOutcome, PlanStatus, RoutingContext
 from services.dispatch.domain.routing import Route
-from services.dispatch.store import DispatchStore, OrderGist
+from services.dispatch.store import DispatchStore, IdempotentRequest, OrderGist, public_json
 from shared.events.aftersale import (
     AFTERSALE_EVENTS,
     CancelLinesRequested,
@@ -84,6 +84,16 @@ STAGE_SECONDS = Histogram(
 
 class DispatchNotFound(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class CommandDone:
+    """A supplier command's result: the dispatch order as it now is, its supplier view as JSON (the
+    bytes its feed changes carry), and whether a version document was written for it."""
+
+    order: DispatchOrder
+    public_json: bytes
+    committed: bool
 
 
 class LineKeys(Protocol):
@@ -378,17 +388,24 @@ class Dispatcher:
         decide: Callable[[DispatchOrder, datetime], Transition],
         *,
         cause: str,
-    ) -> DispatchOrder:
-        """Apply one supplier command: a 404 for another supplier's id, DispatchError for a refusal."""
+        request: IdempotentRequest | None = None,
+    ) -> CommandDone:
+        """Apply one supplier command: a 404 for another supplier's id, DispatchError for a refusal.
+        `request`: the API request it answers, kept with the change (its idempotency record)."""
         # The gist names the WeChat order to lock; the order itself is read once, under the lock.
         async with self.store.lock(self._owned(supplier_id, dispatch_id).order_id):
             order = await self.get_for_supplier(supplier_id, dispatch_id)
             now = self._clock()
             transition = decide(order, now)
-            await self.store.save_transition(transition, cause=cause)
+            relay = await self.store.save_transition(transition, cause=cause, request=request)
             for event in transition.events:
                 TRANSITIONS.labels(event.event_type).inc()
             new = transition.order
+            done = (
+                CommandDone(new, public_json(new), committed=False)
+                if relay is None or relay.snapshot is None
+                else CommandDone(relay.snapshot, relay.public_json, committed=True)
+            )
             if new.state == DispatchState.REJECTED and order.state != DispatchState.REJECTED:
                 plan = await self.store.plan(new.order_id)
                 if plan is not None:
@@ -397,7 +414,7 @@ class Dispatcher:
                     )
                     await self._commit(outcome, cause=cause)
         self._observe_stage(order, new, now)
-        return new
+        return done
 
     def _observe_stage(self, before: DispatchOrder, after: DispatchOrder, now: datetime) -> None:
         if before.state == DispatchState.OFFERED and after.state == DispatchState.ACCEPTED:

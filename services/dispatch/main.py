@@ -20,8 +20,9 @@ from services.dispatch.command_endpoint import CommandEndpoint
 from services.dispatch.dropship import open_dropship_mirrors
 from services.dispatch.feed_endpoint import FeedEndpoint
 from services.dispatch.handlers import Dispatcher, RouteBook
+from services.dispatch.idempotency import IdempotencyStore
 from services.dispatch.in_flight import InFlightPerKey
-from services.dispatch.supplier_api import IdempotencyStore, KeyCache, SupplierApi, TokenBucket, install
+from services.dispatch.supplier_api import KeyCache, SupplierApi, TokenBucket, install
 from shared.http import kept_alive_transport
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
@@ -61,7 +62,16 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             mirror_follows=mirrors.follows,
             aftersale_follows=follows.copies,
         )
+        idempotency = IdempotencyStore(
+            runtime.db,
+            store,
+            cache_size=settings.idempotency_cache_size,
+            retention_s=settings.idempotency_retention_s,
+        )
+        store.requests = idempotency  # the version documents that answer requests, as load() reads them
         await store.load()
+        await idempotency.load()
+        await idempotency.sweep()
         stack.push_async_callback(store.close)
         routes = RouteBook(catalog)
         await routes.reload()
@@ -83,11 +93,6 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             base_url=settings.logistics_url, timeout=10.0, transport=kept_alive_transport(16)
         )
         stack.push_async_callback(logistics.aclose)
-        idempotency = IdempotencyStore(
-            runtime.db, settings.idempotency_cache_size, settings.idempotency_retention_s
-        )
-        await idempotency.load()
-        await idempotency.sweep()
         api.state.supplier_api = SupplierApi(
             settings=settings,
             dispatcher=dispatcher,

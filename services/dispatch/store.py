@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 import time
 import uuid
@@ -36,16 +37,18 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from bson import decode
 from bson.raw_bson import RawBSONDocument
+from pydantic import TypeAdapter
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.dispatch.domain.dispatch_order import DispatchOrder, Transition
 from services.dispatch.domain.plan import OrderPlan, PlanStatus
-from shared.api.supplier import FeedChange
+from services.dispatch.idempotency import StoredAnswer
 from shared.compact import ModelsAsJson
 from shared.db import Document, IndexSpec, InsertBatcher, raw_bson
 from shared.events.base import Event, utc_now
@@ -84,6 +87,22 @@ def _version_id(aggregate_id: str, follows: int) -> str:
     return f"{aggregate_id}#{follows + 1:06d}"
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """The supplier API request a change answers: its Idempotency-Key (scoped to the supplier) and
+    its fingerprint. Kept on the change's version document, which is that key's idempotency record
+    (idempotency.py)."""
+
+    key: str
+    fingerprint: str
+
+
+class RequestsCommitted(Protocol):
+    """Told of every version document that answers a request: as it is committed, and at start-up."""
+
+    def committed(self, key: str, version_id: str, at: datetime) -> None: ...
+
+
 @dataclass
 class Relay:
     version_id: str
@@ -91,26 +110,50 @@ class Relay:
     events: list[Event]
     snapshot: DispatchOrder | None
     written_at: datetime | None = None
+    _public_json: bytes | None = None
 
     @property
     def written_order(self) -> tuple[datetime, str]:
         return (self.written_at or datetime.min.replace(tzinfo=UTC), self.version_id)
 
-    def changes(self) -> list[FeedChange | None]:
-        """The feed changes of this version: one per event, each with the order as committed."""
+    @property
+    def public_json(self) -> bytes:
+        """The supplier's view of the order as this version committed it, serialized once: the
+        `dispatch_order` of each of its feed changes, and the supplier API's answer to the change."""
         if self.snapshot is None:
-            return [None for _ in self.events]
-        public = self.snapshot.public()
-        return [
-            FeedChange(cursor=0, change=e.event_type, occurred_at=e.occurred_at, dispatch_order=public)
-            for e in self.events
-        ]
+            return NOTHING_TO_SHOW
+        if self._public_json is None:
+            self._public_json = public_json(self.snapshot)
+        return self._public_json
+
+    def body(self, index: int, seq: int) -> bytes:
+        """The feed change of the version's `index`th event at position `seq` (a FeedChange's JSON)."""
+        if self.snapshot is None or index >= len(self.events):
+            return NOTHING_TO_SHOW
+        return feed_change_json(seq, self.events[index], self.public_json)
 
     def entries(self, seqs: Sequence[int]) -> list[FeedEntry]:
-        return [
-            FeedEntry(seq, self.version_id, _body(change, seq))
-            for seq, change in zip(seqs, self.changes(), strict=True)
-        ]
+        if len(seqs) != len(self.events):
+            raise ValueError(f"{self.version_id}: {len(seqs)} positions for {len(self.events)} events")
+        return [FeedEntry(seq, self.version_id, self.body(index, seq)) for index, seq in enumerate(seqs)]
+
+
+_DATETIME = TypeAdapter(datetime)
+
+
+def public_json(order: DispatchOrder) -> bytes:
+    """The supplier's view of a dispatch order (DispatchOrderPublic) as JSON."""
+    return order.public().model_dump_json().encode()
+
+
+def feed_change_json(seq: int, event: Event, dispatch_order_json: bytes) -> bytes:
+    """A FeedChange's JSON, put together around the order's JSON, serialized once per version."""
+    return b'{"cursor":%d,"change":%s,"occurred_at":%s,"dispatch_order":%s}' % (
+        seq,
+        json.dumps(event.event_type).encode(),
+        _DATETIME.dump_json(event.occurred_at),
+        dispatch_order_json,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,12 +290,6 @@ def within_reads(entries: list[FeedEntry], most: int) -> list[FeedEntry]:
     return entries
 
 
-def _body(change: FeedChange | None, seq: int) -> bytes:
-    if change is None:
-        return NOTHING_TO_SHOW
-    return change.model_copy(update={"cursor": seq}).model_dump_json().encode()
-
-
 class DispatchStore:
     def __init__(
         self,
@@ -281,6 +318,9 @@ class DispatchStore:
         self._mirror_follows = mirror_follows
         # Whether aftersale follows the event's order (an open case): it gets a copy on its own topic.
         self._aftersale_follows = aftersale_follows
+        # Told of the versions that answer supplier API requests (the Idempotency-Key index): set
+        # before load(), which names those already written.
+        self.requests: RequestsCommitted | None = None
         # Held plans only: the hold scans read them all. Any other plan is read when a later order
         # event or a rejection arrives for it (a few orders in a sale), from its newest version
         # document: a dispatched plan in memory took 1 KB per open order, 15 MiB at a sale's peak.
@@ -355,6 +395,9 @@ class DispatchStore:
         async for document in raw_bson(self._orders_collection).find({}):
             read += 1
             take_version(document, None, has_order=True)  # None: the change is rendered when read
+            request = document.get("request")
+            if request is not None and self.requests is not None:
+                self.requests.committed(request["key"], document["_id"], document["written_at"])
             kept_order = newest_orders.get(document["dispatch_id"])
             if kept_order is None or document["revision"] > kept_order[0]:
                 order = document["order"]
@@ -370,15 +413,9 @@ class DispatchStore:
 
         for position in legacy_feed:
             relay = to_relay.get(position["version_id"])
-            changes = relay.changes() if relay is not None else []
-            index = position.get("index", 0)
-            change = changes[index] if index < len(changes) else None
-            entries.append(
-                (
-                    position["audience"],
-                    FeedEntry(position["seq"], position["version_id"], _body(change, position["seq"])),
-                )
-            )
+            seq = position["seq"]
+            body = relay.body(position.get("index", 0), seq) if relay is not None else NOTHING_TO_SHOW
+            entries.append((position["audience"], FeedEntry(seq, position["version_id"], body)))
         self.feed.restore(entries)
 
         # One model at a time: only the open orders stay in memory as models.
@@ -564,14 +601,21 @@ class DispatchStore:
             self._allocated[route_id] = self._allocated.get(route_id, 0) + sign * units
 
     # --- writes ---
-    async def save_transition(self, transition: Transition, *, cause: str) -> None:
-        """Commit one dispatch order change (compare-and-set on its revision), then announce it."""
-        relay = await self.write_transition(transition, cause=cause)
+    async def save_transition(
+        self, transition: Transition, *, cause: str, request: IdempotentRequest | None = None
+    ) -> Relay | None:
+        """Commit one dispatch order change (compare-and-set on its revision), then announce it.
+        Returns what was committed (None: the transition changed nothing)."""
+        relay = await self.write_transition(transition, cause=cause, request=request)
         if relay is not None:
             await self.relay(relay)
+        return relay
 
-    async def write_transition(self, transition: Transition, *, cause: str) -> Relay | None:
-        """Commit one dispatch order change (in its supplier's feed from then on); what to publish."""
+    async def write_transition(
+        self, transition: Transition, *, cause: str, request: IdempotentRequest | None = None
+    ) -> Relay | None:
+        """Commit one dispatch order change (in its supplier's feed from then on); what to publish.
+        `request`: the supplier API request it answers, kept on its version document."""
         if not transition.changed:
             return None
         order = transition.order
@@ -580,7 +624,7 @@ class DispatchStore:
         version_id = _version_id(order.dispatch_id, revision)
         relay = Relay(version_id, order.supplier_id, list(transition.events), order)
         seqs = self.feed.reserve(relay.audience, len(relay.events))
-        document = {
+        document: Document = {
             "_id": version_id,
             "dispatch_id": order.dispatch_id,
             "supplier_id": order.supplier_id,
@@ -591,6 +635,8 @@ class DispatchStore:
             "feed": {"audience": relay.audience, "seqs": seqs},
             "written_at": utc_now(),
         }
+        if request is not None:
+            document["request"] = {"key": request.key, "fingerprint": request.fingerprint}
         try:
             await self._order_inserts.insert(document)
         except DuplicateKeyError as exc:
@@ -601,13 +647,28 @@ class DispatchStore:
             # The same change, written before (its feed positions are the stored ones): carry on.
             order = DispatchOrder.model_validate(stored["order"])
             relay = _relay_of(stored, order)
+            document = stored
         except BaseException:
             self.feed.abandon(relay.audience, seqs)
             raise
         else:
             self.feed.commit(relay.audience, relay.entries(seqs))
         self._remember_order(order, revision + 1)
+        answered = document.get("request")
+        if answered is not None and self.requests is not None:
+            self.requests.committed(answered["key"], version_id, document["written_at"])
         return relay
+
+    async def committed_answer(self, version_id: str) -> StoredAnswer | None:
+        """The supplier API's answer to the request a version document answers: the order as that
+        version committed it (what the request was answered with), rebuilt from the document."""
+        document = await self._read_version(version_id)
+        request = document.get("request") if document is not None else None
+        if document is None or request is None:
+            return None
+        return StoredAnswer(
+            request["fingerprint"], 200, public_json(DispatchOrder.model_validate(document["order"]))
+        )
 
     async def save_plan(self, plan: OrderPlan, events: Sequence[Event], *, cause: str) -> None:
         relay = await self.write_plan(plan, events, cause=cause)

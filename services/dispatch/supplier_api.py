@@ -2,21 +2,17 @@
 
 A supplier authenticates with its API key and sees only its own dispatch orders: any other id is a
 404, exactly like an id that does not exist. Every POST takes an `Idempotency-Key`; a repeat with
-the same key and body within a day returns the first answer.
+the same key and body within a day returns the first answer (idempotency.py keeps them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import itertools
 import logging
 import math
 import time
 import uuid
-import weakref
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,15 +23,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 from starlette.types import Scope
 
 from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
 from services.dispatch.domain.dispatch_order import DispatchError, DispatchOrder, ParcelShipment
 from services.dispatch.handlers import Dispatcher, DispatchNotFound
-from services.dispatch.store import within_reads
+from services.dispatch.idempotency import IdempotencyStore, StoredAnswer
+from services.dispatch.store import IdempotentRequest, within_reads
 from shared.api.logistics import INTERNAL_PREFIX, GoodsLine, ParcelToIssue, WaybillIssueRequest
 from shared.api.supplier import (
     API_PREFIX,
@@ -53,12 +48,10 @@ from shared.api.supplier import (
     WaybillRequest,
     WaybillResponse,
 )
-from shared.db import Document, InsertBatcher
 from shared.events.base import utc_now
 from shared.events.dispatch import DispatchState
 from shared.settings import DispatchSettings
 
-IDEMPOTENCY = "supplier_idempotency"
 log = logging.getLogger(__name__)
 ACCEPT_CLOCK_SKEW = timedelta(minutes=5)  # a supplier's clock may lag ours a little
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -146,125 +139,6 @@ class KeyCache:
             self._cache.clear()
         self._cache[token] = (supplier, read_at)
         return supplier
-
-
-@dataclass(frozen=True)
-class StoredAnswer:
-    fingerprint: str
-    status: int
-    body: bytes
-
-
-class IdempotencyStore:
-    """First answers by (supplier, key), in the database (restarts) and cached here, for
-    `retention_s` (a day by default, as payment APIs keep theirs): a retry comes within minutes; a key
-    reused after that is a new request. Which keys are stored, and when, is also known here (`load`
-    before serving; dispatch is one process: their only writer), so a new key costs no read. `sweep`
-    deletes what has expired, so the collection and this index stay a day's worth."""
-
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        cache_size: int,
-        retention_s: float = 86_400.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._collection = db[IDEMPOTENCY]
-        # Batched: the bots' accepts and shipments arrive in bursts, and FerretDB's cost is per call.
-        self._inserts = InsertBatcher(self._collection)
-        self._cache: OrderedDict[str, StoredAnswer] = OrderedDict()
-        self._cache_size = cache_size
-        self._retention_s = retention_s
-        self._clock = clock
-        self._stored_at: dict[str, float] = {}  # key -> when stored (epoch s), oldest first
-        # Only while a request with the key runs: a lock nobody holds is collected.
-        self._in_flight: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # FerretDB deletes what its scan matched by `_id`, so an answer replaced during a sweep's delete
-        # was deleted with the old one (a flaky test caught it): the two take turns.
-        self._deleting = asyncio.Lock()
-
-    def lock(self, key: str) -> asyncio.Lock:
-        lock = self._in_flight.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._in_flight[key] = lock
-        return lock
-
-    async def load(self) -> int:
-        """Read which keys are stored and when; returns how many are still kept."""
-        documents = self._collection.find({}, {"_id": 1, "created_at": 1})
-        stored = sorted([(d["created_at"].timestamp(), str(d["_id"])) async for d in documents])
-        self._stored_at = {key: at for at, key in stored}
-        return sum(1 for at in self._stored_at.values() if not self._expired(at))
-
-    def _expired(self, stored_at: float) -> bool:
-        return stored_at <= self._clock() - self._retention_s
-
-    async def get(self, key: str) -> StoredAnswer | None:
-        stored_at = self._stored_at.get(key)
-        if stored_at is None or self._expired(stored_at):
-            return None
-        if key in self._cache:
-            return self._cache[key]
-        document = await self._collection.find_one({"_id": key})
-        if document is None:
-            return None
-        answer = StoredAnswer(document["fingerprint"], document["status"], document["body"])
-        self._remember(key, answer)
-        return answer
-
-    async def put(self, key: str, answer: StoredAnswer) -> None:
-        now = self._clock()
-        document = {
-            "_id": key,
-            "fingerprint": answer.fingerprint,
-            "status": answer.status,
-            "body": answer.body,
-            "created_at": datetime.fromtimestamp(now, UTC),
-        }
-        if key in self._stored_at:  # expired, not yet swept: the new answer replaces it
-            async with self._deleting:
-                await self._collection.replace_one({"_id": key}, document, upsert=True)
-            self._stored_at.pop(key, None)  # re-added last (newest); a sweep may have forgotten it meanwhile
-        else:
-            # Another process may have answered the same key first: its answer stands in the database.
-            with contextlib.suppress(DuplicateKeyError):
-                await self._inserts.insert(document)
-        self._stored_at[key] = now
-        self._remember(key, answer)
-
-    async def sweep(self) -> int:
-        """Forget and delete the answers past retention; returns how many were forgotten here."""
-        cutoff = self._clock() - self._retention_s
-        expired = list(itertools.takewhile(lambda key: self._stored_at[key] <= cutoff, self._stored_at))
-        if not expired:
-            return 0
-        # One call (FerretDB scans for it), before forgetting: a key forgotten here while its old
-        # answer stayed stored would have a new answer refused by the unique `_id`, and lost.
-        async with self._deleting:
-            await self._collection.delete_many({"created_at": {"$lte": datetime.fromtimestamp(cutoff, UTC)}})
-        forgotten = [k for k in expired if self._stored_at.get(k, math.inf) <= cutoff]  # not answered anew
-        for key in forgotten:
-            del self._stored_at[key]
-            self._cache.pop(key, None)
-        return len(forgotten)
-
-    async def sweep_forever(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                swept = await self.sweep()
-            except Exception:  # the next round retries; expired keys are already ignored
-                log.exception("deleting expired idempotency answers failed")
-            else:
-                if swept:
-                    log.info("deleted %d idempotency answers past retention", swept)
-
-    def _remember(self, key: str, answer: StoredAnswer) -> None:
-        self._cache[key] = answer
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
 
 class DropshipLookup(Protocol):
@@ -479,16 +353,24 @@ async def get_dispatch_order(
     return api.public(await api.dispatcher.get_for_supplier(supplier, dispatch_id))
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    # A change's answer, held by the version document that carries the request (its idempotency
+    # record, written with the change): nothing more to store.
+    by_change: bool = False
+
+
+Run = Callable[[IdempotentRequest | None], Awaitable[Answer]]
+
+
 async def _idempotent(
-    api: SupplierApi,
-    supplier: str,
-    key: str | None,
-    request_fingerprint: str,
-    run: Callable[[], Awaitable[tuple[int, bytes]]],
+    api: SupplierApi, supplier: str, key: str | None, request_fingerprint: str, run: Run
 ) -> Response:
     if key is None:
-        status, body = await _answer(run)
-        return Response(body, status_code=status, media_type="application/json")
+        answer = await _answer(run, None)
+        return Response(answer.body, status_code=answer.status, media_type="application/json")
     scoped = f"{supplier}:{key}"
     async with api.idempotency.lock(scoped):
         stored = await api.idempotency.get(scoped)
@@ -505,23 +387,29 @@ async def _idempotent(
                 media_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
-        status, body = await _answer(run)
-        if status < 500 and status != 429:
-            await api.idempotency.put(scoped, StoredAnswer(request_fingerprint, status, body))
-        return Response(body, status_code=status, media_type="application/json")
+        answer = await _answer(run, IdempotentRequest(scoped, request_fingerprint))
+        kept = StoredAnswer(request_fingerprint, answer.status, answer.body)
+        if answer.by_change:
+            api.idempotency.answered_by_change(scoped, kept)
+        elif answer.status < 500 and answer.status != 429:
+            await api.idempotency.put(scoped, kept)
+        return Response(answer.body, status_code=answer.status, media_type="application/json")
 
 
-async def _answer(run: Callable[[], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes]:
+async def _answer(run: Run, request: IdempotentRequest | None) -> Answer:
     """Domain refusals are answers too (stored under the key, like a success)."""
     try:
-        return await run()
+        return await run(request)
     except DispatchError as exc:
         status = 404 if exc.code == SupplierErrorCode.NOT_FOUND else 409
-        return status, ErrorBody(code=exc.code, message=exc.message).model_dump_json().encode()
+        return Answer(status, ErrorBody(code=exc.code, message=exc.message).model_dump_json().encode())
     except DispatchNotFound:
-        return 404, ErrorBody(
-            code=SupplierErrorCode.NOT_FOUND, message="no such dispatch order"
-        ).model_dump_json().encode()
+        return Answer(
+            404,
+            ErrorBody(code=SupplierErrorCode.NOT_FOUND, message="no such dispatch order")
+            .model_dump_json()
+            .encode(),
+        )
 
 
 def _fingerprint(request: Request, body: bytes) -> str:
@@ -563,10 +451,10 @@ async def run_command(
     """A command on one dispatch order, answered with its new public view (the routes and the
     command fast path in command_endpoint.py both run it)."""
 
-    async def run() -> tuple[int, bytes]:
+    async def run(request: IdempotentRequest | None) -> Answer:
         cause = f"api:{uuid.uuid4()}"
-        order = await api.dispatcher.run_command(supplier, dispatch_id, decide, cause=cause)
-        return 200, order.public().model_dump_json().encode()
+        done = await api.dispatcher.run_command(supplier, dispatch_id, decide, cause=cause, request=request)
+        return Answer(200, done.public_json, by_change=done.committed and request is not None)
 
     fingerprint = fingerprint_of(method, path, body.model_dump_json().encode())
     return await _idempotent(api, supplier, idempotency_key, fingerprint, run)
@@ -703,7 +591,7 @@ async def request_waybills(
 ) -> Response:
     raw = body.model_dump_json().encode()
 
-    async def run() -> tuple[int, bytes]:
+    async def run(_: IdempotentRequest | None) -> Answer:
         order = await api.dispatcher.get_for_supplier(supplier, dispatch_id)
         dispatch.check_can_request_waybills(order, [p.lines for p in body.parcels])
         profile = await api.catalog.get_supplier(supplier)
@@ -752,7 +640,7 @@ async def request_waybills(
             raise DispatchError(SupplierErrorCode.CARRIER_REFUSED, answer.json().get("message", "refused"))
         if answer.status_code == 422:
             raise DispatchError(SupplierErrorCode.UNKNOWN_CARRIER, f"unknown carrier {body.carrier_code}")
-        return answer.status_code, answer.content
+        return Answer(answer.status_code, answer.content)
 
     return await _idempotent(api, supplier, idempotency_key, _fingerprint(request, raw), run)
 

@@ -15,6 +15,8 @@ import pytest
 from ops.stack import LocalStack
 from services.dispatch.cli import current_plans
 from services.dispatch.domain.routing import Route
+from services.dispatch.idempotency import IDEMPOTENCY
+from services.dispatch.store import ORDER_VERSIONS
 from shared.events.dispatch import DISPATCH_EVENTS
 from shared.events.orders import OrderCancelled
 from shared.kafka.topics import DISPATCH, DISPATCH_PROGRESS
@@ -286,6 +288,8 @@ async def test_the_command_fast_path_answers_like_the_route(stack: LocalStack) -
 
 
 async def test_idempotent_retries_return_the_first_answer(stack: LocalStack) -> None:
+    """A change's answer is kept by its version document (one document written for the request); a
+    refusal's answer is stored whole."""
     async with dispatch_service(stack, suppliers=["alpha"], routes=_routes(SHOP), shop_id=SHOP) as harness:
         order = await _offer(harness, "alpha", [("p1", "s1", 1)])
         path = f"/dispatch-orders/{order['dispatch_id']}/accept"
@@ -293,13 +297,18 @@ async def test_idempotent_retries_return_the_first_answer(stack: LocalStack) -> 
             first = await client.post(path, json={"estimated_ship_at": "2030-01-01T08:00:00+08:00"})
             again = await client.post(path, json={"estimated_ship_at": "2030-01-01T08:00:00+08:00"})
             assert first.status_code == again.status_code == 200
-            assert first.json() == again.json()
+            assert first.content == again.content
             assert again.headers.get("Idempotent-Replayed") == "true"
             reused = await client.post(path, json={})
             assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
-        async with harness.client("alpha") as client:
+        version = await harness.db[ORDER_VERSIONS].find_one({"_id": f"{order['dispatch_id']}#000002"})
+        assert version is not None and version["request"]["key"] == "alpha:accept-1"
+        assert await harness.db[IDEMPOTENCY].find_one({"_id": "alpha:accept-1"}) is None
+        async with harness.client("alpha", **{"Idempotency-Key": "accept-2"}) as client:
             twice = await client.post(path, json={})
             assert twice.status_code == 409 and twice.json()["code"] == "not_offered"
+            assert (await client.post(path, json={})).content == twice.content
+        assert await harness.db[IDEMPOTENCY].find_one({"_id": "alpha:accept-2"}) is not None
 
 
 async def test_two_concurrent_ship_calls_exactly_one_wins(stack: LocalStack) -> None:
@@ -558,11 +567,12 @@ async def test_state_and_cursors_survive_a_restart(stack: LocalStack) -> None:
             assert after["changes"] == before["changes"]
             current = (await client.get(f"/dispatch-orders/{order['dispatch_id']}")).json()
             assert current["state"] == "accepted" and current["version"] == 2
-            # The retried accept gets its first answer: the key is known after the restart.
+            # The retried accept gets its first answer, rebuilt from the accept's version document:
+            # the key is known after the restart.
             replayed = await client.post(
                 accept_path, json={}, headers={"Idempotency-Key": "accept-before-restart"}
             )
-            assert replayed.status_code == 200 and replayed.json() == accepted.json()
+            assert replayed.status_code == 200 and replayed.content == accepted.content
             assert replayed.headers.get("Idempotent-Replayed") == "true"
 
 

@@ -103,7 +103,8 @@ def reship(
             raise typer.Exit(2) from exc
     body = {"shop_id": shop_id, "order_id": order_id, "lines": lines, "reason": reason}
     case = _call("POST", "/reships", body)
-    console.print(f"re-ship case {case['case_id']}: {case['state']}")
+    state = case["state"] or "to be decided once dispatch's view of the order arrives"
+    console.print(f"re-ship case {case['case_id']}: {state}")
 
 
 @app.command("policy")

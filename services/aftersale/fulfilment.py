@@ -1,6 +1,7 @@
-"""What aftersale knows of an order's fulfilment, projected from the dispatch and logistics topics:
-each dispatch order's state, lines and parcels, and each parcel's tracking state. Pure functions
-apply events (idempotent by version) and say where a case's units are."""
+"""What aftersale knows of an order's fulfilment: each dispatch order's state, lines and parcels
+(from dispatch's snapshot of the order when a case asked it to follow the order, then the copies of
+its changes on `dispatch.aftersale`), and each parcel's tracking state (`logistics.parcel-stages`).
+Pure functions apply them (idempotent by version) and say where a case's units are."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.aftersale.domain.case import Fulfilment, Stage
 from shared.events.aftersale import AffectedLine
-from shared.events.dispatch import DispatchEvent, DispatchState, ShippingAddress
+from shared.events.dispatch import (
+    DispatchEvent,
+    DispatchFulfilmentSnapshot,
+    DispatchLine,
+    DispatchOrderFacts,
+    DispatchState,
+    Parcel,
+    ShippingAddress,
+)
 from shared.events.logistics import ParcelTrackingChanged, TrackingState
 
 
@@ -57,6 +66,16 @@ class OrderFulfilment(BaseModel):
     parcels: dict[str, TrackingState] = Field(default_factory=dict, description="carrier:waybill -> state")
     parcel_versions: dict[str, int] = Field(default_factory=dict)
     receiver: ShippingAddress | None = None
+    followed_cases: list[str] = Field(
+        default_factory=list,
+        description="cases whose follow dispatch answered with a snapshot: from then on it copies "
+        "every change of the order here, until they end (`knows_for`)",
+    )
+
+    def knows_for(self, case_id: str) -> bool:
+        """Whether `dispatch` is the whole truth for this open case: dispatch's snapshot answered its
+        follow. Before that, what is here may be nothing or old (changes not copied)."""
+        return case_id in self.followed_cases
 
 
 def apply_dispatch_event(fulfilment: OrderFulfilment, event: DispatchEvent) -> OrderFulfilment:
@@ -68,14 +87,7 @@ def apply_dispatch_event(fulfilment: OrderFulfilment, event: DispatchEvent) -> O
     request = getattr(event, "request", None)
     if lines_now is None and request is not None and request.status == "confirmed" and request.new_lines:
         lines_now = request.new_lines  # a confirmed change of lines
-    lines = (
-        [
-            Unit(product_id=x.product_id, sku_id=x.sku_id, quantity=x.quantity, shipped=x.shipped_quantity)
-            for x in lines_now
-        ]
-        if lines_now is not None
-        else (current.lines if current else [])
-    )
+    lines = [_unit(x) for x in lines_now] if lines_now is not None else (current.lines if current else [])
     original = current.original if current else lines
     parcels = list(current.parcels) if current else []
     shipped_parcels = getattr(event, "parcels", None)
@@ -84,18 +96,7 @@ def apply_dispatch_event(fulfilment: OrderFulfilment, event: DispatchEvent) -> O
         known = {(p.carrier_code, p.waybill_no) for p in parcels}
         for parcel in shipped_parcels:
             if (parcel.carrier_code, parcel.waybill_no) not in known:
-                units = [
-                    Unit(
-                        product_id=by_line[i.line_no].product_id,
-                        sku_id=by_line[i.line_no].sku_id,
-                        quantity=i.quantity,
-                    )
-                    for i in parcel.lines
-                    if i.line_no in by_line
-                ]
-                parcels.append(
-                    ParcelView(carrier_code=parcel.carrier_code, waybill_no=parcel.waybill_no, units=units)
-                )
+                parcels.append(_parcel_view(parcel, by_line))
     case_id = getattr(event, "aftersale_case_id", None) or (current.aftersale_case_id if current else None)
     replacement = current.replacement_waybill if current else None
     if case_id and parcels and replacement is None:
@@ -115,6 +116,58 @@ def apply_dispatch_event(fulfilment: OrderFulfilment, event: DispatchEvent) -> O
     return fulfilment.model_copy(
         update={"dispatch": {**fulfilment.dispatch, event.dispatch_id: view}, "receiver": receiver}
     )
+
+
+def apply_snapshot(fulfilment: OrderFulfilment, snapshot: DispatchFulfilmentSnapshot) -> OrderFulfilment:
+    """Dispatch's whole view of the order, in answer to a case's follow: each dispatch order as the
+    snapshot has it, unless a newer version is known (a copy that overtook it); the lines as offered
+    are the first known (an order offered before dispatch kept them apart keeps aftersale's)."""
+    dispatch = dict(fulfilment.dispatch)
+    for facts in snapshot.dispatch_orders:
+        current = dispatch.get(facts.dispatch_id)
+        if current is None or current.version < facts.version:
+            dispatch[facts.dispatch_id] = _view_of(facts, current)
+    followed = fulfilment.followed_cases
+    if snapshot.case_id not in followed:
+        followed = [*followed, snapshot.case_id]
+    receiver = snapshot.dispatch_orders[-1].receiver if snapshot.dispatch_orders else fulfilment.receiver
+    return fulfilment.model_copy(
+        update={"dispatch": dispatch, "receiver": receiver, "followed_cases": followed}
+    )
+
+
+def _view_of(facts: DispatchOrderFacts, current: DispatchView | None) -> DispatchView:
+    by_line = {x.line_no: x for x in [*facts.offered_lines, *facts.lines]}  # the lines now come last
+    parcels = [_parcel_view(parcel, by_line) for parcel in facts.parcels]
+    replacement = current.replacement_waybill if current else None
+    if facts.aftersale_case_id and parcels and replacement is None:
+        replacement = (parcels[0].carrier_code, parcels[0].waybill_no)
+    return DispatchView(
+        dispatch_id=facts.dispatch_id,
+        supplier_id=facts.supplier_id,
+        state=facts.state,
+        version=facts.version,
+        lines=[_unit(x) for x in facts.lines],
+        original=current.original if current else [_unit(x) for x in facts.offered_lines],
+        parcels=parcels,
+        aftersale_case_id=facts.aftersale_case_id,
+        replacement_waybill=replacement,
+    )
+
+
+def _unit(line: DispatchLine) -> Unit:
+    return Unit(
+        product_id=line.product_id, sku_id=line.sku_id, quantity=line.quantity, shipped=line.shipped_quantity
+    )
+
+
+def _parcel_view(parcel: Parcel, by_line: dict[int, DispatchLine]) -> ParcelView:
+    units = [
+        Unit(product_id=by_line[i.line_no].product_id, sku_id=by_line[i.line_no].sku_id, quantity=i.quantity)
+        for i in parcel.lines
+        if i.line_no in by_line
+    ]
+    return ParcelView(carrier_code=parcel.carrier_code, waybill_no=parcel.waybill_no, units=units)
 
 
 def apply_tracking(fulfilment: OrderFulfilment, event: ParcelTrackingChanged) -> OrderFulfilment:

@@ -1,7 +1,12 @@
 """Aftersale handlers: a WeChat after-sale push, a dispatch or logistics event about the order, an
 operator's decision, or the clock each load the case and the order's fulfilment, ask the pure state
-machine what follows, carry out its actions (WeChat calls, instructions on the `aftersale` topic)
-and store the case."""
+machine what follows, carry out its actions (WeChat calls, instructions to dispatch on
+`aftersale.instructions`) and store the case.
+
+Aftersale reads the dispatch changes of the orders it follows only (`dispatch.aftersale`): a case
+asks dispatch to follow its order, and is decided once dispatch's snapshot of the order answered
+(`OrderFulfilment.knows_for`); until then its facts are kept and nothing is decided, so it never
+stops lines or refunds on "nothing known" when the goods have shipped. An ended case lets go."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from services.aftersale.domain.case import (
 from services.aftersale.fulfilment import (
     OrderFulfilment,
     apply_dispatch_event,
+    apply_snapshot,
     apply_tracking,
     stage_for,
     units_dropped,
@@ -36,26 +42,34 @@ from shared.events.aftersale import (
     CancelLinesRequested,
     CaseType,
     CaseUpdated,
+    FollowRequested,
     InterceptRequested,
     ReshipRequested,
     ReturnExpected,
+    UnfollowRequested,
 )
 from shared.events.base import Event, utc_now
 from shared.events.dead_letter import DeadLetterReason
-from shared.events.dispatch import DISPATCH_EVENTS, DispatchEvent, ShippingAddress, SupplierReturnReceived
+from shared.events.dispatch import (
+    DISPATCH_AFTERSALE_EVENTS,
+    DispatchEvent,
+    DispatchFulfilmentSnapshot,
+    ShippingAddress,
+    SupplierReturnReceived,
+)
 from shared.events.logistics import LOGISTICS_EVENTS, ParcelTrackingChanged
 from shared.events.shop_events import WeChatPushReceived
 from shared.kafka.consumer import InboundMessage, PermanentFailure
 from shared.kafka.producer import publish_all
-from shared.kafka.topics import AFTERSALE, AFTERSALE_INSTRUCTIONS, DISPATCH, topic_carrying
+from shared.kafka.topics import AFTERSALE, AFTERSALE_INSTRUCTIONS, DISPATCH_AFTERSALE, topic_carrying
 from shared.versioned import VersionedProjection
 from shared.wechat.client import WeChatApiError
 
 log = logging.getLogger(__name__)
 
 AFTERSALE_TOPICS = (AFTERSALE, AFTERSALE_INSTRUCTIONS)  # case facts; instructions to dispatch
-# Every change on the dispatch topic moves goods or units; older messages of other types are skipped.
-DISPATCH_EVENTS_ACTED_ON = DISPATCH.carries
+# Dispatch's snapshots of followed orders and copies of their changes (each moves goods or units).
+DISPATCH_EVENTS_ACTED_ON = DISPATCH_AFTERSALE.carries
 GET_CASE = "/channels/ec/aftersale/getaftersaleorder"
 ACCEPT = "/channels/ec/aftersale/acceptapply"
 REJECT = "/channels/ec/aftersale/rejectapply"
@@ -136,14 +150,17 @@ class Aftersale:
         # that move an order's goods, and by the time the clock alone can move them (`next_look`).
         self._open_by_order: dict[str, set[str]] = {}
         self._looks: list[tuple[datetime, str]] = []
+        # Open cases that asked dispatch to follow their order in this process, until its snapshot
+        # answers (after a restart, the first tick asks again for those still waiting).
+        self._asked: set[str] = set()
 
     def index(self) -> None:
         """After loading the cases: the open ones, and when each must be looked at."""
         now = self.clock()
         for case in self.cases:
-            self._follow(case, now, plan_past=True)
+            self._keep_place(case, now, plan_past=True)
 
-    def _follow(self, case: Case, now: datetime, *, plan_past: bool) -> None:
+    def _keep_place(self, case: Case, now: datetime, *, plan_past: bool) -> None:
         """Keep an open case's place (by order, by time of its next look); forget a final one. After
         a change the next look is planned even if its time passed (looked at on the next tick)."""
         if case.final:
@@ -216,10 +233,11 @@ class Aftersale:
         if message.skippable(DISPATCH_EVENTS_ACTED_ON):
             return
         try:
-            event = DISPATCH_EVENTS.validate_json(message.value)
+            event = DISPATCH_AFTERSALE_EVENTS.validate_json(message.value)
         except ValidationError as exc:
             raise PermanentFailure(DeadLetterReason.UNDECODABLE, str(exc)[:1000]) from exc
-        if not isinstance(event, DispatchEvent):
+        if isinstance(event, DispatchFulfilmentSnapshot):
+            await self._snapshot(event)
             return
         await self._update_order(
             event.order_id, event.shop_id, cause=str(event.event_id), dispatch_event=event
@@ -241,6 +259,23 @@ class Aftersale:
                 )
         await self.reconsider_order(event.order_id, cause=str(event.event_id))
 
+    async def _snapshot(self, snapshot: DispatchFulfilmentSnapshot) -> None:
+        """Dispatch follows the order for this case from now on: the order's dispatch orders as they
+        stand, and the facts only they tell (returns received, replacements shipped)."""
+        cause = str(snapshot.event_id)
+        await self._update_order(snapshot.order_id, snapshot.shop_id, cause=cause, snapshot=snapshot)
+        self._asked.discard(snapshot.case_id)
+        order = self.orders.get(snapshot.order_id)
+        for facts in snapshot.dispatch_orders:
+            for case_id in facts.returns_received:
+                await self._case_fact(case_id, supplier_received=True, cause=cause)
+            view = order.dispatch.get(facts.dispatch_id) if order else None
+            if view is not None and view.aftersale_case_id and view.replacement_waybill:
+                await self._case_fact(
+                    view.aftersale_case_id, replacement_shipped=view.replacement_waybill, cause=cause
+                )
+        await self.reconsider_order(snapshot.order_id, cause=cause)
+
     async def handle_logistics_event(self, message: InboundMessage) -> None:
         try:
             event = LOGISTICS_EVENTS.validate_json(message.value)
@@ -258,10 +293,13 @@ class Aftersale:
         cause: str,
         dispatch_event: DispatchEvent | None = None,
         tracking: ParcelTrackingChanged | None = None,
+        snapshot: DispatchFulfilmentSnapshot | None = None,
     ) -> None:
         async with self.orders.lock(order_id):
             current = self.orders.get(order_id) or OrderFulfilment(order_id=order_id, shop_id=shop_id)
             updated = current
+            if snapshot is not None:
+                updated = apply_snapshot(updated, snapshot)
             if dispatch_event is not None:
                 updated = apply_dispatch_event(updated, dispatch_event)
             if tracking is not None:
@@ -275,7 +313,7 @@ class Aftersale:
             if case is None or all(getattr(case, k) == v for k, v in facts.items()):
                 return
             saved = await self.cases.save(case_id, case.model_copy(update=facts), cause=f"{cause}:fact")
-            self._follow(saved, self.clock(), plan_past=True)
+            self._keep_place(saved, self.clock(), plan_past=True)
 
     async def reconsider_order(self, order_id: str, *, cause: str) -> None:
         for case_id in sorted(self._open_by_order.get(order_id, ())):
@@ -301,7 +339,7 @@ class Aftersale:
 
     async def tick(self) -> None:
         """The cases whose next look came (deferred refunds whose minute has passed, deadline
-        warnings), then the gauges: only open cases are read."""
+        warnings), then the gauges, then the follows still to ask for: only open cases are read."""
         now = self.clock()
         due: dict[str, None] = {}
         while self._looks and self._looks[0][0] <= now:
@@ -317,13 +355,14 @@ class Aftersale:
                     log.exception("after-sale case %s: a timed step failed", case_id)
                     continue
                 if decided == current:  # unchanged (a change was followed when it was saved)
-                    self._follow(decided, now, plan_past=False)
+                    self._keep_place(decided, now, plan_past=False)
         open_cases = self.open_cases()
         OPEN_CASES.clear()
         for case in open_cases:
             if case.state is not None:
                 OPEN_CASES.labels(case.state).inc()
         NEAR_DEADLINE.set(sum(case.deadline_warned for case in open_cases if case.state is not None))
+        await self.ask_follows()
 
     async def reconsider_shop(self, shop_id: str | None, *, cause: str) -> None:
         """Every open case of a shop whose policy changed (None: of every shop, when return addresses
@@ -355,6 +394,55 @@ class Aftersale:
             # is saved finds the case and waits for its lock, then looks at it again.
             self._open_by_order.setdefault(case.order_id, set()).add(case.case_id)
         order = self.orders.get(case.order_id)
+        events: list[Event] = []
+        if case.final or (order is not None and order.knows_for(case.case_id)):
+            case, events = await self._decide(case, order, now)
+        elif case.case_id not in self._asked:
+            # Where the goods are is not known yet: the case's facts are kept and nothing is decided
+            # until dispatch's snapshot answers (its handler looks at the open cases of the order).
+            events.append(FollowRequested(order_id=case.order_id, shop_id=case.shop_id, case_id=case.case_id))
+        stored = self.cases.get(case.case_id)
+        if stored is None or stored != case:
+            case = await self.cases.save(case.case_id, case, cause=f"{cause}:{case.version}")
+            self._keep_place(case, now, plan_past=True)
+        if case.state is not None and (stored is None or stored.state != case.state):
+            events.append(
+                CaseUpdated(
+                    order_id=case.order_id,
+                    shop_id=case.shop_id,
+                    case_id=case.case_id,
+                    case_type=case.case_type,
+                    state=case.state,
+                    wechat_status=case.wechat_status,
+                    resolution=case.resolution,
+                    reason=case.timeline[-1].reason if case.timeline else "",
+                    version=case.version,
+                )
+            )
+            if case.final and case.resolution is not None:
+                OUTCOMES.labels(case.case_type, case.resolution).inc()
+                created = self._created.get(case.case_id)
+                if created is not None and created.timestamp() > 0:
+                    RESOLUTION_SECONDS.labels(case.case_type).observe(
+                        max(0.0, (now - created).total_seconds())
+                    )
+        if case.final and stored is not None and not stored.final:
+            # Asked to follow when it was opened: dispatch stops copying once no case of the order asks.
+            events.append(
+                UnfollowRequested(order_id=case.order_id, shop_id=case.shop_id, case_id=case.case_id)
+            )
+            self._asked.discard(case.case_id)
+        await publish_all(
+            self._producer, [(topic_carrying(e.event_type, AFTERSALE_TOPICS), e) for e in events]
+        )
+        if any(isinstance(e, FollowRequested) for e in events):
+            self._asked.add(case.case_id)
+        return case
+
+    async def _decide(
+        self, case: Case, order: OrderFulfilment | None, now: datetime
+    ) -> tuple[Case, list[Event]]:
+        """Ask the state machine with where the case's goods are, and carry out its actions."""
         refund = case.case_type == CaseType.REFUND
         if refund and case.dropped_before is None:
             case = case.model_copy(update={"dropped_before": units_dropped(order, case.lines)})
@@ -378,35 +466,32 @@ class Aftersale:
                 and case.refund_not_before > now
             ):
                 break  # refund deferred: the rest waits for the next minute
-        stored = self.cases.get(case.case_id)
-        if stored is None or stored != case:
-            case = await self.cases.save(case.case_id, case, cause=f"{cause}:{case.version}")
-            self._follow(case, now, plan_past=True)
-        if stored is None or stored.state != case.state:
-            events.append(
-                CaseUpdated(
-                    order_id=case.order_id,
-                    shop_id=case.shop_id,
-                    case_id=case.case_id,
-                    case_type=case.case_type,
-                    state=case.state or "awaiting_operator",
-                    wechat_status=case.wechat_status,
-                    resolution=case.resolution,
-                    reason=case.timeline[-1].reason if case.timeline else "",
-                    version=case.version,
-                )
-            )
-            if case.final and case.resolution is not None:
-                OUTCOMES.labels(case.case_type, case.resolution).inc()
-                created = self._created.get(case.case_id)
-                if created is not None and created.timestamp() > 0:
-                    RESOLUTION_SECONDS.labels(case.case_type).observe(
-                        max(0.0, (now - created).total_seconds())
-                    )
+        return case, events
+
+    async def ask_follows(self) -> None:
+        """Ask dispatch to follow the order of each open case still waiting for its snapshot and not
+        asked in this process. On every tick: the first after start-up asks for the cases of a crash's
+        lost asks, and for those opened while aftersale read every dispatch change (an upgrade); later
+        ones for an ask whose publish failed."""
+        waiting = [
+            case
+            for case in self.open_cases()
+            if case.case_id not in self._asked
+            and not ((order := self.orders.get(case.order_id)) is not None and order.knows_for(case.case_id))
+        ]
+        if not waiting:
+            return
         await publish_all(
-            self._producer, [(topic_carrying(e.event_type, AFTERSALE_TOPICS), e) for e in events]
+            self._producer,
+            [
+                (
+                    AFTERSALE_INSTRUCTIONS,
+                    FollowRequested(order_id=c.order_id, shop_id=c.shop_id, case_id=c.case_id),
+                )
+                for c in waiting
+            ],
         )
-        return case
+        self._asked.update(c.case_id for c in waiting)
 
     async def _carry_out(
         self,

@@ -1,6 +1,7 @@
 """Entry point of the aftersale service: `uvicorn services.aftersale.main:create_app --factory`.
 
-One process: WeChat after-sale pushes (routed here by order_ingest's webhook), the dispatch topic
+One process: WeChat after-sale pushes (routed here by order_ingest's webhook), the dispatch changes
+of the orders with an open case (`dispatch.aftersale`: dispatch follows an order once a case asks)
 and parcels' stages from logistics (where the goods are; the supplier's answers), and a clock for
 deferred refunds and deadlines. Cases are projected in memory from insert-only documents, so it
 runs as one process.
@@ -23,7 +24,7 @@ from shared.events.dispatch import ShippingAddress
 from shared.kafka.agents import OrderedAgents
 from shared.kafka.consumer import MessageProcessor, RetryPolicy
 from shared.kafka.faust_app import create_faust_app
-from shared.kafka.topics import DISPATCH, LOGISTICS_PARCEL_STAGES, WECHAT_AFTERSALE_EVENTS
+from shared.kafka.topics import DISPATCH_AFTERSALE, LOGISTICS_PARCEL_STAGES, WECHAT_AFTERSALE_EVENTS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import AftersaleSettings
 from shared.suppliers import return_addresses
@@ -40,7 +41,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
     faust_app = create_faust_app(settings)
     agents = OrderedAgents(faust_app, settings, batch_size=settings.worker_batch_size)
     agents.consume("pushes", WECHAT_AFTERSALE_EVENTS)
-    agents.consume("dispatch", DISPATCH)
+    agents.consume("dispatch", DISPATCH_AFTERSALE)
     agents.consume("parcel_stages", LOGISTICS_PARCEL_STAGES)
 
     async def start_aftersale(runtime: ServiceRuntime, stack: AsyncExitStack) -> None:
@@ -69,7 +70,7 @@ def create_app(settings: AftersaleSettings | None = None) -> FastAPI:
             producer=runtime.producer,
             return_addresses=addresses.get,
         )
-        aftersale.index()
+        aftersale.index()  # the first tick asks dispatch to follow the open cases' orders not followed
         api.state.aftersale = aftersale
 
         def processor() -> MessageProcessor:

@@ -69,7 +69,7 @@ WECHAT_AFTERSALE_EVENTS = TopicSpec(
 WECHAT_EWAYBILL_EVENTS = TopicSpec(
     "wechat.ewaybill-events",
     "WeChat e-waybill tracking pushes (ewaybill_push_path), routed here by the webhook.",
-    audience=("logistics", "aftersale"),
+    audience=("logistics",),
     carries=frozenset({"wechat_push_received"}),
 )
 ORDERS = TopicSpec(
@@ -89,14 +89,14 @@ ORDERS = TopicSpec(
 ORDERS_COMPLETED = TopicSpec(
     "orders.completed",
     "Orders the buyer confirmed or WeChat completed: logistics closes their delivery watch.",
-    audience=("logistics", "aftersale"),
+    audience=("logistics",),
     carries=frozenset({"order_completed"}),
 )
 DISPATCH = TopicSpec(
     "dispatch",
     "Dispatch order changes that move goods or units: offered, updated, rejected, cancelled, shipped, "
     "a change answered, an interception required, a return received.",
-    audience=("logistics", "aftersale"),
+    audience=("logistics",),
     carries=frozenset(
         {
             "dispatch_offered",

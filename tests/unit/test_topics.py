@@ -4,10 +4,11 @@ import pytest
 from pydantic import TypeAdapter
 
 from services.aftersale.handlers import DISPATCH_EVENTS_ACTED_ON as AFTERSALE_DISPATCH_EVENTS
+from services.dispatch.aftersale_follows import COPIED_EVENTS
 from services.dispatch.dropship import RELEVANT_EVENTS
 from services.logistics.handlers import DISPATCH_EVENTS_ACTED_ON as LOGISTICS_DISPATCH_EVENTS
 from shared.events.aftersale import AFTERSALE_EVENTS
-from shared.events.dispatch import DISPATCH_EVENTS
+from shared.events.dispatch import DISPATCH_AFTERSALE_EVENTS, DISPATCH_EVENTS
 from shared.events.orders import ORDER_EVENTS
 from shared.kafka.topics import (
     AFTERSALE,
@@ -15,6 +16,7 @@ from shared.kafka.topics import (
     ALL_TOPICS,
     DEAD_LETTER_RETENTION_MS,
     DISPATCH,
+    DISPATCH_AFTERSALE,
     DISPATCH_DROPSHIP,
     DISPATCH_PROGRESS,
     ORDERS,
@@ -76,10 +78,20 @@ def test_the_mirror_topic_carries_what_the_mirror_acts_on_and_only_dispatch_orde
     assert DISPATCH.carries >= DISPATCH_DROPSHIP.carries >= {"dispatch_offered", "dispatch_cancelled"}
 
 
-def test_logistics_acts_on_part_of_the_dispatch_topic_and_aftersale_on_all_of_it() -> None:
+def test_logistics_acts_on_part_of_the_dispatch_topic_and_aftersale_on_copies_of_all_of_it() -> None:
     assert DISPATCH.carries > LOGISTICS_DISPATCH_EVENTS
-    assert DISPATCH.carries == AFTERSALE_DISPATCH_EVENTS
+    assert DISPATCH.audience == ("logistics",)
     assert "dispatch_accepted" not in DISPATCH.carries  # nobody downstream acts on it
+    # Aftersale reads the orders it follows only: every `dispatch` change of theirs, and snapshots.
+    assert DISPATCH_AFTERSALE.audience == ("aftersale",)
+    assert DISPATCH.carries == COPIED_EVENTS
+    assert (
+        DISPATCH_AFTERSALE.carries
+        == AFTERSALE_DISPATCH_EVENTS
+        == COPIED_EVENTS | {"dispatch_fulfilment_snapshot"}
+    )
+    assert _event_types(DISPATCH_AFTERSALE_EVENTS) == DISPATCH_AFTERSALE.carries
+    assert {"aftersale_follow", "aftersale_unfollow"} <= AFTERSALE_INSTRUCTIONS.carries
 
 
 def test_dead_letter_topics_keep_messages_longer_and_have_no_dead_letters_of_their_own() -> None:

@@ -24,12 +24,15 @@ Before the load (and before the bots start), the stack is measured at rest for `
 core). CPU per order is shown gross and net of that baseline (each process's CPU at rest over the
 same window subtracted).
 
-The ceiling, measured in the same run against the same broker: raw aiokafka produce → consume of the
-same messages (the run's own `order_paid` values and keys) through the same number of Kafka hops.
-Between WeChat's webhook and the dispatch event the line has three topics (webhook → shop-events →
-ingest worker → orders → dispatch → dispatch) and two consume→produce relays; the ceiling is a chain
-of two bare aiokafka relays (one helper process) over three topics, fed at the same rate and count,
-timed from the scheduled send to the last topic's record timestamp.
+The reference chain, run after the line on the same stack (`ops/bench_reference.py` has the details):
+the line's work per order as measured in this run (HTTP exchanges, Kafka messages consumed, documents
+written, per order), done bare for the same orders at the same rate: aiokafka relays (acks=all) round
+a ring of topics, POSTs to a bare ASGI echo under uvicorn, `insert_many` into the same FerretDB per
+consumed batch. Its CPU per order (its processes in full, Kafka's and FerretDB's above their rest)
+is the yardstick of the line's (every process but the order driver): the reference gate asks the
+line for at most twice the reference's. Its latency is the ceiling beside paid → supplier feed: the
+message after the chain's first two relays, as the line has two consume→produce relays (the ingest
+worker, dispatch) and three topics between WeChat's webhook and the dispatch event.
 
 One simulated clock, 60× real time: the bots accept a few simulated seconds after the offer and ship
 half a minute later, and the carrier stand-in scans a parcel on the same clock (picked up two
@@ -54,7 +57,6 @@ import asyncio
 import json
 import logging
 import math
-import multiprocessing
 import os
 import random
 import tempfile
@@ -69,7 +71,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 import uvloop
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from hdrh.histogram import HdrHistogram
 from pydantic import SecretStr
 from rich.console import Console
@@ -86,6 +87,18 @@ from ops.bench_dispatch import (
     other_busy_processes,
     scrape_metrics,
 )
+from ops.bench_kafka import KafkaRecord, end_offsets, read_records
+from ops.bench_reference import (
+    RELAYS,
+    SHARED_WITH_THE_LINE,
+    ReferenceRun,
+    ReferenceWork,
+    chain_latencies,
+    charged_cpu_s,
+    planned_work,
+    run_reference,
+)
+from ops.helper_process import Helper
 from ops.loadgen import HttpClient, LoadResult, http_request, open_loop
 from ops.metrics_text import MetricsText, order_gets
 from ops.stack import ALL_COMPONENTS, REPO_ROOT, LocalStack, StackPorts
@@ -94,8 +107,7 @@ from services.dispatch.domain.routing import Route
 from shared.db import create_mongo_client, database, ensure_indexes
 from shared.events.dispatch import ShippingAddress
 from shared.kafka.admin import ensure_topics
-from shared.kafka.producer import create_producer
-from shared.kafka.topics import ALL_TOPICS, DISPATCH, ORDERS, TopicSpec
+from shared.kafka.topics import ALL_TOPICS, DISPATCH, ORDERS
 from shared.settings import KafkaSettings, MongoSettings
 from shared.wechat.shops import INDEXES, Shop, ShopRepository
 from sim.suppliers import Behaviour, Delay, FleetSettings, SupplierConfig, SupplierFleet
@@ -120,8 +132,7 @@ PROFILED_PROCESSES = (
     "carrier_sim",
     FLEET_PROCESS,
 )
-CEILING_PROCESS = "ceiling relays (bare aiokafka)"
-NOT_THE_LINE = (BENCH_PROCESS, CEILING_PROCESS)  # left out of the line's CPU per order
+NOT_THE_LINE = (BENCH_PROCESS,)  # left out of the line's CPU per order (and of the reference's)
 # The line at rest (issue 22): the services, Kafka and FerretDB, with the stack up and nothing moving;
 # the stand-ins, the bots and Prometheus are not ours to run in production.
 LINE_AT_REST = (
@@ -137,8 +148,11 @@ IDLE_TARGET_PCT = 5.0  # of one core
 IDLE_SETTLE_S = 10.0  # after the registrations, before the baseline: routes reloaded, writes flushed
 _HIGHEST_US = 3_600_000_000
 # Kafka hops between WeChat's webhook and the dispatch event: topics written, and the consume→produce
-# relays between them (the ingest worker, dispatch).
+# relays between them (the ingest worker, dispatch). The ceiling beside paid → supplier feed is the
+# reference chain's message after as many relays.
 KAFKA_TOPIC_HOPS = 3
+# The line's CPU per order against the reference chain's (the same work per order, built bare).
+REFERENCE_RATIO_MAX = 2.0
 CONNECTIONS = 32
 WARMUP_ORDERS = 20
 APP_SECRET, TOKEN = "benchsecret", "benchtoken"
@@ -265,16 +279,6 @@ class OrderTimes:
         return min(chosen) if chosen else None
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
-    topic: str
-    key: str
-    event_type: str
-    timestamp_s: float
-    value: bytes = b""  # kept for order_paid only: the ceiling sends the same messages
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
 def collect_times(
     orders: Sequence[E2EOrder],
     scheduled: Sequence[float],
@@ -380,86 +384,7 @@ def target_verdict(p99_ms: float, rate: float) -> tuple[bool, str]:
     )
 
 
-# ---- Kafka: end offsets, and reading records with their timestamps --------------------------------------
-
-
-async def assigned_consumer(bootstrap: str, topics: Sequence[str], **options: Any) -> AIOKafkaConsumer:
-    """A started consumer without a group holding every partition of `topics`."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **options
-    )
-    await consumer.start()
-    deadline = time.monotonic() + 60
-    while {tp.topic for tp in consumer.assignment()} != set(topics):  # follows the first metadata answer
-        if time.monotonic() > deadline:
-            await stop_consumer(consumer)
-            raise RuntimeError(f"no partitions of {topics} assigned within 60 s")
-        await asyncio.sleep(0.1)
-    return consumer
-
-
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = await assigned_consumer(bootstrap, topics)
-    try:
-        return dict(await consumer.end_offsets(list(consumer.assignment())))
-    finally:
-        await stop_consumer(consumer)
-
-
-async def read_records(
-    bootstrap: str, start: dict[TopicPartition, int], *, timeout_s: float = 120
-) -> list[KafkaRecord]:
-    """Every record from `start` to the current end of each partition (no group, no commits)."""
-    consumer = await assigned_consumer(
-        bootstrap, sorted({tp.topic for tp in start}), max_partition_fetch_bytes=4 << 20
-    )
-    records: list[KafkaRecord] = []
-    try:
-        end = await consumer.end_offsets(list(consumer.assignment()))
-        wanted = [tp for tp in end if end[tp] > start.get(tp, 0)]
-        for tp in consumer.assignment():
-            consumer.seek(tp, start.get(tp, 0))
-        deadline = time.monotonic() + timeout_s
-        left = set(wanted)
-        while left and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, messages in batches.items():
-                for m in messages:
-                    if m.offset >= end[tp]:
-                        continue
-                    event_type = next((v.decode() for k, v in m.headers if k == "event_type"), "")
-                    key = m.key.decode() if m.key else ""
-                    kept = event_type == "order_paid"
-                    records.append(
-                        KafkaRecord(
-                            tp.topic,
-                            key,
-                            event_type,
-                            m.timestamp / 1000,
-                            (m.value or b"") if kept else b"",
-                            tuple(m.headers) if kept else (),
-                        )
-                    )
-            for tp in list(left):
-                if await consumer.position(tp) >= end[tp]:
-                    left.discard(tp)
-    finally:
-        await stop_consumer(consumer)
-    return records
-
-
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
-    """aiokafka's group-less consumer can raise CancelledError from its own cancelled helper task on
-    stop(); swallowed unless this task itself is being cancelled."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-
-
-# ---- helper processes: the supplier bots, the ceiling's relays ------------------------------------------
+# ---- the supplier bots' process ----------------------------------------------------------------------
 
 
 def _fleet_process(settings_json: str, ready: MpEvent, stop: MpEvent, out: MpQueue[Any]) -> None:
@@ -475,83 +400,6 @@ def _fleet_process(settings_json: str, ready: MpEvent, stop: MpEvent, out: MpQue
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         out.put(runner.run(run()))
-
-
-def _relay_process(
-    bootstrap: str, topics: list[str], ready: MpEvent, stop: MpEvent, out: MpQueue[Any]
-) -> None:
-    """A chain of bare aiokafka relays: topics[i] → topics[i+1], each consume → produce (acks=all),
-    keys and headers kept, in order per partition, in one process like one service each."""
-    settings = KafkaSettings(bootstrap_servers=bootstrap)
-
-    async def relay(source: str, target: str, started: asyncio.Event) -> int:
-        consumer = await assigned_consumer(bootstrap, [source], fetch_max_wait_ms=settings.fetch_max_wait_ms)
-        producer = create_producer(settings, client_id=f"bench-relay-{source}")
-        await producer.start()
-        relayed = 0
-        try:
-            partitions = sorted(consumer.assignment())
-            await consumer.seek_to_end(*partitions)
-            for tp in partitions:
-                await consumer.position(tp)
-            started.set()
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=500)
-                sent = [
-                    await producer.send(target, value=m.value, key=m.key, headers=list(m.headers))
-                    for messages in batches.values()
-                    for m in messages
-                ]
-                if sent:
-                    await asyncio.gather(*sent)
-                    relayed += len(sent)
-        finally:
-            await stop_consumer(consumer)
-            await producer.stop()
-        return relayed
-
-    async def run() -> list[int]:
-        started = [asyncio.Event() for _ in topics[:-1]]
-        tasks = [
-            asyncio.create_task(relay(a, b, s)) for a, b, s in zip(topics, topics[1:], started, strict=False)
-        ]
-        await asyncio.gather(*(s.wait() for s in started))
-        ready.set()
-        return list(await asyncio.gather(*tasks))
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        out.put(runner.run(run()))
-
-
-class Helper:
-    """A spawned helper process with a stop event and one result."""
-
-    def __init__(self, target: Any, args: tuple[Any, ...], name: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.ready, self._stop = context.Event(), context.Event()
-        self._out: MpQueue[Any] = context.Queue()
-        self.process = context.Process(
-            target=target, args=(*args, self.ready, self._stop, self._out), name=name, daemon=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid or 0
-
-    async def start(self, wait_ready: bool) -> None:
-        self.process.start()
-        deadline = time.monotonic() + 60
-        while wait_ready and not await asyncio.to_thread(self.ready.wait, 0.5):
-            if not self.process.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.process.name} did not get ready")
-
-    async def stop(self) -> Any:
-        self._stop.set()
-        if not self.process.is_alive():
-            return None
-        result = await asyncio.to_thread(self._out.get, True, 60)
-        await asyncio.to_thread(self.process.join, 10)
-        return result
 
 
 # ---- the run ------------------------------------------------------------------------------------------
@@ -604,6 +452,7 @@ class WorkGate:
     value: float
     bound: float
     exact: bool = False
+    unit: str = " per order"
 
     @property
     def met(self) -> bool:
@@ -613,7 +462,7 @@ class WorkGate:
     def verdict(self) -> str:
         relation = "=" if self.exact else "≤"
         judged = "met" if self.met else "MISSED"
-        return f"{self.name}: {self.value:.2f} per order, {judged} ({relation} {self.bound:g})"
+        return f"{self.name}: {self.value:.2f}{self.unit}, {judged} ({relation} {self.bound:g})"
 
 
 def work_gates(line: WorkCounts) -> list[WorkGate]:
@@ -624,8 +473,25 @@ def work_gates(line: WorkCounts) -> list[WorkGate]:
         WorkGate("Kafka messages consumed", line.kafka_handled, KAFKA_HANDLED_MAX),
         WorkGate("documents written", line.documents_written, DOCUMENTS_WRITTEN_MAX),
         WorkGate("order/get", line.order_gets, ORDER_GETS_EXACT, exact=True),
-        WorkGate("HTTP exchanges", line.http_answered + line.outside_calls + 1, HTTP_EXCHANGES_MAX),
+        WorkGate("HTTP exchanges", reference_work(line).http_exchanges, HTTP_EXCHANGES_MAX),
     ]
+
+
+def reference_gate(line_ms: float, reference_ms: float) -> WorkGate:
+    """The line's CPU per order against the reference chain's: at most REFERENCE_RATIO_MAX times it (a
+    reference that spent nothing cannot be met)."""
+    ratio = line_ms / reference_ms if reference_ms > 0 else math.inf
+    return WorkGate("CPU per order, the line ÷ the reference chain", ratio, REFERENCE_RATIO_MAX, unit="×")
+
+
+def reference_work(line: WorkCounts) -> ReferenceWork:
+    """What the reference chain does per order: the line's HTTP exchanges (as its gate counts them),
+    Kafka messages consumed and documents written per order."""
+    return ReferenceWork(
+        http_exchanges=line.http_answered + line.outside_calls + 1,
+        kafka_consumed=line.kafka_handled,
+        documents_written=line.documents_written,
+    )
 
 
 @dataclass(frozen=True)
@@ -833,12 +699,8 @@ class Measured:
     calls: list[dict[str, Any]]
     not_told: int
     drain_s: float
-    ceiling_load: LoadResult
-    ceiling_records: list[KafkaRecord]
-    ceiling_t0_wall: float
-    ceiling_relayed: list[int]
+    reference: ReferenceRun
     cpu_load: dict[str, float]
-    cpu_ceiling: dict[str, float]
     peak_rss: dict[str, float]
     fleet_totals: dict[str, int]
     other_busy: list[int]
@@ -980,21 +842,29 @@ async def _measure(
         calls = await _delivery_calls(sim)
         records = await read_records(stack.kafka_bootstrap, start_offsets)
 
-        # The ceiling: the same order_paid messages through the same number of Kafka hops.
-        paid = {r.key: r for r in records if r.event_type == "order_paid"}
-        payload_of = {key: (r.value, list(r.headers)) for key, r in paid.items()}
+        # The reference chain: the line's work per order, built bare, for the same orders at the same rate.
+        work = work_between(metrics_a, metrics_b)
+        copied = reference_work(WorkCounts.total(work.values()).per(len(orders)))
+        payloads = {r.key: r.value for r in records if r.event_type == "order_paid"}
         console.print(
-            f"ceiling: {len(orders)} order_paid messages ({len(paid)} seen) at {rate:g}/s through "
-            f"{KAFKA_TOPIC_HOPS} topics, {KAFKA_TOPIC_HOPS - 1} bare relays ..."
+            f"reference chain: {len(orders)} orders at {rate:g}/s, each {copied.kafka_consumed:.2f} Kafka "
+            f"messages consumed, {copied.http_exchanges:.2f} HTTP exchanges, "
+            f"{copied.documents_written:.2f} documents inserted (the line's, per order) ..."
         )
-        ceiling_out = await _ceiling(stack, kafka, orders, payload_of, rate, duration, pids)
-        ceiling_load, ceiling_records, ceiling_t0_wall, relayed, cpu_ceiling_start = ceiling_out
-        relay_cpu = cpu_ceiling_start.pop(f"{CEILING_PROCESS} CPU")
-        relay_rss = cpu_ceiling_start.pop(f"{CEILING_PROCESS} peak RSS")
-        cpu_c = {n: _proc_figures(p)[0] for n, p in pids.items() if n != CEILING_PROCESS}
-        cpu_c[CEILING_PROCESS], cpu_ceiling_start[CEILING_PROCESS] = relay_cpu, 0.0
-        figures = {n: _proc_figures(p) for n, p in pids.items() if n != CEILING_PROCESS}
-        figures[CEILING_PROCESS] = (relay_cpu, relay_rss)
+        reference = await run_reference(
+            bootstrap=stack.kafka_bootstrap,
+            mongo_uri=stack.mongo_uri,
+            database=MongoSettings(uri=stack.mongo_uri).database,
+            keys=[o.order_id for o in orders],
+            payloads=payloads,
+            copied=copied,
+            rate=rate,
+            duration=duration,
+            pids=pids,
+            run=uuid_suffix(),
+        )
+        others.update(other_busy_processes(own, stack.run_dir))
+        figures = {n: _proc_figures(p) for n, p in pids.items()}
     finally:
         client.close()
         await sim.aclose()
@@ -1007,70 +877,19 @@ async def _measure(
         calls=calls,
         not_told=not_told,
         drain_s=drain_s,
-        ceiling_load=ceiling_load,
-        ceiling_records=ceiling_records,
-        ceiling_t0_wall=ceiling_t0_wall,
-        ceiling_relayed=relayed,
+        reference=reference,
         cpu_load={n: cpu_b[n] - cpu_a.get(n, 0.0) for n in cpu_b},
-        cpu_ceiling={n: cpu_c.get(n, 0.0) - cpu_ceiling_start.get(n, 0.0) for n in cpu_c},
-        peak_rss={n: r for n, (_, r) in figures.items()},
+        peak_rss={**{n: r for n, (_, r) in figures.items()}, **reference.peak_rss},
         fleet_totals=fleet_totals,
         other_busy=sorted(others),
         other_cpu_s=max(0.0, (machine_b - machine_a) - sum(cpu_b[n] - cpu_a.get(n, 0.0) for n in cpu_b)),
         window_s=window_s,
         profiles=profiles,
         db_commands=db_commands,
-        work=work_between(metrics_a, metrics_b),
+        work=work,
         idle_pct=idle_pct,
         idle_s=idle_seconds,
     )
-
-
-async def _ceiling(
-    stack: LocalStack,
-    kafka: KafkaSettings,
-    orders: Sequence[E2EOrder],
-    payload_of: dict[str, tuple[bytes, list[Any]]],
-    rate: float,
-    duration: float,
-    pids: dict[str, int],
-) -> tuple[LoadResult, list[KafkaRecord], float, list[int], dict[str, float]]:
-    run = uuid_suffix()
-    topics = [f"bench.e2e.hop{i + 1}.{run}" for i in range(KAFKA_TOPIC_HOPS)]
-    await ensure_topics(
-        kafka, tuple(TopicSpec(t, "bench e2e ceiling", has_dead_letter=False) for t in topics)
-    )
-    fallback = max((v for v in payload_of.values()), key=lambda p: len(p[0]), default=(b"{}" * 400, []))
-    messages = [(o.order_id.encode(), *payload_of.get(o.order_id, fallback)) for o in orders]
-    relays = Helper(_relay_process, (stack.kafka_bootstrap, topics), "bench-e2e-relays")
-    producer = create_producer(kafka, client_id="bench-e2e-ceiling")
-    await producer.start()
-    try:
-        await relays.start(wait_ready=True)
-        pids[CEILING_PROCESS] = relays.pid
-        start = await end_offsets(stack.kafka_bootstrap, [topics[-1]])
-        cpu_start = {n: _proc_figures(p)[0] for n, p in pids.items()}
-
-        async def send(i: int) -> bool:
-            key, value, headers = messages[i]
-            await producer.send_and_wait(topics[0], value=value, key=key, headers=headers)
-            return True
-
-        t0_wall = time.time()
-        load = await open_loop("ceiling produce", send, rate=rate, duration_s=duration)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            end = await end_offsets(stack.kafka_bootstrap, [topics[-1]])
-            if sum(end.values()) - sum(start.values()) >= len(messages):
-                break
-            await asyncio.sleep(0.5)
-        cpu_start[f"{CEILING_PROCESS} peak RSS"] = _proc_figures(relays.pid)[1]  # before it exits
-        cpu_start[f"{CEILING_PROCESS} CPU"] = _proc_figures(relays.pid)[0]
-        relayed: list[int] = await relays.stop() or []
-        records = await read_records(stack.kafka_bootstrap, start)
-    finally:
-        await producer.stop()
-    return load, records, t0_wall, relayed, cpu_start
 
 
 def uuid_suffix() -> str:
@@ -1178,6 +997,26 @@ def _work_table(m: Measured, spent_ms: float, net_ms: float) -> Table:
     return table
 
 
+def _reference_table(m: Measured, line_ms: float, charged: dict[str, float]) -> Table:
+    ref = m.reference
+    orders = len(ref.keys)
+    table = Table(title=f"The reference chain: the line's work per order, bare ({orders} orders)")
+    for column in ("per order", "the line", "the reference chain"):
+        table.add_column(column, justify="right")
+    copied, done = ref.copied, ref.work_done()
+    for name, line, reference in (
+        ("HTTP exchanges", copied.http_exchanges, done.http_exchanges),
+        ("Kafka messages consumed", copied.kafka_consumed, done.kafka_consumed),
+        ("documents written", copied.documents_written, done.documents_written),
+    ):
+        table.add_row(name, f"{line:.2f}", f"{reference:.2f}")
+    for name in sorted(charged, key=lambda n: charged[n], reverse=True):
+        above = " (above its rest)" if name in SHARED_WITH_THE_LINE and m.idle_pct else ""
+        table.add_row(f"CPU ms: {name}{above}", "", f"{cpu_ms_per_order({name: charged[name]}, orders):.2f}")
+    table.add_row("CPU ms, in all", f"{line_ms:.1f}", f"{cpu_ms_per_order(charged, orders):.1f}")
+    return table
+
+
 def _report(
     m: Measured,
     *,
@@ -1191,19 +1030,11 @@ def _report(
     scheduled = [m.t0_wall + i / rate for i in range(len(m.orders))]
     times = collect_times(m.orders, scheduled, m.records, m.calls)
     figures = stage_figures(m.orders, times, m.t0_wall)
-    ceiling = new_histogram()
-    ceiling_samples: list[tuple[float, int]] = []
-    ceiling_at = {r.key: r.timestamp_s for r in m.ceiling_records}
-    ceiling_missing = 0
-    for i, order in enumerate(m.orders):
-        at = ceiling_at.get(order.order_id)
-        if at is None:
-            ceiling_missing += 1
-            continue
-        began = m.ceiling_t0_wall + i / rate
-        latency_us = min(max(1, int((at - began) * 1_000_000)), _HIGHEST_US)
-        ceiling.record_value(latency_us)
-        ceiling_samples.append((at - m.ceiling_t0_wall, latency_us))
+    ref = m.reference
+    ceiling_figures, chain_figures = chain_latencies(
+        ref.keys, ref.plans, ref.records, ref.t0_wall, rate, KAFKA_TOPIC_HOPS - 1
+    )
+    ceiling = ceiling_figures.histogram
 
     table = Table(title=f"End-to-end sale at {rate:g} paid orders/s for {duration:g} s (open loop)")
     for column in ("stage", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "missing"):
@@ -1211,9 +1042,14 @@ def _report(
     for name, f in figures.items():
         table.add_row(name, *_row(f.histogram), str(f.missing))
     table.add_row(
-        f"ceiling: bare aiokafka, {KAFKA_TOPIC_HOPS} topics / {KAFKA_TOPIC_HOPS - 1} relays",
+        f"ceiling: the reference chain's first {KAFKA_TOPIC_HOPS - 1} relays (bare)",
         *_row(ceiling),
-        str(ceiling_missing),
+        str(ceiling_figures.missing),
+    )
+    table.add_row(
+        "the reference chain: send → its last relay",
+        *_row(chain_figures.histogram),
+        str(chain_figures.missing),
     )
     table.add_row("create order at the stand-in (answer)", *_row(m.load.histogram), str(m.load.failed))
     console.print(table)
@@ -1229,11 +1065,18 @@ def _report(
     ratio = p99 / ceiling_p99 if ceiling_p99 and not math.isinf(p99) else None
     if ratio is not None:
         console.print(
-            f"p99 paid → supplier feed is {ratio:.1f}× the bare-Kafka ceiling's p99 ({ceiling_p99:.0f} ms)"
+            f"p99 paid → supplier feed is {ratio:.1f}× the ceiling's p99 ({ceiling_p99:.0f} ms: the "
+            f"reference chain's first {KAFKA_TOPIC_HOPS - 1} relays, with their HTTP exchanges and inserts)"
         )
 
     processes = Table(title="Processes (CPU seconds, peak RSS)")
-    for column in ("process", "CPU s load + drain", "CPU % of one core", "CPU s ceiling run", "peak RSS MiB"):
+    for column in (
+        "process",
+        "CPU s load + drain",
+        "CPU % of one core",
+        "CPU s reference run",
+        "peak RSS MiB",
+    ):
         processes.add_column(column, justify="right")
     for name in sorted(m.peak_rss):
         load_cpu = m.cpu_load.get(name, 0.0)
@@ -1241,7 +1084,7 @@ def _report(
             name,
             f"{load_cpu:.1f}",
             f"{100 * load_cpu / m.window_s:.0f}" if m.window_s else "-",
-            f"{m.cpu_ceiling.get(name, 0.0):.1f}",
+            f"{ref.cpu_s.get(name, 0.0):.1f}",
             f"{m.peak_rss[name]:.0f}",
         )
     console.print(processes)
@@ -1260,6 +1103,20 @@ def _report(
         f"two cores at the target's {TARGET_RATE:g} orders/s give {budget_ms:.1f} ms "
         f"({spent_ms / budget_ms:.1f}× that)"
     )
+    charged = charged_cpu_s(ref.cpu_s, ref.own, m.idle_pct, ref.window_s)
+    reference_ms = cpu_ms_per_order(charged, len(ref.keys))
+    console.print(_reference_table(m, spent_ms, charged))
+    reference_check = reference_gate(spent_ms, reference_ms)
+    colour, judged = ("green", "met") if reference_check.met else ("red", "MISSED")
+    console.print(
+        f"[{colour}]reference gate {judged}[/]: {reference_check.verdict} "
+        f"(the line {spent_ms:.1f} ms of CPU per order, the reference chain {reference_ms:.1f} ms)"
+    )
+    if ref.not_in_sink or ref.done.http_failed or ref.load.failed:
+        console.print(
+            f"[yellow]the reference chain fell short: {ref.not_in_sink} orders never left its last relay, "
+            f"{ref.done.http_failed} HTTP exchanges failed, {ref.load.failed} driver sends failed[/]"
+        )
     idle_line = line_at_rest(m.idle_pct)
     idle_met, idle_says = (
         idle_verdict(idle_line) if m.idle_pct else (False, "not measured (--idle-seconds 0)")
@@ -1342,14 +1199,48 @@ def _report(
                 },
                 "ceiling": {
                     "what": (
-                        f"raw aiokafka: produce → {KAFKA_TOPIC_HOPS - 1} consume→produce relays → "
-                        f"record on topic {KAFKA_TOPIC_HOPS}; the run's order_paid messages, same rate, count"
+                        f"the reference chain's message after its first {KAFKA_TOPIC_HOPS - 1} relays (bare "
+                        "aiokafka, each with its HTTP exchanges and inserts); the run's order_paid messages, "
+                        "same rate, count"
                     ),
                     **histogram_summary(ceiling),
-                    "missing": ceiling_missing,
-                    "relayed": m.ceiling_relayed,
-                    "produce_ack": m.ceiling_load.summary(),
+                    "missing": ceiling_figures.missing,
                     "ratio_p99_to_ceiling": round(ratio, 2) if ratio is not None else None,
+                },
+                "reference": {
+                    "what": (
+                        f"the line's work per order built bare: {RELAYS} aiokafka relays round a ring of "
+                        f"{RELAYS} topics (acks=all), POSTs to a bare ASGI echo under uvicorn, insert_many "
+                        "into the same FerretDB per consumed batch; same orders, same rate, after the line"
+                    ),
+                    "work_per_order": {
+                        "the_line": asdict(ref.copied),
+                        "planned": asdict(planned_work(ref.plans).per(len(ref.keys))),
+                        "done": asdict(ref.work_done()),
+                    },
+                    "relays": RELAYS,
+                    "relay_counts": asdict(ref.done),
+                    "driver_produce_ack": ref.load.summary(),
+                    "not_in_sink": ref.not_in_sink,
+                    "window_s": round(ref.window_s, 2),
+                    "chain_latency": {
+                        **histogram_summary(chain_figures.histogram),
+                        "missing": chain_figures.missing,
+                    },
+                    "cpu_s_charged": {n: round(v, 3) for n, v in sorted(charged.items())},
+                    "cpu_charged": (
+                        "its own processes in full; Kafka and FerretDB less their CPU at rest over as long"
+                    ),
+                    "cpu_ms_per_order": round(reference_ms, 2),
+                    "line_cpu_ms_per_order": round(spent_ms, 2),
+                    "ratio_line_to_reference": (
+                        round(reference_check.value, 2) if math.isfinite(reference_check.value) else None
+                    ),
+                    "gate": {
+                        **asdict(reference_check),
+                        "met": reference_check.met,
+                        "verdict": reference_check.verdict,
+                    },
                 },
                 "throughput": {
                     "created_per_s": round(m.load.ok / duration, 1) if duration else 0.0,
@@ -1357,12 +1248,12 @@ def _report(
                     "peak_told_per_s": max(told_per_s.values(), default=0),
                 },
                 "timeline_per_s": rows,
-                "ceiling_timeline_per_s": [b.__dict__ for b in bucket_latencies(ceiling_samples, 1)],
+                "ceiling_timeline_per_s": [b.__dict__ for b in bucket_latencies(ceiling_figures.samples, 1)],
                 "supplier_bots": m.fleet_totals,
                 "processes": {
                     n: {
                         "cpu_s_load_and_drain": round(m.cpu_load.get(n, 0.0), 2),
-                        "cpu_s_ceiling_run": round(m.cpu_ceiling.get(n, 0.0), 2),
+                        "cpu_s_reference_run": round(ref.cpu_s.get(n, 0.0), 2),
                         "peak_rss_mib": round(m.peak_rss[n], 1),
                     }
                     for n in sorted(m.peak_rss)
@@ -1419,7 +1310,8 @@ def bench_e2e(
     ] = 30,
 ) -> None:
     """Paid order at WeChat → supplier feed → shipped → WeChat told, on a stack with everything (target:
-    paid → supplier feed p99 ≤ 1 s at 200 orders/s), beside bare aiokafka through the same Kafka hops."""
+    paid → supplier feed p99 ≤ 1 s at 200 orders/s), then a reference chain doing the line's work per order
+    bare (target: the line's CPU per order ≤ 2× the reference's)."""
     run_dir = Path(tempfile.mkdtemp(prefix="lvyue-bench-e2e-"))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     calls_per_s = supplier_call_rate(rate, suppliers)

@@ -1,9 +1,20 @@
 """bench e2e's work per order: counted from the services' own /metrics texts, differenced over the run."""
 
+import math
+from dataclasses import astuple
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ops.bench_e2e import WorkCounts, cpu_ms_per_order, work_between, work_counts, work_gates
+from ops.bench_e2e import (
+    WorkCounts,
+    cpu_ms_per_order,
+    reference_gate,
+    reference_work,
+    work_between,
+    work_counts,
+    work_gates,
+)
 
 
 class ServiceMetrics:
@@ -121,3 +132,26 @@ def test_the_lines_work_is_the_sum_over_its_services_and_no_service_did_nothing(
         11, 22, 33, 44
     )
     assert WorkCounts.total([]) == WorkCounts()
+
+
+def test_the_reference_chain_copies_the_lines_http_exchanges_kafka_messages_and_documents_per_order() -> None:
+    line = WorkCounts(
+        http_answered=8.76, kafka_handled=10.43, db_commands=4, outside_calls=3.97, documents_written=18.38
+    )
+
+    copied = reference_work(line)
+
+    assert astuple(copied) == pytest.approx((13.73, 10.43, 18.38))
+    http = next(gate for gate in work_gates(line) if gate.name == "HTTP exchanges")
+    assert http.value == copied.http_exchanges  # the gate and the reference count the same exchanges
+
+
+def test_the_line_may_spend_at_most_twice_the_reference_chains_cpu_per_order() -> None:
+    within = reference_gate(line_ms=30.0, reference_ms=16.0)
+    assert within.met and within.value == 1.875
+    assert within.verdict == "CPU per order, the line ÷ the reference chain: 1.88×, met (≤ 2)"
+    over = reference_gate(line_ms=73.5, reference_ms=14.7)
+    assert not over.met
+    assert over.verdict == "CPU per order, the line ÷ the reference chain: 5.00×, MISSED (≤ 2)"
+    nothing = reference_gate(line_ms=73.5, reference_ms=0.0)
+    assert not nothing.met and math.isinf(nothing.value)

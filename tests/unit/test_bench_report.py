@@ -12,7 +12,6 @@ from ops.bench_e2e import (
     DELIVERY_SEND,
     STAGES,
     TARGET_STAGE,
-    KafkaRecord,
     OrderTimes,
     collect_times,
     e2e_routes,
@@ -25,6 +24,7 @@ from ops.bench_e2e import (
     target_verdict,
     timeline,
 )
+from ops.bench_kafka import KafkaRecord
 from ops.bench_report import (
     ProcessRow,
     Row,
@@ -244,6 +244,39 @@ def test_e2e_rows_judge_the_lines_work_per_order_by_the_benchs_gates() -> None:
     assert judge(kafka.value, kafka.target, kafka.rate)[0] is False
     assert judge(fetches.value, fetches.target, fetches.rate)[0] is True
     assert fetches.note == "exactly this many on the happy path"
+
+
+def test_e2e_rows_judge_the_lines_cpu_per_order_against_twice_the_reference_chains() -> None:
+    reference = {
+        "work_per_order": {
+            "done": {"http_exchanges": 13.73, "kafka_consumed": 10.43, "documents_written": 18.38}
+        },
+        "chain_latency": {"p50_ms": 180.0, "p99_ms": 420.0},
+        "cpu_ms_per_order": 14.7,
+        "ratio_line_to_reference": 5.0,
+        "gate": {"name": "CPU per order, the line ÷ the reference chain", "value": 5.0, "bound": 2.0},
+    }
+    result = _e2e_result() | {"work_per_order": {"cpu_ms_all_processes": 73.5}, "reference": reference}
+    rows = {r.figure: r for r in e2e_rows(result)}
+
+    line = rows["CPU ms per order, every process of the line"]
+    assert (line.value, line.ceiling) == (73.5, 14.7) and ratio(line.value, line.ceiling) == 5.0
+    bare = rows["CPU ms per order, the reference chain (the line's work per order, bare)"]
+    assert bare.value == 14.7
+    assert bare.note == (
+        "per order: 13.73 HTTP exchanges, 10.43 Kafka messages consumed, 18.38 documents inserted"
+    )
+    gate = rows["CPU per order, the line ÷ the reference chain"]
+    assert gate.target is not None
+    assert judge(gate.value, gate.target, gate.rate) == (False, "missed by 3 (2.5×)")
+    assert rows["the reference chain: send → its last relay p99 ms"].value == 420.0
+    text = render({"e2e": (Path("e2e-20261207T230000.json"), result)}, {}, [])
+    assert "- e2e: CPU per order, the line ÷ the reference chain: missed by 3 (2.5×)" in text
+
+
+def test_an_older_e2e_result_without_a_reference_chain_has_no_reference_rows() -> None:
+    figures = [r.figure for r in e2e_rows(_e2e_result())]
+    assert not [f for f in figures if "reference" in f]
 
 
 def test_process_rows_flag_services_against_the_200_mb_target() -> None:

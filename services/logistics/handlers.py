@@ -20,6 +20,7 @@ from services.logistics.domain.delivery import (
     REFUNDED_CASE_STATUSES,
     NextStep,
     ParcelFate,
+    ParcelTold,
     Recheck,
     delivery_request,
     judge,
@@ -120,7 +121,8 @@ GET_AFTERSALE = "/channels/ec/aftersale/getaftersaleorder"
 
 
 class DeliveryRecord(BaseModel):
-    """What WeChat was told about one parcel (or that it is not told: an after-sale replacement)."""
+    """What WeChat was told about one parcel (or that it is not told: an after-sale replacement), as
+    recorded before the parcel itself kept it (ParcelTracking.told): read, never written."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -145,9 +147,12 @@ class ShipByRecord(BaseModel):
     cancelled: bool = False
     version: int = 0  # the dispatch order version last applied
 
-    def watch(self) -> deadlines.ShipByWatch:
+    def watch(self, completed_version: int = 0) -> deadlines.ShipByWatch:
+        """`completed_version`: the version of the dispatch order whose shipment a parcel completed
+        (ParcelTracking.completes_dispatch_version): a later one than the record's is shipped."""
+        shipped = self.shipped or (completed_version > self.version and not self.cancelled)
         return deadlines.ShipByWatch(
-            self.shop_id, self.order_id, self.dispatch_id, self.ship_by, self.shipped, self.cancelled
+            self.shop_id, self.order_id, self.dispatch_id, self.ship_by, shipped, self.cancelled
         )
 
 
@@ -236,6 +241,11 @@ class Logistics:
         self.schedule = deadlines.DeadlineSchedule()
         self._parcel_states: defaultdict[TrackingState, int] = defaultdict(int)
         self._parcels_by_order: dict[str, set[str]] = {}
+        # Parcels of shipments being told to WeChat, not saved yet: each is saved once, with
+        # WeChat's answer when it comes (or on its own when it does not).
+        self._unsaved: dict[str, ParcelTracking] = {}
+        # Dispatch id -> the version whose shipment a parcel completed (its ship-by met).
+        self._completed: dict[str, int] = {}
         # Set by the service: cancels the unused waybills of a dispatch order that ended unshipped.
         self.on_dispatch_closed: DispatchClosedHook | None = None
 
@@ -247,6 +257,7 @@ class Logistics:
             self._by_waybill[parcel.parcel.waybill_no] = parcel.key
             self._parcel_states[parcel.state] += 1
             self._parcels_by_order.setdefault(parcel.order_id, set()).add(parcel.key)
+            self._note_completion(parcel)
             self._look_at(_PARCEL + parcel.key, now, plan_past=True)
         for record in self.ship_by:
             self._look_at(_SHIP_BY + record.dispatch_id, now, plan_past=True)
@@ -300,10 +311,17 @@ class Logistics:
         await self.ship_by.save(event.dispatch_id, record, cause=str(event.event_id))
         self._look_at(_SHIP_BY + event.dispatch_id, self.clock(), plan_past=True)
 
+    def ship_by_watch(self, dispatch_id: str) -> deadlines.ShipByWatch | None:
+        """The dispatch order's ship-by watch: its record, met once a parcel completed the order."""
+        record = self.ship_by.get(dispatch_id)
+        return None if record is None else record.watch(self._completed.get(dispatch_id, 0))
+
     async def _close_watch(self, event: DispatchEvent, *, cancelled: bool) -> None:
         record = self.ship_by.get(event.dispatch_id)
         if record is None or record.version >= event.version:
             return
+        if not cancelled and self._completed.get(event.dispatch_id, 0) >= event.version:
+            return  # a parcel completed it: met already
         updated = record.model_copy(
             update={"cancelled": cancelled, "shipped": not cancelled, "version": event.version}
         )
@@ -311,23 +329,37 @@ class Logistics:
         self._look_at(_SHIP_BY + event.dispatch_id, self.clock(), plan_past=True)
 
     async def _on_shipped(self, event: DispatchShipped) -> None:
+        """Register the new parcels, tell WeChat of those not told yet, and save each new parcel once:
+        with WeChat's answer when it comes, on its own otherwise (busy, refused, held, nothing to
+        tell), so it is tracked meanwhile. A parcel that completes the dispatch order meets its
+        ship-by watch. Nothing is saved before WeChat is asked, so a failure in between is retried
+        whole: subscribing again and WeChat's "already shipped" (rechecked) are taken as done."""
+        registered: list[str] = []
         for parcel in event.parcels:
-            await self._register_parcel(event, parcel)
-        untold = [p for p in event.parcels if self.deliveries.get(_delivery_key(event.order_id, p)) is None]
-        if untold:
-            await self._tell_wechat(event, untold)
-        if event.state == DispatchState.SHIPPED:
-            await self._close_watch(event, cancelled=False)
+            key = parcel_key(parcel.carrier_code, parcel.waybill_no)
+            if self.parcels.get(key) is None and key not in self._unsaved:
+                self._unsaved[key] = await self._registration(event, parcel)
+                registered.append(key)
+        try:
+            untold = [p for p in event.parcels if self.told(event.order_id, p) is None]
+            if untold:
+                await self._tell_wechat(event, untold)
+        finally:
+            for key in registered:
+                tracking = self._unsaved.pop(key, None)
+                if tracking is not None:  # saved with no answer of WeChat's
+                    await self._save_parcel(key, tracking, cause=str(event.event_id))
 
-    async def _register_parcel(self, event: DispatchShipped, parcel: Parcel) -> None:
+    async def _registration(self, event: DispatchShipped, parcel: Parcel) -> ParcelTracking:
+        """A new parcel's tracking (with any that came before it), subscribed to and its early
+        stage announced; not saved."""
         key = parcel_key(parcel.carrier_code, parcel.waybill_no)
-        if self.parcels.get(key) is not None:
-            return
         tracking = ParcelTracking(
             shop_id=event.shop_id,
             order_id=event.order_id,
             parcel=_ref(event.dispatch_id, parcel),
             registered_at=event.occurred_at,
+            completes_dispatch_version=event.version if event.state == DispatchState.SHIPPED else None,
         )
         orphan = self.orphans.get(key)
         early: list[Event] = []
@@ -340,8 +372,16 @@ class Logistics:
             # (a 5,000-order sale left parcels without tracking). A repeat answers 501, taken as done.
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
         await self._publish(early)
-        await self._save_parcel(key, tracking, cause=str(event.event_id))
-        self._by_waybill[parcel.waybill_no] = key
+        return tracking
+
+    def told(self, order_id: str, parcel: Parcel) -> DeliveryOutcome | None:
+        """What WeChat was told of the parcel (None: not yet), kept on the parcel or, if it was told
+        before parcels kept it, in the older delivery records."""
+        tracking = self.parcels.get(parcel_key(parcel.carrier_code, parcel.waybill_no))
+        if tracking is not None and tracking.told is not None:
+            return tracking.told.outcome
+        record = self.deliveries.get(_delivery_key(order_id, parcel))
+        return record.outcome if record is not None else None
 
     async def _tell_wechat(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         if not told_with_delivery_send(aftersale_case_id=event.aftersale_case_id):
@@ -494,16 +534,25 @@ class Logistics:
         product_infos: list[dict[str, Any]],
     ) -> None:
         """What WeChat now knows of one parcel, kept so it is never sent again."""
-        record = DeliveryRecord(
-            shop_id=event.shop_id,
-            order_id=event.order_id,
-            parcel=ref,
-            outcome=outcome,
-            errcode=errcode,
-            at=self.clock(),
-            product_infos=product_infos,
-        )
-        await self.deliveries.save(_delivery_key(event.order_id, parcel), record, cause=str(event.event_id))
+        told = ParcelTold(outcome=outcome, errcode=errcode, at=self.clock(), product_infos=product_infos)
+        await self._keep_told(event, parcel, told)
+
+    async def _keep_told(self, event: DispatchShipped, parcel: Parcel, told: ParcelTold) -> None:
+        """Save the parcel with what WeChat was told of it: with its registration if it is not saved
+        yet (one document), else as its next revision."""
+        key = parcel_key(parcel.carrier_code, parcel.waybill_no)
+        async with self.parcels.lock(key):  # tracking updates of a saved parcel take it too
+            tracking = self._unsaved.pop(key, None) or self.parcels.get(key)
+            if tracking is None:  # a held shipment's parcel registered before a restart: never expected
+                tracking = ParcelTracking(
+                    shop_id=event.shop_id,
+                    order_id=event.order_id,
+                    parcel=_ref(event.dispatch_id, parcel),
+                    registered_at=event.occurred_at,
+                )
+            await self._save_parcel(
+                key, tracking.model_copy(update={"told": told}), cause=str(event.event_id)
+            )
 
     async def _record_replacement(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         """The parcels of an after-sale replacement: tracked like any other (registered already), never
@@ -512,13 +561,8 @@ class Logistics:
         outcome = DeliveryOutcome.AFTERSALE_REPLACEMENT
         now = self.clock()
         refs = [_ref(event.dispatch_id, p) for p in parcels]
-        for parcel, ref in zip(parcels, refs, strict=True):
-            record = DeliveryRecord(
-                shop_id=event.shop_id, order_id=event.order_id, parcel=ref, outcome=outcome, at=now
-            )
-            await self.deliveries.save(
-                _delivery_key(event.order_id, parcel), record, cause=str(event.event_id)
-            )
+        for parcel in parcels:
+            await self._keep_told(event, parcel, ParcelTold(outcome=outcome, at=now))
             SHIPMENTS_TOLD.labels(outcome).inc()
         await self._publish(
             [ShipmentReported(order_id=event.order_id, shop_id=event.shop_id, parcels=refs, outcome=outcome)]
@@ -529,9 +573,7 @@ class Logistics:
         told = 0
         for key, held in [(h.key, h) for h in self.held if not h.done]:
             event = held.shipment
-            untold = [
-                p for p in event.parcels if self.deliveries.get(_delivery_key(event.order_id, p)) is None
-            ]
+            untold = [p for p in event.parcels if self.told(event.order_id, p) is None]
             try:
                 if untold:
                     await self._tell_wechat(event, untold)
@@ -545,10 +587,7 @@ class Logistics:
                 continue
             except Exception:  # still busy: the next scan tries again
                 continue
-            if (
-                all(self.deliveries.get(_delivery_key(event.order_id, p)) is not None for p in event.parcels)
-                or not untold
-            ):
+            if all(self.told(event.order_id, p) is not None for p in event.parcels) or not untold:
                 await self.held.save(key, held.model_copy(update={"done": True}), cause=f"done:{key}")
                 told += 1
         return told
@@ -600,7 +639,19 @@ class Logistics:
             self._parcel_states[before.state] -= 1
         self._parcel_states[tracking.state] += 1
         self._parcels_by_order.setdefault(tracking.order_id, set()).add(key)
-        self._look_at(_PARCEL + key, self.clock(), plan_past=True)
+        self._by_waybill[tracking.parcel.waybill_no] = key
+        now = self.clock()
+        self._look_at(_PARCEL + key, now, plan_past=True)
+        if before is None and self._note_completion(tracking):
+            self._look_at(_SHIP_BY + tracking.parcel.dispatch_id, now, plan_past=True)
+
+    def _note_completion(self, parcel: ParcelTracking) -> bool:
+        """Whether the parcel completed its dispatch order (its ship-by watch met from then on)."""
+        version = parcel.completes_dispatch_version
+        if version is None or version <= self._completed.get(parcel.parcel.dispatch_id, 0):
+            return False
+        self._completed[parcel.parcel.dispatch_id] = version
+        return True
 
     # --- tracking ---
     async def track(
@@ -645,10 +696,10 @@ class Logistics:
         due: list[deadlines.DueAlert] = []
         checks: list[datetime] = []
         if kind == _SHIP_BY[:-1]:
-            record = self.ship_by.get(key)
-            if record is not None:
-                due = deadlines.ship_by_alerts(record.watch(), now, self.policy)
-                checks = deadlines.ship_by_checks(record.watch(), self.policy)
+            watch = self.ship_by_watch(key)
+            if watch is not None:
+                due = deadlines.ship_by_alerts(watch, now, self.policy)
+                checks = deadlines.ship_by_checks(watch, self.policy)
         else:
             parcel = self.parcels.get(key)
             if parcel is not None:
@@ -711,9 +762,15 @@ def due_alerts(
     policy: deadlines.DeadlinePolicy,
 ) -> list[deadlines.DueAlert]:
     """Every deadline passed at `now` and not resolved."""
+    parcels = list(parcels)
+    completed: dict[str, int] = {}
+    for parcel in parcels:
+        version = parcel.completes_dispatch_version or 0
+        completed[parcel.parcel.dispatch_id] = max(version, completed.get(parcel.parcel.dispatch_id, 0))
     due: list[deadlines.DueAlert] = []
     for record in ship_by:
-        due.extend(deadlines.ship_by_alerts(record.watch(), now, policy))
+        watch = record.watch(completed.get(record.dispatch_id, 0))
+        due.extend(deadlines.ship_by_alerts(watch, now, policy))
     for parcel in parcels:
         confirmed = confirmed_orders.get(parcel.order_id) is not None
         due.extend(deadlines.parcel_alerts(parcel, now, policy, order_confirmed=confirmed))

@@ -49,6 +49,7 @@ class LogisticsState:
 def open_state(db: AsyncDatabase[Document]) -> LogisticsState:
     return LogisticsState(
         parcels=VersionedProjection(db, "logistics_parcels", ParcelTracking),
+        # What WeChat was told of each parcel before parcels kept it (ParcelTracking.told): read only.
         deliveries=VersionedProjection(db, "logistics_wechat_deliveries", DeliveryRecord),
         ship_by=VersionedProjection(db, "logistics_ship_by", ShipByRecord),
         orphans=VersionedProjection(db, "logistics_orphan_tracking", OrphanTrace),

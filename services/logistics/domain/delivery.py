@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.dispatch import DispatchLine, Parcel
 from shared.events.logistics import DeliveryOutcome
@@ -38,6 +41,18 @@ class NextStep(StrEnum):
 class Verdict:
     step: NextStep
     outcome: DeliveryOutcome | None  # what to record and announce (None: nothing yet, retry)
+
+
+class ParcelTold(BaseModel):
+    """What WeChat was told of one parcel (or that it is not told: an after-sale replacement, goods
+    refunded first), kept so it is never sent again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    outcome: DeliveryOutcome
+    errcode: int = 0
+    at: datetime
+    product_infos: list[dict[str, Any]] = Field(default_factory=list, description="as told")
 
 
 def told_with_delivery_send(*, aftersale_case_id: str | None) -> bool:

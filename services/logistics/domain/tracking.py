@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.logistics.domain.delivery import ParcelTold
 from shared.events.logistics import (
     ParcelRef,
     ParcelTrackingChanged,
@@ -75,6 +76,12 @@ class ParcelTracking(BaseModel):
     registered_at: datetime
     last_update_at: datetime | None = Field(default=None, description="carrier time of the newest entry")
     ewaybill_order_id: str | None = None
+    # What WeChat was told of the parcel, once it answered for good: saved with the registration when
+    # the answer comes while the shipment is handled (one document for both).
+    told: ParcelTold | None = None
+    # The dispatch order's version whose shipment this parcel completed (every line shipped): its
+    # ship-by watch is met.
+    completes_dispatch_version: int | None = None
 
     @property
     def key(self) -> str:

@@ -268,7 +268,7 @@ async def test_the_orders_own_shipment_is_still_held_while_a_case_is_open(world:
 async def test_a_replacement_keeps_its_deadlines_and_tracking(world: World) -> None:
     dispatch_id = f"{ORDER_ID}-2"
     await world.deliver(offered(dispatch_id, case_id=CASE_ID))
-    watch = world.logistics.ship_by.get(dispatch_id)
+    watch = world.logistics.ship_by_watch(dispatch_id)
     assert watch is not None and not watch.shipped
 
     await world.deliver(shipped(dispatch_id, "78800000002", case_id=CASE_ID))
@@ -280,7 +280,7 @@ async def test_a_replacement_keeps_its_deadlines_and_tracking(world: World) -> N
         cause="kuaidi100:1",
     )
 
-    watch = world.logistics.ship_by.get(dispatch_id)
+    watch = world.logistics.ship_by_watch(dispatch_id)
     assert watch is not None and watch.shipped and not watch.cancelled
     assert known
     tracking = world.logistics.parcels.get(parcel_key("ZTO", "78800000002"))
@@ -363,8 +363,7 @@ async def test_goods_refunded_before_wechat_was_told_are_left_out_of_the_parcel_
     ]
     [report] = world.reports()
     assert (report.outcome, report.errcode) == (DeliveryOutcome.TOLD, 0)
-    record = world.logistics.deliveries.get(f"{ORDER_ID}:ZTO:78800000003")
-    assert record is not None and record.outcome == DeliveryOutcome.TOLD
+    assert world.logistics.told(ORDER_ID, _two_sku_shipment().parcels[0]) == DeliveryOutcome.TOLD
 
 
 async def test_a_parcel_whose_goods_were_all_refunded_before_it_was_told_is_recorded_not_refused() -> None:
@@ -418,7 +417,7 @@ async def test_a_refund_that_dropped_what_was_left_to_send_closes_the_ship_by_wa
     message = InboundMessage(DISPATCH.name, 0, world.offset, ORDER_ID.encode(), answered.to_kafka_value())
     await world.logistics.handle_dispatch_event(message)
 
-    watch = world.logistics.ship_by.get(dispatch_id)
+    watch = world.logistics.ship_by_watch(dispatch_id)
     assert watch is not None and watch.shipped and not watch.cancelled
 
 
@@ -466,4 +465,7 @@ async def test_a_recheck_wechat_is_too_busy_for_is_retried_with_the_message() ->
         await world.deliver(shipped(f"{ORDER_ID}-1", "78800000008", case_id=None))
 
     assert raised.value.transient and not isinstance(raised.value, PermanentFailure)
-    assert world.reports() == [] and world.logistics.deliveries.get(f"{ORDER_ID}:ZTO:78800000008") is None
+    event = shipped(f"{ORDER_ID}-1", "78800000008", case_id=None)
+    assert world.reports() == [] and world.logistics.told(ORDER_ID, event.parcels[0]) is None
+    tracking = world.logistics.parcels.get(parcel_key("ZTO", "78800000008"))
+    assert tracking is not None and tracking.told is None  # registered, tracked while WeChat is busy

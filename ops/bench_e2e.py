@@ -1227,6 +1227,10 @@ def _report(
                         **histogram_summary(chain_figures.histogram),
                         "missing": chain_figures.missing,
                     },
+                    "processes": {
+                        n: {"cpu_s": round(ref.cpu_s.get(n, 0.0), 2), "peak_rss_mib": round(m.peak_rss[n], 1)}
+                        for n in ref.own
+                    },
                     "cpu_s_charged": {n: round(v, 3) for n, v in sorted(charged.items())},
                     "cpu_charged": (
                         "its own processes in full; Kafka and FerretDB less their CPU at rest over as long"
@@ -1257,6 +1261,7 @@ def _report(
                         "peak_rss_mib": round(m.peak_rss[n], 1),
                     }
                     for n in sorted(m.peak_rss)
+                    if n not in ref.own
                 },
                 "machine": {
                     "no_other_benchmark": quiet,

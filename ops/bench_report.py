@@ -352,11 +352,13 @@ def reference_rows(data: dict[str, Any], rate: float) -> list[Row]:
         )
         if k in work
     )
+    line_ms, reference_ms = _get(reference, "line_cpu_ms_per_order"), _get(reference, "cpu_ms_per_order")
+    line_to_reference = _get(reference, "ratio_line_to_reference")
     return [
         Row(
             "e2e",
             "CPU ms per order, the reference chain (the line's work per order, bare)",
-            _get(reference, "cpu_ms_per_order"),
+            reference_ms,
             None,
             None,
             rate,
@@ -365,10 +367,13 @@ def reference_rows(data: dict[str, Any], rate: float) -> list[Row]:
         Row(
             "e2e",
             "CPU per order, the line ÷ the reference chain",
-            _get(reference, "ratio_line_to_reference"),
+            line_to_reference,
             None,
             Target(float(gate.get("bound", 2.0)), "max"),
             rate,
+            f"{line_ms:.1f} ms ÷ {reference_ms:.1f} ms = {line_to_reference:.2f}×"
+            if line_ms is not None and reference_ms is not None and line_to_reference is not None
+            else "",
         ),
         Row(
             "e2e",

@@ -253,6 +253,7 @@ def test_e2e_rows_judge_the_lines_cpu_per_order_against_twice_the_reference_chai
         },
         "chain_latency": {"p50_ms": 180.0, "p99_ms": 420.0},
         "cpu_ms_per_order": 14.7,
+        "line_cpu_ms_per_order": 73.5,
         "ratio_line_to_reference": 5.0,
         "gate": {"name": "CPU per order, the line ÷ the reference chain", "value": 5.0, "bound": 2.0},
     }
@@ -269,6 +270,7 @@ def test_e2e_rows_judge_the_lines_cpu_per_order_against_twice_the_reference_chai
     gate = rows["CPU per order, the line ÷ the reference chain"]
     assert gate.target is not None
     assert judge(gate.value, gate.target, gate.rate) == (False, "missed by 3 (2.5×)")
+    assert gate.note == "73.5 ms ÷ 14.7 ms = 5.00×"
     assert rows["the reference chain: send → its last relay p99 ms"].value == 420.0
     text = render({"e2e": (Path("e2e-20261207T230000.json"), result)}, {}, [])
     assert "- e2e: CPU per order, the line ÷ the reference chain: missed by 3 (2.5×)" in text

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ops import bench as bench_cli
 from ops import dlq as dlq_cli
+from ops import operator_cli
 from ops.bench_dispatch import bench_dispatch
 from ops.bench_e2e import bench_e2e
 from ops.bench_report import bench_report
@@ -49,6 +50,8 @@ app.command("holds")(dispatch_cli.holds)
 app.command("late")(logistics_cli.late)
 app.add_typer(logistics_cli.ewaybill_app, name="ewaybill-account")
 app.add_typer(aftersale_cli.app, name="aftersale")
+app.add_typer(operator_cli.operator_app, name="operator")
+app.command("audit")(operator_cli.audit)
 
 console = Console()
 err_console = Console(stderr=True)

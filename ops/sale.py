@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 
 from rich.console import Console
 from rich.live import Live
@@ -17,6 +18,7 @@ from services.dispatch.catalog import Catalog, Supplier
 from services.dispatch.domain.routing import Route
 from shared.db import create_mongo_client, database, ensure_indexes
 from shared.events.dispatch import ShippingAddress
+from shared.operators import OperatorRole, OperatorTokens
 from shared.settings import MongoSettings
 from shared.wechat.shops import INDEXES as SHOP_INDEXES
 from shared.wechat.shops import ShopRepository
@@ -30,10 +32,16 @@ SUPPLIER_CURSORS = "supplier-cursors.json"  # in the stack's run directory: `mak
 
 
 class CatalogRegistrar:
-    """The sale's suppliers, keys and routes, registered as `lvyue supplier` and `lvyue route` do."""
+    """The sale's suppliers, keys and routes, registered as `lvyue supplier` and `lvyue route` do, and
+    its after-sale desk's operator token, as `lvyue operator token create` makes one."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, operators: OperatorTokens) -> None:
         self._catalog = catalog
+        self._operators = operators
+
+    async def operator_token(self, name: str) -> str:
+        issued = await self._operators.create(name, OperatorRole.ADMIN, lifetime=timedelta(days=1))
+        return issued.token
 
     async def add_supplier(self, supplier_id: str, name: str, return_address: ShippingAddress) -> None:
         if await self._catalog.get_supplier(supplier_id) is None:  # a second `make run` reuses them
@@ -84,7 +92,7 @@ def run_sale_on_stack(stack: LocalStack, settings: SaleSettings, console: Consol
                 return await run_sale(
                     settings,
                     urls,
-                    CatalogRegistrar(Catalog(db)),
+                    CatalogRegistrar(Catalog(db), OperatorTokens(db)),
                     shops=ShopRepository(db),
                     on_progress=lambda progress: live.update(_progress_table(progress)),
                     supplier_cursor_file=stack.run_dir / SUPPLIER_CURSORS,

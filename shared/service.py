@@ -29,6 +29,8 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer
 from shared.logs import configure_logging
 from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint
+from shared.operators import INDEXES as OPERATOR_INDEXES
+from shared.operators import AuditTrail, OperatorAuth, OperatorTokens
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def create_service_app(
             mongo = create_mongo_client(settings.mongo, app_name=settings.service_name)
             stack.push_async_callback(mongo.close)
             db = database(mongo, settings.mongo)
-            await ensure_indexes(db, indexes)
+            await ensure_indexes(db, [*indexes, *OPERATOR_INDEXES])
 
             producer = create_producer(settings.kafka, client_id=settings.service_name)
             await producer.start()
@@ -107,6 +109,8 @@ def create_service_app(
 
             runtime = ServiceRuntime(settings, mongo, db, producer, faust_app, health)
             api.state.runtime = runtime
+            api.state.operator_auth = OperatorAuth(OperatorTokens(db), ttl_s=settings.operator_token_ttl_s)
+            api.state.audit = AuditTrail(db)
             for hook in on_startup:
                 await hook(runtime, stack)  # before faust starts: agents may rely on what hooks set up
 

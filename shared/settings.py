@@ -110,6 +110,9 @@ class ServiceSettings(BaseSettings):
     prometheus_multiproc_dir: str | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     # The faust app id (consumer group); tests run a second instance beside a running one.
     kafka_group: str | None = None
+    # An operator token is read from the database again after this long: a revoked or expired one
+    # stops working within it.
+    operator_token_ttl_s: float = Field(default=30.0, ge=0)
 
     @property
     def consumer_group(self) -> str:

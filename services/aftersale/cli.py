@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.operators import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, operator_token
 from shared.settings import AftersaleSettings
 
 app = typer.Typer(help="After-sale cases: list, show, approve, reject, re-ship; shop policies.")
@@ -20,8 +21,16 @@ err_console = Console(stderr=True)
 def _call(method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
     settings = AftersaleSettings()
     base = f"http://{settings.http_host}:{settings.http_port}/admin/v1"
+    token = operator_token()
+    if token is None:
+        err_console.print(
+            f"[red]no operator token: set {TOKEN_VARIABLE}, or {TOKEN_FILE_VARIABLE} to a file holding one "
+            "(`lvyue operator token create`)[/red]"
+        )
+        raise typer.Exit(1)
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        answer = httpx.request(method, base + path, json=body, params=params, timeout=30)
+        answer = httpx.request(method, base + path, json=body, params=params, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         err_console.print(f"[red]the aftersale service at {base} did not answer: {exc}[/red]")
         raise typer.Exit(1) from exc

@@ -1,5 +1,6 @@
 """The operators' API (port 8004, `/admin/v1`), used by `lvyue aftersale`: cases on hold, decisions,
-re-ships, and each shop's policy."""
+re-ships, and each shop's policy. Every route needs an operator token (shared/operators.py): viewers
+read, deciders also decide cases and re-ship, admins also set policies; each change is audited."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.aftersale.domain.case import Case
 from services.aftersale.handlers import Aftersale, ShopPolicy
 from shared.events.aftersale import AffectedLine, CaseState, CaseType
+from shared.operators import Admin, AuditTrail, Decider, Viewer
 from shared.wechat.client import WeChatApiError, WeChatUnavailableError
 
 admin = APIRouter(prefix="/admin/v1", tags=["operators"])
@@ -22,7 +24,13 @@ async def _aftersale(request: Request) -> Aftersale:
     return aftersale
 
 
+async def _audit(request: Request) -> AuditTrail:
+    audit: AuditTrail = request.app.state.audit
+    return audit
+
+
 Service = Annotated[Aftersale, Depends(_aftersale)]
+Audit = Annotated[AuditTrail, Depends(_audit)]
 CaseId = Annotated[str, Path(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
 
 
@@ -48,6 +56,7 @@ class ReshipIn(BaseModel):
 @admin.get("/cases", response_model=CaseList, summary="Cases, newest first")
 async def list_cases(
     service: Service,
+    _: Viewer,
     state: Annotated[CaseState | None, Query()] = None,
     order_id: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     open_only: Annotated[bool, Query()] = False,
@@ -65,7 +74,7 @@ async def list_cases(
 
 
 @admin.get("/cases/{case_id}", response_model=Case, summary="One case with its timeline")
-async def show_case(service: Service, case_id: CaseId) -> Case:
+async def show_case(service: Service, _: Viewer, case_id: CaseId) -> Case:
     case = service.cases.get(case_id)
     if case is None:
         raise HTTPException(404, f"no case {case_id}")
@@ -74,29 +83,42 @@ async def show_case(service: Service, case_id: CaseId) -> Case:
 
 @admin.post("/cases/{case_id}/{decision}", response_model=Case, summary="An operator approves or rejects")
 async def decide_case(
-    service: Service, case_id: CaseId, decision: Literal["approve", "reject"], body: Decision
+    service: Service,
+    operator: Decider,
+    audit: Audit,
+    case_id: CaseId,
+    decision: Literal["approve", "reject"],
+    body: Decision,
 ) -> Case:
+    details = {"reason": body.reason}
     case = service.cases.get(case_id)
     if case is None:
         raise HTTPException(404, f"no case {case_id}")
     if case.final:
+        await audit.record(operator, decision, f"case:{case_id}", "409", details)
         raise HTTPException(409, f"the case is {case.state}")
     try:
-        return await service.operator_decides(case_id, decision, body.reason)
+        decided = await service.operator_decides(case_id, decision, body.reason)
     except WeChatUnavailableError as exc:
+        await audit.record(operator, decision, f"case:{case_id}", "503", details)
         raise HTTPException(503, {"code": "wechat_unavailable", "detail": str(exc)}) from exc
     except WeChatApiError as exc:
+        await audit.record(
+            operator, decision, f"case:{case_id}", "409" if not exc.transient else "503", details
+        )
         if exc.transient:
             raise HTTPException(503, {"code": "wechat_busy", "errcode": exc.errcode}) from exc
         # WeChat moved first (the buyer withdrew the case, say): its push settles the case here.
         raise HTTPException(
             409, {"code": "wechat_refused", "errcode": exc.errcode, "detail": exc.errmsg}
         ) from exc
+    await audit.record(operator, decision, f"case:{case_id}", "ok", {**details, "state": decided.state})
+    return decided
 
 
 @admin.post("/reships", response_model=Case, summary="Re-ship (补发) lost or damaged units")
-async def reship(service: Service, body: ReshipIn) -> Case:
-    return await service.open_reship(
+async def reship(service: Service, operator: Decider, audit: Audit, body: ReshipIn) -> Case:
+    case = await service.open_reship(
         Case(
             case_id=f"R{uuid.uuid4().hex[:16]}",
             order_id=body.order_id,
@@ -107,12 +129,18 @@ async def reship(service: Service, body: ReshipIn) -> Case:
             operator_reason=body.reason,
         )
     )
+    details = {"order_id": body.order_id, "shop_id": body.shop_id, "reason": body.reason}
+    await audit.record(operator, "reship", f"case:{case.case_id}", "ok", details)
+    return case
 
 
 @admin.put("/policies/{shop_id}", response_model=ShopPolicy, summary="A shop's after-sale policy")
-async def set_policy(service: Service, shop_id: str, policy: ShopPolicy) -> ShopPolicy:
+async def set_policy(
+    service: Service, operator: Admin, audit: Audit, shop_id: str, policy: ShopPolicy
+) -> ShopPolicy:
     if policy.shop_id != shop_id:
         raise HTTPException(422, "shop_id in the path and the body differ")
     saved = await service.policies.save(policy)
+    await audit.record(operator, "set_policy", f"shop:{shop_id}", "ok", policy.model_dump(mode="json"))
     await service.reconsider_shop(shop_id, cause=f"policy:{shop_id}")
     return saved

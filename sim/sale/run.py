@@ -81,8 +81,11 @@ async def run_sale(
     async with AsyncExitStack() as stack:
         wechat = await stack.enter_async_context(httpx.AsyncClient(base_url=urls.wechat, timeout=timeout))
         carriers = await stack.enter_async_context(httpx.AsyncClient(base_url=urls.carriers, timeout=timeout))
+        desk_token = await registrar.operator_token("sale-desk")
         aftersale = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=urls.aftersale, timeout=timeout)
+            httpx.AsyncClient(
+                base_url=urls.aftersale, timeout=timeout, headers={"Authorization": f"Bearer {desk_token}"}
+            )
         )
         keys = await setup_world(
             world,

@@ -124,6 +124,11 @@ class Registrar(Protocol):
 
     async def set_route(self, route: RouteSpec) -> None: ...
 
+    async def operator_token(self, name: str) -> str:
+        """A token for the sale's after-sale desk (an admin: it sets the shops' policies, then
+        decides the cases the policy leaves to a person)."""
+        ...
+
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 

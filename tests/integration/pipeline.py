@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from shared.db import Document
 from shared.events.dispatch import ShippingAddress
 from shared.kafka.admin import ensure_topics
 from shared.kafka.topics import ALL_TOPICS
+from shared.operators import OperatorRole, OperatorTokens
 from shared.settings import (
     AftersaleSettings,
     DispatchSettings,
@@ -73,6 +74,15 @@ class Line:
     catalog: Catalog
     keys: dict[str, str]
     ingest_url: str = ""  # order_ingest's webhook (a shop's callback URL is /wechat/callback/{shop_id})
+    operator_tokens: dict[OperatorRole, str] = field(default_factory=dict)
+
+    def operator(self, role: OperatorRole = OperatorRole.ADMIN) -> httpx.AsyncClient:
+        """The operators' API of aftersale, with a token of this role."""
+        return httpx.AsyncClient(
+            base_url=self.aftersale_url,
+            headers={"Authorization": f"Bearer {self.operator_tokens[role]}"},
+            timeout=30,
+        )
 
     async def sim(self, method: str, route: str, /, **body: Any) -> Any:
         reply = await self.wechat.request(method, f"/sim{route}", json=body or None)
@@ -216,6 +226,9 @@ async def fulfilment_line(
                 keys={},
                 ingest_url=ingest_url,
             )
+            operators = OperatorTokens(db)
+            for role in OperatorRole:
+                line.operator_tokens[role] = (await operators.create(f"test-{role}", role)).token
             await line.sim(
                 "POST",
                 "/shops",

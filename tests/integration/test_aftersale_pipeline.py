@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ops.stack import LocalStack
+from shared.operators import AuditTrail, OperatorRole
 from tests.integration.pipeline import APPID, Line, fulfilment_line
 
 pytestmark = pytest.mark.integration
@@ -131,7 +132,7 @@ async def _case_calls(line: Line, case_id: str) -> list[tuple[str, int]]:
 async def _our_case(line: Line, case_id: str, state: str, *, because: str = "") -> dict[str, Any]:
     """Until our case is in `state`, its latest reason mentioning `because` (events reach aftersale
     in their own time: a case opened before the delivery arrived waits for the same reason later)."""
-    async with httpx.AsyncClient(base_url=line.aftersale_url) as client:
+    async with line.operator(OperatorRole.VIEWER) as client:
 
         async def reached() -> dict[str, Any] | None:
             answer = await client.get(f"/admin/v1/cases/{case_id}")
@@ -310,9 +311,19 @@ async def test_return_after_delivery_goes_through_the_suppliers_receipt(
     await _aftersale_sees(line, order_id, waybill, "delivered")
     case_id = await _open_case(line, order_id, "RETURN")
     await _our_case(line, case_id, "awaiting_operator", because="delivered")  # a person decides
-    async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
-        approved = await admin.post(f"/admin/v1/cases/{case_id}/approve", json={"reason": "质量问题"})
+    async with line.operator(OperatorRole.VIEWER) as viewer:
+        refused = await viewer.post(f"/admin/v1/cases/{case_id}/approve", json={"reason": "质量问题"})
+        assert refused.status_code == 403, refused.text
+    async with line.operator(OperatorRole.DECIDER) as decider:
+        approved = await decider.post(f"/admin/v1/cases/{case_id}/approve", json={"reason": "质量问题"})
         assert approved.status_code == 200, approved.text
+    [audited] = await AuditTrail(line.db).entries(target=f"case:{case_id}")
+    assert (audited.operator, audited.role, audited.action, audited.outcome) == (
+        "test-decider",
+        "decider",
+        "approve",
+        "ok",
+    )
     await _case_status(line, case_id, "USER_WAIT_RETURN")  # approved, with the supplier's address
     expected = await supplier.change(
         lambda c: (
@@ -344,7 +355,7 @@ async def test_exchange_approved_by_an_operator_ships_a_replacement(line: Line, 
     await _aftersale_sees(line, order_id, waybill, "delivered")
     case_id = await _open_case(line, order_id, "EXCHANGE")
     await _our_case(line, case_id, "awaiting_operator")
-    async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
+    async with line.operator(OperatorRole.DECIDER) as admin:
         approved = await admin.post(f"/admin/v1/cases/{case_id}/approve", json={"reason": "尺码不合适"})
         assert approved.status_code == 200, approved.text
     await _case_status(line, case_id, "USER_WAIT_RETURN")
@@ -378,7 +389,7 @@ async def test_a_withdrawn_request_closes_the_case_and_the_order_ships(
     await supplier.ship(offered, f"79{order_id[-11:]}")
     await _deliver(line, f"79{order_id[-11:]}")
     await _aftersale_sees(line, order_id, f"79{order_id[-11:]}", "delivered")
-    async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
+    async with line.operator(OperatorRole.ADMIN) as admin:
         await admin.put(
             f"/admin/v1/policies/{line.shop_id}",
             json={"shop_id": line.shop_id, "auto_refund_before_shipment": True, "auto_approve_under_fen": 0},
@@ -397,7 +408,7 @@ async def test_an_operator_reship_sends_the_lost_units_again(line: Line, supplie
     await supplier.post(f"/dispatch-orders/{offered['dispatch_id']}/accept", {})
     await supplier.ship(offered, f"80{order_id[-11:]}")
     await _deliver(line, f"80{order_id[-11:]}")
-    async with httpx.AsyncClient(base_url=line.aftersale_url) as admin:
+    async with line.operator(OperatorRole.ADMIN) as admin:
         opened = await admin.post(
             "/admin/v1/reships",
             json={

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -118,3 +119,40 @@ def test_dead_letters_are_listed_shown_and_replayed_once(stack: LocalStack) -> N
     replays = [r for r in records if r.value == original]
     assert len(replays) == 2 and all(r.key == order_id.encode() for r in replays)
     assert ("replayed_from", target.encode()) in replays[0].headers
+
+
+def test_operator_tokens_are_created_once_listed_without_secrets_and_revoked(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    e = env(stack, f"t_{uuid.uuid4().hex[:10]}")
+    created = runner.invoke(
+        app, ["operator", "token", "create", "--name", "alice", "--role", "decider"], env=e
+    )
+    assert created.exit_code == 0, created.output
+    token = next(line for line in created.output.splitlines() if line.startswith("lvop_"))
+    token_id = token.split("_")[1]
+
+    to_file = tmp_path / "token"
+    written = runner.invoke(
+        app,
+        ["operator", "token", "create", "--name", "bob", "--role", "viewer", "--to-file", str(to_file)],
+        env=e,
+    )
+    assert written.exit_code == 0, written.output
+    assert to_file.read_text().startswith("lvop_") and to_file.stat().st_mode & 0o777 == 0o600
+    assert to_file.read_text().strip() not in written.output
+
+    bad_name = runner.invoke(app, ["operator", "token", "create", "--name", "a b", "--role", "viewer"], env=e)
+    assert bad_name.exit_code == 2
+
+    listed = runner.invoke(app, ["operator", "token", "list"], env=e)
+    assert listed.exit_code == 0 and token_id in listed.output and "alice" in listed.output
+    assert token.split("_")[2] not in listed.output
+
+    revoked = runner.invoke(app, ["operator", "token", "revoke", token_id], env=e)
+    assert revoked.exit_code == 0, revoked.output
+    unknown = runner.invoke(app, ["operator", "token", "revoke", "0000000000000000"], env=e)
+    assert unknown.exit_code == 1 and "no operator token" in unknown.output
+
+    audit = runner.invoke(app, ["audit"], env=e)
+    assert audit.exit_code == 0 and "Operator actions: 0" in audit.output

@@ -8,6 +8,7 @@ import pytest
 
 from ops.sale import CatalogRegistrar
 from ops.stack import LocalStack
+from shared.operators import OperatorTokens
 from shared.wechat.shops import ShopRepository
 from sim.sale import SaleSettings, SaleUrls, run_sale
 from sim.sale.settings import (
@@ -95,7 +96,8 @@ async def test_a_short_sale_keeps_every_invariant(stack: LocalStack) -> None:
             aftersale=line.aftersale_url,
             kafka_bootstrap=stack.kafka_bootstrap,
         )
-        report = await run_sale(settings, urls, CatalogRegistrar(line.catalog), shops=ShopRepository(line.db))
+        registrar = CatalogRegistrar(line.catalog, OperatorTokens(line.db))
+        report = await run_sale(settings, urls, registrar, shops=ShopRepository(line.db))
     print(report.text())
     assert report.stages["created"] == settings.profile.total_orders
     types = {key.split(" ")[0] for key in report.wechat_case_statuses}

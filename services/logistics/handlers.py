@@ -348,7 +348,7 @@ class Logistics:
             for key in registered:
                 tracking = self._unsaved.pop(key, None)
                 if tracking is not None:  # saved with no answer of WeChat's
-                    await self._save_parcel(key, tracking, cause=str(event.event_id))
+                    await self._save_new_parcel(key, tracking, cause=str(event.event_id))
 
     async def _registration(self, event: DispatchShipped, parcel: Parcel) -> ParcelTracking:
         """A new parcel's tracking (with any that came before it), subscribed to and its early
@@ -361,11 +361,7 @@ class Logistics:
             registered_at=event.occurred_at,
             completes_dispatch_version=event.version if event.state == DispatchState.SHIPPED else None,
         )
-        orphan = self.orphans.get(key)
-        early: list[Event] = []
-        if orphan is not None:  # tracking that came before the shipment: its stage is told now
-            update = apply_entries(tracking, orphan.entries, now=self.clock())
-            tracking, early = update.tracking, list(update.events)
+        tracking, early = self._with_orphan(key, tracking)
         if self._subscriber is not None:
             # Before the parcel is saved: a failed subscription fails the message, whose retry (or
             # replay) subscribes again; saved first, the retry found the parcel and never subscribed
@@ -373,6 +369,21 @@ class Logistics:
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
         await self._publish(early)
         return tracking
+
+    def _with_orphan(self, key: str, tracking: ParcelTracking) -> tuple[ParcelTracking, list[Event]]:
+        """The parcel with the tracking that came before it was saved, and the changes to announce."""
+        orphan = self.orphans.get(key)
+        if orphan is None:
+            return tracking, []
+        update = apply_entries(tracking, orphan.entries, now=self.clock())
+        return update.tracking, list(update.events)
+
+    async def _save_new_parcel(self, key: str, tracking: ParcelTracking, *, cause: str) -> None:
+        """Save a parcel registered by a shipment, with any tracking that came while WeChat was asked
+        (kept as an orphan then: the parcel was not saved), announced first as every change is."""
+        tracking, late = self._with_orphan(key, tracking)
+        await self._publish(late)
+        await self._save_parcel(key, tracking, cause=cause)
 
     def told(self, order_id: str, parcel: Parcel) -> DeliveryOutcome | None:
         """What WeChat was told of the parcel (None: not yet), kept on the parcel or, if it was told
@@ -541,18 +552,19 @@ class Logistics:
         """Save the parcel with what WeChat was told of it: with its registration if it is not saved
         yet (one document), else as its next revision."""
         key = parcel_key(parcel.carrier_code, parcel.waybill_no)
+        cause = str(event.event_id)
+        unsaved = self._unsaved.pop(key, None)
+        if unsaved is not None:
+            await self._save_new_parcel(key, unsaved.model_copy(update={"told": told}), cause=cause)
+            return
         async with self.parcels.lock(key):  # tracking updates of a saved parcel take it too
-            tracking = self._unsaved.pop(key, None) or self.parcels.get(key)
-            if tracking is None:  # a held shipment's parcel registered before a restart: never expected
-                tracking = ParcelTracking(
-                    shop_id=event.shop_id,
-                    order_id=event.order_id,
-                    parcel=_ref(event.dispatch_id, parcel),
-                    registered_at=event.occurred_at,
-                )
-            await self._save_parcel(
-                key, tracking.model_copy(update={"told": told}), cause=str(event.event_id)
+            tracking = self.parcels.get(key) or ParcelTracking(  # none: never expected
+                shop_id=event.shop_id,
+                order_id=event.order_id,
+                parcel=_ref(event.dispatch_id, parcel),
+                registered_at=event.occurred_at,
             )
+            await self._save_parcel(key, tracking.model_copy(update={"told": told}), cause=cause)
 
     async def _record_replacement(self, event: DispatchShipped, parcels: list[Parcel]) -> None:
         """The parcels of an after-sale replacement: tracked like any other (registered already), never

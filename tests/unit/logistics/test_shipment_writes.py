@@ -4,15 +4,23 @@ own; a restart reads back the same, and a redelivered shipment is not told twice
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from services.logistics.domain.deadlines import DeadlinePolicy
 from services.logistics.domain.tracking import ParcelTracking, parcel_key
-from services.logistics.handlers import DeliveryRecord, Logistics, RetryLater, due_alerts
-from shared.events.logistics import AlertKind, DeliveryOutcome, ParcelRef
-from tests.unit.logistics.builders import ORDER_ID, SHOP, T0
+from services.logistics.handlers import DELIVERY_SEND, DeliveryRecord, Logistics, RetryLater, due_alerts
+from shared.events.logistics import (
+    AlertKind,
+    DeliveryOutcome,
+    ParcelRef,
+    ParcelTrackingChanged,
+    TrackingState,
+)
+from tests.unit.logistics.builders import ORDER_ID, SHOP, T0, entry
 from tests.unit.logistics.test_shipments import InMemory, WeChat, World, logistics_world, offered, shipped
 
 DISPATCH_ID = f"{ORDER_ID}-1"
@@ -133,3 +141,34 @@ async def test_a_parcel_told_before_parcels_kept_it_is_not_told_again(world: Wor
 
     assert world.wechat.calls == [] and world.reports() == []
     assert world.logistics.told(ORDER_ID, event.parcels[0]) == DeliveryOutcome.TOLD
+
+
+@dataclass
+class TrackedWhileAsked(WeChat):
+    """A carrier's push arrives while delivery/send is being answered."""
+
+    logistics: Logistics | None = None
+    pushed: list[bool] = field(default_factory=list)
+
+    async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == DELIVERY_SEND and self.logistics is not None:
+            entries = [entry(1, TrackingState.PICKED_UP)]
+            self.pushed.append(
+                await self.logistics.track("ZTO", WAYBILL, entries, source="kuaidi100", cause="k100:1")
+            )
+        return await super().call(shop_id, path, body)
+
+
+async def test_tracking_that_comes_while_wechat_is_asked_is_saved_with_the_parcel() -> None:
+    wechat = TrackedWhileAsked()
+    world = logistics_world(wechat)
+    wechat.logistics = world.logistics
+
+    await world.deliver(shipped(DISPATCH_ID, WAYBILL, case_id=None))
+
+    assert wechat.pushed == [False]  # not saved yet: kept as an orphan
+    tracking = world.logistics.parcels.get(KEY)
+    assert tracking is not None and tracking.state == TrackingState.PICKED_UP and tracking.told is not None
+    assert _revisions(world.logistics.parcels) == {KEY: 1}
+    changes = [e for e in world.producer.published() if isinstance(e, ParcelTrackingChanged)]
+    assert [(c.parcel.waybill_no, c.state) for c in changes] == [(WAYBILL, TrackingState.PICKED_UP)]

@@ -550,7 +550,7 @@ async def _scrape_services(stack: LocalStack) -> dict[str, str]:
     texts: dict[str, str] = {}
     for service in stack.ports.services:
         try:
-            texts[service] = await scrape_metrics(stack.service_url(service))
+            texts[service] = await scrape_metrics(stack.private_url(service))
         except httpx.HTTPError as exc:
             log.warning("bench e2e: no metrics from %s: %s", service, exc)
     return texts

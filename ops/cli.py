@@ -112,9 +112,10 @@ def _start_and_wait(
 def _print_urls(stack: LocalStack) -> None:
     console.print(f"Prometheus:  {stack.prometheus_url}")
     for service in (c for c in stack.components if c in SERVICES):
-        console.print(
-            f"{service:<12} {stack.service_url(service)}/docs  (metrics: /metrics, health: /readyz)"
-        )
+        private = stack.private_url(service)
+        public = stack.service_url(service)
+        where = f"{public}, private {private}" if private != public else public
+        console.print(f"{service:<12} {where}  (docs and metrics: {private}/docs, /metrics)")
     console.print(f"Kafka:       {stack.kafka_bootstrap}    MongoDB (FerretDB): {stack.mongo_uri}")
     if "wechat_sim" in stack.components:
         console.print(f"WeChat stand-in: {stack.wechat_sim_url}/docs  (control API under /sim)")

@@ -123,6 +123,14 @@ class StackPorts:
         }
     )
     ferretdb_debug: int = 27018
+    # Processes with a private listener (shared/listeners.py): their internal API, /metrics, /docs.
+    private: dict[str, int] = field(
+        default_factory=lambda: {
+            name: port
+            for name, (service, _) in SERVICE_PROCESSES.items()
+            if (port := SERVICE_SETTINGS[service]().internal_http_port) is not None
+        }
+    )
 
     @classmethod
     def from_settings(cls, settings: LocalStackSettings) -> StackPorts:
@@ -139,7 +147,10 @@ class StackPorts:
     @classmethod
     def free(cls, services: Iterable[str] = SERVICES) -> StackPorts:
         names = list(services)
-        kafka, controller, mongo, prometheus, wechat, carrier, debug, *own = free_ports(7 + len(names))
+        private = [n for n in names if n in StackPorts().private]
+        ports = free_ports(7 + len(names) + len(private))
+        kafka, controller, mongo, prometheus, wechat, carrier, debug = ports[:7]
+        own, theirs = ports[7 : 7 + len(names)], ports[7 + len(names) :]
         return cls(
             kafka,
             controller,
@@ -149,6 +160,7 @@ class StackPorts:
             carrier,
             dict(zip(names, own, strict=True)),
             ferretdb_debug=debug,
+            private=dict(zip(private, theirs, strict=True)),
         )
 
     def of(self, component: str) -> list[int]:
@@ -159,7 +171,8 @@ class StackPorts:
             "wechat_sim": [self.wechat_sim],
             "carrier_sim": [self.carrier_sim],
         }
-        return fixed.get(component) or [self.services[component]]
+        private = [self.private[component]] if component in self.private else []
+        return fixed.get(component) or [self.services[component], *private]
 
 
 @dataclass(frozen=True)
@@ -224,6 +237,12 @@ class LocalStack:
     def service_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.services[service]}"
 
+    def private_url(self, service: str) -> str:
+        """Where a process serves its internal API, /metrics and /docs: its private listener if it
+        has one, else its only port."""
+        port = self.ports.private.get(service, self.ports.services[service])
+        return f"http://127.0.0.1:{port}"
+
     @property
     def wechat_sim_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.wechat_sim}"
@@ -236,7 +255,7 @@ class LocalStack:
         """How the services on this stack find each other and the stand-ins."""
         links: dict[str, str] = {}
         if service == "dispatch" and "logistics" in self.ports.services:
-            links["DISPATCH_LOGISTICS_URL"] = self.service_url("logistics")
+            links["DISPATCH_LOGISTICS_URL"] = self.private_url("logistics")
         if service == "logistics":
             links["LOGISTICS_PUBLIC_URL"] = self.service_url("logistics")
             if "carrier_sim" in self.components:
@@ -285,7 +304,7 @@ class LocalStack:
                 scrape_configs.append(
                     {
                         "job_name": service,
-                        "static_configs": [{"targets": [f"127.0.0.1:{self.ports.services[service]}"]}],
+                        "static_configs": [{"targets": [self.private_url(service).removeprefix("http://")]}],
                     }
                 )
         config = {
@@ -386,6 +405,11 @@ class LocalStack:
                     **role_env,
                     **extra_env,
                     f"{prefix}_HTTP_PORT": str(port),
+                    **(
+                        {f"{prefix}_INTERNAL_HTTP_PORT": str(self.ports.private[process])}
+                        if process in self.ports.private
+                        else {}
+                    ),
                     "PYTHONUNBUFFERED": "1",
                 },
                 40,

@@ -27,6 +27,7 @@ from shared.gc_policy import GcPolicy
 from shared.health import HealthChecks
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer
+from shared.listeners import InternalListener, ListenerGate
 from shared.logs import configure_logging
 from shared.metrics import SERVICE_INFO, REDMetricsMiddleware, metrics_endpoint
 from shared.operators import INDEXES as OPERATOR_INDEXES
@@ -83,9 +84,12 @@ def create_service_app(
     indexes: Sequence[IndexSpec] = (),
     routers: Sequence[APIRouter] = (),
     on_startup: Sequence[StartupHook] = (),
+    public_prefixes: Sequence[str] = (),
 ) -> FastAPI:
     """`on_startup` hooks run once topics, indexes, the database and the producer are ready; they may
-    register cleanups on the exit stack (closed in reverse order at shutdown)."""
+    register cleanups on the exit stack (closed in reverse order at shutdown). With
+    `settings.internal_http_port`, the app is also served on that private port, and its public port
+    answers only `public_prefixes` and the health checks (shared/listeners.py)."""
     if faust_app is not None and not faust_app.agents:
         # faust's conductor crashes when it has nothing to subscribe to.
         raise ValueError("a faust app without agents: pass faust_app=None until the service has agents")
@@ -136,7 +140,14 @@ def create_service_app(
                 stack.callback(gc_policy.uninstall)
                 sweeper = asyncio.create_task(gc_policy.sweep_forever())
                 stack.callback(sweeper.cancel)
-            log.info("service started", extra={"port": settings.http_port})
+            if settings.internal_http_port is not None:
+                private = InternalListener(api, settings.http_host, settings.internal_http_port)
+                await private.start()
+                stack.push_async_callback(private.stop)
+            log.info(
+                "service started",
+                extra={"port": settings.http_port, "internal_port": settings.internal_http_port},
+            )
             yield
             log.info("service stopping")
 
@@ -152,4 +163,8 @@ def create_service_app(
     api.add_route("/metrics", metrics_endpoint(settings.prometheus_multiproc_dir), include_in_schema=False)
     for router in routers:
         api.include_router(router)
+    if settings.internal_http_port is not None:
+        api.add_middleware(
+            ListenerGate, internal_port=settings.internal_http_port, public_prefixes=public_prefixes
+        )
     return api

@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The local stack's credential between services; production sets its own.
+LOCAL_SERVICE_TOKEN = "local-service-token"
+
 
 class Environment(StrEnum):
     LOCAL = "local"
@@ -100,6 +103,9 @@ class ServiceSettings(BaseSettings):
     environment: Environment = Environment.LOCAL
     http_host: str = "127.0.0.1"
     http_port: int
+    # A second, private listener (shared/listeners.py) for what must not face the internet: the
+    # internal API, /metrics and /docs. None: one listener serves everything.
+    internal_http_port: int | None = None
     log_level: str = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
@@ -180,8 +186,10 @@ class DispatchSettings(ServiceSettings):
     idempotency_sweep_interval_s: float = Field(default=600.0, gt=0)
     # Routes and suppliers are re-read this often; a change retries the held orders.
     route_reload_interval_s: float = Field(default=2.0, gt=0)
-    # Waybills and labels come from logistics over HTTP.
-    logistics_url: str = "http://127.0.0.1:8003"
+    # Waybills and labels come from logistics' internal API (its private listener), with the
+    # service credential logistics expects.
+    logistics_url: str = "http://127.0.0.1:8013"
+    logistics_api_token: SecretStr = SecretStr(LOCAL_SERVICE_TOKEN)
     worker_batch_size: int = Field(default=200, ge=1)
     # Batches of one topic processed at once (each order's messages stay in order across them): a
     # batch's database writes and Kafka publishes overlap the next batch's routing.
@@ -202,7 +210,10 @@ class LogisticsSettings(ServiceSettings):
 
     kafka: KafkaSettings = Field(default_factory=DownstreamKafkaSettings)
     service_name: str = "logistics"
-    http_port: int = 8003
+    http_port: int = 8003  # public: carrier callbacks (and health checks) only
+    internal_http_port: int | None = 8013  # the internal API dispatch calls, /metrics, /docs
+    # The credential callers of the internal API send (`Authorization: Bearer`).
+    internal_api_token: SecretStr = SecretStr(LOCAL_SERVICE_TOKEN)
     # Deadlines (hours): ship-by warning before WeChat's delivery_deadline, carrier pickup after a
     # waybill, no tracking update, delivered but not confirmed by the buyer.
     ship_by_warning_hours: float = Field(default=6.0, ge=0)

@@ -90,7 +90,10 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             ),
         )
         logistics = httpx.AsyncClient(
-            base_url=settings.logistics_url, timeout=10.0, transport=kept_alive_transport(16)
+            base_url=settings.logistics_url,
+            timeout=10.0,
+            transport=kept_alive_transport(16),
+            headers={"Authorization": f"Bearer {settings.logistics_api_token.get_secret_value()}"},
         )
         stack.push_async_callback(logistics.aclose)
         api.state.supplier_api = SupplierApi(

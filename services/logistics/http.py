@@ -23,6 +23,7 @@ from shared.carriers import kdniao, kuaidi100
 from shared.carriers.codes import UnknownCarrierError, delivery_id_for_kdniao, delivery_id_for_kuaidi100
 from shared.carriers.errors import CarrierFormatError, FormatErrorCode
 from shared.events.logistics import TraceEntry, TrackingSource, TrackingState
+from shared.listeners import ServiceCaller
 from shared.settings import LogisticsSettings
 from shared.wechat.client import WeChatApiError
 
@@ -48,8 +49,10 @@ async def _api(request: Request) -> LogisticsApi:  # async: no thread-pool hop p
 
 
 Api = Annotated[LogisticsApi, Depends(_api)]
-callbacks = APIRouter(prefix="/callbacks", tags=["carrier callbacks"])
-internal = APIRouter(prefix=INTERNAL_PREFIX, tags=["internal"])
+CALLBACKS_PREFIX = "/callbacks"
+callbacks = APIRouter(prefix=CALLBACKS_PREFIX, tags=["carrier callbacks"])
+# Other services only: on the private listener, with the service credential.
+internal = APIRouter(prefix=INTERNAL_PREFIX, tags=["internal"], dependencies=[ServiceCaller])
 
 
 def _beijing(text: str) -> datetime:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from services.logistics.aggregator import AggregatorClient, CarrierSubscriber
 from services.logistics.handlers import Logistics, deadline_policy
-from services.logistics.http import LogisticsApi, callbacks, internal
+from services.logistics.http import CALLBACKS_PREFIX, LogisticsApi, callbacks, internal
 from services.logistics.store import open_state
 from services.logistics.tracking_pushes import handle_ewaybill_push
 from services.logistics.waybills import EWAYBILL_ACCOUNTS, EwaybillAccount, WaybillIssuer, WaybillRecord
@@ -118,5 +118,7 @@ def create_app(settings: LogisticsSettings | None = None) -> FastAPI:
         indexes=[*SHOP_INDEXES],
         routers=[callbacks, internal],
         on_startup=[start_logistics],
+        public_prefixes=[CALLBACKS_PREFIX],  # the internal API answers on the private port only
     )
+    api.state.service_credential = settings.internal_api_token
     return api

@@ -69,7 +69,8 @@ class Line:
     wechat: httpx.AsyncClient  # the WeChat stand-in (control API under /sim)
     carriers: httpx.AsyncClient  # the carrier stand-in
     dispatch_url: str
-    logistics_url: str
+    logistics_url: str  # public: carrier callbacks
+    logistics_private_url: str  # the internal API (waybills, labels), /metrics
     aftersale_url: str
     catalog: Catalog
     keys: dict[str, str]
@@ -136,7 +137,7 @@ async def fulfilment_line(
         bootstrap_servers=stack.kafka_bootstrap, default_partitions=3, consumer_offset_reset="latest"
     )
     mongo_settings = MongoSettings(uri=stack.mongo_uri, database=database)
-    names = ("wechat", "carriers", "ingest", "dispatch", "logistics", "aftersale")
+    names = ("wechat", "carriers", "ingest", "dispatch", "logistics", "logistics_private", "aftersale")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     wechat = WeChatSettings(api_base=url["wechat"], api_backoff_initial_s=0.05)
@@ -160,13 +161,14 @@ async def fulfilment_line(
     dispatch = DispatchSettings(
         http_port=ports["dispatch"],
         kafka_group=f"test-dispatch-{group}",
-        logistics_url=url["logistics"],
+        logistics_url=url["logistics_private"],
         route_reload_interval_s=0.5,
         **common,
         **(dispatch_overrides or {}),
     )
     logistics = LogisticsSettings(
         http_port=ports["logistics"],
+        internal_http_port=ports["logistics_private"],
         kafka_group=f"test-logistics-{group}",
         aggregator_url=url["carriers"],
         aggregator_key=SecretStr(AGGREGATOR_KEY),
@@ -221,6 +223,7 @@ async def fulfilment_line(
                 carriers=carrier_client,
                 dispatch_url=dispatch_url,
                 logistics_url=logistics_url,
+                logistics_private_url=url["logistics_private"],
                 aftersale_url=aftersale_url,
                 catalog=Catalog(db),
                 keys={},

@@ -26,7 +26,7 @@ from shared.events.logistics import (
     TrackingState,
 )
 from shared.kafka.topics import DISPATCH, LOGISTICS
-from shared.settings import KafkaSettings, LogisticsSettings
+from shared.settings import LOCAL_SERVICE_TOKEN, KafkaSettings, LogisticsSettings
 from tests.integration.helpers import read_topic
 from tests.integration.pipeline import APPID, Line, fulfilment_line
 
@@ -392,3 +392,28 @@ async def test_kdniao_pushes_are_checked_deduplicated_and_answered_in_kind(line:
     ]  # fmt: skip
     assert [c.state for c in changes][-1] == TrackingState.DELIVERED
     assert len([c for c in changes if c.state == TrackingState.DELIVERED]) == 1
+
+
+async def test_the_internal_api_answers_only_on_the_private_port_and_only_to_services(line: Line) -> None:
+    """The carriers' port serves callbacks and health checks; the internal API, metrics and docs are
+    on the private listener, where the internal API needs the service credential."""
+    label = "/internal/v1/labels/ZTO/7500000000001.pdf"
+    async with httpx.AsyncClient(base_url=line.logistics_url, timeout=10) as public:
+        for path in (label, "/metrics", "/docs", "/openapi.json"):
+            assert (await public.get(path)).status_code == 404, path
+        assert (await public.post("/internal/v1/waybills", json={})).status_code == 404
+        assert (await public.get("/readyz")).status_code == 200
+    async with httpx.AsyncClient(base_url=line.logistics_private_url, timeout=10) as private:
+        assert (await private.get("/metrics")).status_code == 200
+        refused = await private.get(label, params={"dispatch_id": "d-1"})
+        assert (
+            refused.status_code == 401 and refused.json()["detail"]["code"] == "service_credential_required"
+        )
+        wrong = await private.get(
+            label, params={"dispatch_id": "d-1"}, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 401
+        right = await private.get(
+            label, params={"dispatch_id": "d-1"}, headers={"Authorization": f"Bearer {LOCAL_SERVICE_TOKEN}"}
+        )
+        assert right.status_code == 404  # past the credential: no such label

@@ -54,6 +54,13 @@ def _port(definition: dict[str, Any]) -> str:
     return command[command.index("--port") + 1]
 
 
+def _private_port(definition: dict[str, Any]) -> str:
+    """Where a service answers /metrics and its internal API: its private listener, if it has one."""
+    environment: dict[str, str] = definition["environment"]
+    private = next((v for k, v in environment.items() if k.endswith("_INTERNAL_HTTP_PORT")), None)
+    return private or _port(definition)
+
+
 def _prometheus() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     return loaded
@@ -77,7 +84,7 @@ def test_dispatch_reaches_logistics_by_its_compose_name_once_it_is_healthy() -> 
     dispatch = services["dispatch"]
     assert (
         dispatch["environment"]["DISPATCH_LOGISTICS_URL"]
-        == f"http://logistics:{_port(services['logistics'])}"
+        == f"http://logistics:{_private_port(services['logistics'])}"
     )
     assert dispatch["depends_on"]["logistics"] == {"condition": "service_healthy"}
 
@@ -88,6 +95,17 @@ def test_logistics_secrets_and_public_url_have_no_production_default() -> None:
         assert environment[name].startswith(f"${{{name}:?"), name  # compose refuses to start without it
 
 
+def test_the_internal_api_is_private_and_needs_the_service_credential() -> None:
+    services = _compose()["services"]
+    logistics, dispatch = services["logistics"], services["dispatch"]
+    private = _private_port(logistics)
+    assert private != _port(logistics)
+    assert not any(mapping.endswith(f":{private}") for mapping in logistics["ports"])  # never published
+    required = "${LVYUE_SERVICE_TOKEN:?"
+    assert logistics["environment"]["LOGISTICS_INTERNAL_API_TOKEN"].startswith(required)
+    assert dispatch["environment"]["DISPATCH_LOGISTICS_API_TOKEN"].startswith(required)
+
+
 def test_prometheus_scrapes_every_service_at_its_compose_port() -> None:
     services = _compose()["services"]
     targets = {
@@ -95,7 +113,7 @@ def test_prometheus_scrapes_every_service_at_its_compose_port() -> None:
         for job in _prometheus()["scrape_configs"]
     }
     for name in LVYUE_SERVICES:
-        assert targets[name.replace("-", "_")] == [f"{name}:{_port(services[name])}"], name
+        assert targets[name.replace("-", "_")] == [f"{name}:{_private_port(services[name])}"], name
 
 
 def test_alert_rules_name_severity_summary_description_and_runbook() -> None:

@@ -6,10 +6,15 @@ the orders instead of every dispatch change.
 One small document per followed order (`dispatch_aftersale_follows`, `_id` the order id, the cases
 that follow it), written before the snapshot is published and deleted when the last case ends: all
 of them are in memory, read at start-up before the store publishes anything.
+
+A dispatch answers only for the shops it serves (registered in its database): an empty snapshot
+tells aftersale "nothing dispatched yet", which another line's dispatch on the same Kafka (the
+integration tests' session stack beside a test's own line) must not say for an order it never had.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -25,7 +30,9 @@ from shared.events.aftersale import FollowRequested, UnfollowRequested
 from shared.events.base import Event, utc_now
 from shared.kafka.producer import publish_all
 from shared.kafka.topics import DISPATCH, DISPATCH_AFTERSALE
+from shared.wechat.shops import Shop
 
+log = logging.getLogger(__name__)
 FOLLOWS = "dispatch_aftersale_follows"
 # The changes aftersale acts on: every one on `dispatch`; a followed order's are copied.
 COPIED_EVENTS = DISPATCH.carries
@@ -44,6 +51,12 @@ class FollowRecords(Protocol):
     async def put(self, order_id: str, cases: frozenset[str]) -> None:
         """Record the order's following cases (none: the order is no longer followed)."""
         ...
+
+
+class Shops(Protocol):
+    """The shops this dispatch serves (`ShopCache`)."""
+
+    async def get(self, shop_id: str) -> Shop | None: ...
 
 
 class MongoFollowRecords:
@@ -67,11 +80,13 @@ class AftersaleFollows:
         self,
         records: FollowRecords,
         producer: AIOKafkaProducer,
+        shops: Shops,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._records = records
         self._producer = producer
+        self._shops = shops
         self._clock = clock
         self._following: dict[str, frozenset[str]] = {}
 
@@ -93,6 +108,11 @@ class AftersaleFollows:
         """A follow or an unfollow, under the order's lock; `orders` are its dispatch orders as
         committed. A follow is recorded before its snapshot is published: a failed publish is retried
         with the message, and a change committed after this is copied."""
+        if isinstance(event, FollowRequested) and await self._shops.get(event.shop_id) is None:
+            log.warning(
+                "follow of order %s: shop %s is not served here; not answered", event.order_id, event.shop_id
+            )
+            return
         before = self.cases(event.order_id)
         after = cases_following(before, event)
         if after != before:

@@ -30,6 +30,7 @@ from shared.kafka.faust_app import create_faust_app
 from shared.kafka.topics import AFTERSALE_INSTRUCTIONS, DISPATCH_DROPSHIP, ORDERS
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import DispatchSettings
+from shared.wechat.shops import ShopCache, ShopRepository
 
 
 def create_app(settings: DispatchSettings | None = None) -> FastAPI:
@@ -52,7 +53,11 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         catalog = supplier_catalog.Catalog(runtime.db)
         mirrors = await open_dropship_mirrors(runtime, settings, catalog, stack)
         # Read before the store publishes what a crash left unpublished: those changes are copied too.
-        follows = AftersaleFollows(MongoFollowRecords(runtime.db), runtime.producer)
+        follows = AftersaleFollows(
+            MongoFollowRecords(runtime.db),
+            runtime.producer,
+            ShopCache(ShopRepository(runtime.db), ttl_s=30.0),
+        )
         await follows.load()
         store = dispatch_store.DispatchStore(
             runtime.db,

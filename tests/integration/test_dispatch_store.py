@@ -29,6 +29,7 @@ from shared.kafka.consumer import InboundMessage
 from shared.kafka.producer import create_producer
 from shared.kafka.topics import ALL_TOPICS, DISPATCH, DISPATCH_PROGRESS
 from shared.settings import KafkaSettings
+from shared.wechat.shops import ShopCache, ShopRepository
 from tests.integration.dispatch_support import paid_order
 from tests.integration.helpers import read_topic
 from tests.unit.dispatch.builders import ADDRESS, PAID_AT, SHIP_BY, SHOP, T0, at, dline, parcel
@@ -310,7 +311,10 @@ async def test_a_hold_written_while_the_routes_change_is_routed_at_once(stack: L
         await store.load()
         routes = RouteBook(catalog)
         await routes.reload()  # no route yet: the order will be held
-        dispatcher = Dispatcher(store, routes, AftersaleFollows(MongoFollowRecords(db), producer))
+        follows = AftersaleFollows(
+            MongoFollowRecords(db), producer, ShopCache(ShopRepository(db), ttl_s=30.0)
+        )
+        dispatcher = Dispatcher(store, routes, follows)
         write_plan = store.write_plan
         scanned: list[int] = []
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
+from pydantic import SecretStr
+
 from services.dispatch.aftersale_follows import AftersaleFollows
 from services.dispatch.catalog import Catalog
 from services.dispatch.domain import dispatch_order as dispatch
@@ -25,6 +27,7 @@ from shared.events.dispatch import (
 )
 from shared.kafka.consumer import InboundMessage
 from shared.kafka.topics import AFTERSALE_INSTRUCTIONS, DISPATCH, DISPATCH_AFTERSALE
+from shared.wechat.shops import Shop
 from tests.unit.dispatch.builders import ORDER_ID, SHOP, at, dline, offered, parcel, shipped
 from tests.unit.logistics.test_shipments import Producer
 
@@ -51,8 +54,27 @@ class Records:
             self.kept.pop(order_id, None)
 
 
-def _follow(case_id: str = CASE, order_id: str = ORDER_ID) -> FollowRequested:
-    return FollowRequested(order_id=order_id, shop_id=SHOP, case_id=case_id)
+class Shops:
+    """This dispatch serves SHOP only."""
+
+    async def get(self, shop_id: str) -> Shop | None:
+        if shop_id != SHOP:
+            return None
+        return Shop(
+            shop_id=SHOP,
+            appid="wx0000000000000001",
+            app_secret=SecretStr("s"),
+            token=SecretStr("t"),
+            encoding_aes_key=SecretStr("A" * 43),
+        )
+
+
+def _follows(records: Records, producer: Producer) -> AftersaleFollows:
+    return AftersaleFollows(records, cast(Any, producer), Shops())
+
+
+def _follow(case_id: str = CASE, order_id: str = ORDER_ID, shop_id: str = SHOP) -> FollowRequested:
+    return FollowRequested(order_id=order_id, shop_id=shop_id, case_id=case_id)
 
 
 def _unfollow(case_id: str = CASE) -> UnfollowRequested:
@@ -97,7 +119,7 @@ def _dispatcher(follows: AftersaleFollows, producer: Producer) -> tuple[Dispatch
 async def test_a_follow_is_recorded_then_answered_with_every_dispatch_order_of_the_order() -> None:
     producer = Producer()
     records = Records(producer=producer)
-    follows = AftersaleFollows(records, cast(Any, producer))
+    follows = _follows(records, producer)
     replacement = dispatch.offer(
         dispatch_id=f"{ORDER_ID}-2",
         order_id=ORDER_ID,
@@ -126,7 +148,7 @@ async def test_a_follow_is_recorded_then_answered_with_every_dispatch_order_of_t
 async def test_an_order_dispatch_has_not_seen_is_followed_by_its_id_and_its_offer_is_copied() -> None:
     """A refund push can overtake order_paid: the snapshot is empty, the changes that follow come."""
     producer = Producer()
-    follows = AftersaleFollows(Records(), cast(Any, producer))
+    follows = _follows(Records(), producer)
     dispatcher, store = _dispatcher(follows, producer)
     await dispatcher.handle_aftersale_event(_message(_follow()))
     [snapshot] = _snapshots(producer)
@@ -151,7 +173,7 @@ async def test_an_order_dispatch_has_not_seen_is_followed_by_its_id_and_its_offe
 async def test_an_order_is_followed_while_a_case_that_asked_is_open_and_after_a_restart() -> None:
     producer = Producer()
     records = Records()
-    follows = AftersaleFollows(records, cast(Any, producer))
+    follows = _follows(records, producer)
     offer = _cancelled(offered())
     assert not follows.copies(offer)
     await follows.apply(_follow(CASE), [])
@@ -159,7 +181,7 @@ async def test_an_order_is_followed_while_a_case_that_asked_is_open_and_after_a_
     await follows.apply(_unfollow(CASE), [])
     assert follows.copies(offer)
 
-    restarted = AftersaleFollows(records, cast(Any, producer))
+    restarted = _follows(records, producer)
     await restarted.load()
     assert restarted.copies(offer)
     await restarted.apply(_unfollow(OTHER_CASE), [])
@@ -170,7 +192,7 @@ async def test_an_order_is_followed_while_a_case_that_asked_is_open_and_after_a_
 
 
 async def test_only_the_changes_aftersale_acts_on_are_copied() -> None:
-    follows = AftersaleFollows(Records(), cast(Any, Producer()))
+    follows = _follows(Records(), Producer())
     await follows.apply(_follow(), [])
     accepted = dispatch.accept(offered(), estimated_ship_at=None, now=at(1)).events[0]
     assert accepted.event_type not in DISPATCH.carries  # nobody downstream acts on it
@@ -204,3 +226,12 @@ def test_the_snapshot_tells_the_lines_as_offered_and_the_returns_received() -> N
     assert facts(expecting).returns_received == []
     received = dispatch.confirm_return(expecting, case_id=CASE, condition="ok", now=at(4)).order
     assert facts(received).returns_received == [CASE]
+
+
+async def test_a_follow_for_a_shop_this_dispatch_does_not_serve_is_not_answered() -> None:
+    """Another line's dispatch on the same Kafka must not answer "nothing dispatched" for its order."""
+    producer = Producer()
+    records = Records()
+    follows = _follows(records, producer)
+    await follows.apply(_follow(shop_id="shop-of-another-line"), [])
+    assert producer.sent == [] and records.kept == {}

@@ -32,8 +32,9 @@ class AftersaleState:
 def open_state(db: AsyncDatabase[Document]) -> AftersaleState:
     return AftersaleState(
         cases=VersionedProjection(db, "aftersale_cases", Case),
-        # Every order ever dispatched, read by key only (one event or case at a time): as JSON, 0.8 KB
-        # an order against 6.4 KB as pydantic objects.
+        # The orders that had an after-sale case (dispatch's snapshot and copies of their changes),
+        # read by key only (one event or case at a time): as JSON, 0.8 KB an order against 6.4 KB as
+        # pydantic objects.
         orders=VersionedProjection(db, "aftersale_order_fulfilment", OrderFulfilment, compact=True),
         policies=VersionedProjection(db, "aftersale_shop_policies", ShopPolicy),
     )

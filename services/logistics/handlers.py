@@ -7,6 +7,7 @@ import base64
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -334,21 +335,30 @@ class Logistics:
         tell), so it is tracked meanwhile. A parcel that completes the dispatch order meets its
         ship-by watch. Nothing is saved before WeChat is asked, so a failure in between is retried
         whole: subscribing again and WeChat's "already shipped" (rechecked) are taken as done."""
-        registered: list[str] = []
+        new: dict[str, Parcel] = {}
         for parcel in event.parcels:
             key = parcel_key(parcel.carrier_code, parcel.waybill_no)
-            if self.parcels.get(key) is None and key not in self._unsaved:
-                self._unsaved[key] = await self._registration(event, parcel)
-                registered.append(key)
-        try:
-            untold = [p for p in event.parcels if self.told(event.order_id, p) is None]
-            if untold:
-                await self._tell_wechat(event, untold)
-        finally:
-            for key in registered:
-                tracking = self._unsaved.pop(key, None)
-                if tracking is not None:  # saved with no answer of WeChat's
-                    await self._save_new_parcel(key, tracking, cause=str(event.event_id))
+            if self.parcels.get(key) is None:
+                new[key] = parcel
+        async with AsyncExitStack() as held:
+            # Held until the new parcels are saved: their tracking waits for them (track()), instead
+            # of being kept as an orphan their registration has already read.
+            for key in sorted(new):
+                await held.enter_async_context(self.parcels.lock(key))
+            registered: list[str] = []
+            for key, parcel in new.items():
+                if self.parcels.get(key) is None:  # looked at again under the lock
+                    self._unsaved[key] = await self._registration(event, parcel)
+                    registered.append(key)
+            try:
+                untold = [p for p in event.parcels if self.told(event.order_id, p) is None]
+                if untold:
+                    await self._tell_wechat(event, untold)
+            finally:
+                for key in registered:
+                    tracking = self._unsaved.pop(key, None)
+                    if tracking is not None:  # saved with no answer of WeChat's
+                        await self._save_parcel(key, tracking, cause=str(event.event_id))
 
     async def _registration(self, event: DispatchShipped, parcel: Parcel) -> ParcelTracking:
         """A new parcel's tracking (with any that came before it), subscribed to and its early
@@ -361,7 +371,11 @@ class Logistics:
             registered_at=event.occurred_at,
             completes_dispatch_version=event.version if event.state == DispatchState.SHIPPED else None,
         )
-        tracking, early = self._with_orphan(key, tracking)
+        orphan = self.orphans.get(key)
+        early: list[Event] = []
+        if orphan is not None:  # tracking that came before the shipment: its stage is told now
+            update = apply_entries(tracking, orphan.entries, now=self.clock())
+            tracking, early = update.tracking, list(update.events)
         if self._subscriber is not None:
             # Before the parcel is saved: a failed subscription fails the message, whose retry (or
             # replay) subscribes again; saved first, the retry found the parcel and never subscribed
@@ -369,21 +383,6 @@ class Logistics:
             await self._subscriber.subscribe(parcel.carrier_code, parcel.waybill_no)
         await self._publish(early)
         return tracking
-
-    def _with_orphan(self, key: str, tracking: ParcelTracking) -> tuple[ParcelTracking, list[Event]]:
-        """The parcel with the tracking that came before it was saved, and the changes to announce."""
-        orphan = self.orphans.get(key)
-        if orphan is None:
-            return tracking, []
-        update = apply_entries(tracking, orphan.entries, now=self.clock())
-        return update.tracking, list(update.events)
-
-    async def _save_new_parcel(self, key: str, tracking: ParcelTracking, *, cause: str) -> None:
-        """Save a parcel registered by a shipment, with any tracking that came while WeChat was asked
-        (kept as an orphan then: the parcel was not saved), announced first as every change is."""
-        tracking, late = self._with_orphan(key, tracking)
-        await self._publish(late)
-        await self._save_parcel(key, tracking, cause=cause)
 
     def told(self, order_id: str, parcel: Parcel) -> DeliveryOutcome | None:
         """What WeChat was told of the parcel (None: not yet), kept on the parcel or, if it was told
@@ -554,8 +553,8 @@ class Logistics:
         key = parcel_key(parcel.carrier_code, parcel.waybill_no)
         cause = str(event.event_id)
         unsaved = self._unsaved.pop(key, None)
-        if unsaved is not None:
-            await self._save_new_parcel(key, unsaved.model_copy(update={"told": told}), cause=cause)
+        if unsaved is not None:  # its shipment holds its lock
+            await self._save_parcel(key, unsaved.model_copy(update={"told": told}), cause=cause)
             return
         async with self.parcels.lock(key):  # tracking updates of a saved parcel take it too
             tracking = self.parcels.get(key) or ParcelTracking(  # none: never expected
@@ -671,24 +670,17 @@ class Logistics:
     ) -> bool:
         """Apply tracking entries; False if the parcel is unknown (kept until it is)."""
         key = parcel_key(carrier_code, waybill_no) if carrier_code else self._by_waybill.get(waybill_no)
-        if key is None or self.parcels.get(key) is None:
-            if carrier_code is None:
-                TRACKING_UPDATES.labels(source, "unknown_parcel").inc()
-                return False
-            orphan_key = parcel_key(carrier_code, waybill_no)
-            async with self.orphans.lock(orphan_key):
-                known = self.orphans.get(orphan_key)
-                merged = [*(known.entries if known else []), *entries]
-                await self.orphans.save(
-                    orphan_key,
-                    OrphanTrace(carrier_code=carrier_code, waybill_no=waybill_no, entries=merged),
-                    cause=cause,
-                )
+        if key is None:
             TRACKING_UPDATES.labels(source, "unknown_parcel").inc()
             return False
+        # Taken first: a parcel a shipment is registering is saved before this looks at it.
         async with self.parcels.lock(key):
             tracking = self.parcels.get(key)
-            assert tracking is not None
+            if tracking is None:
+                if carrier_code is not None:
+                    await self._keep_orphan(carrier_code, waybill_no, entries, cause=cause)
+                TRACKING_UPDATES.labels(source, "unknown_parcel").inc()
+                return False
             update = apply_entries(tracking, entries, now=self.clock())
             if not update.changed:
                 TRACKING_UPDATES.labels(source, "duplicate").inc()
@@ -699,6 +691,20 @@ class Logistics:
             await self._save_parcel(key, update.tracking, cause=cause)
         TRACKING_UPDATES.labels(source, "changed" if update.events else "trace_only").inc()
         return True
+
+    async def _keep_orphan(
+        self, carrier_code: str, waybill_no: str, entries: list[TraceEntry], *, cause: str
+    ) -> None:
+        """Tracking of a parcel not registered yet, kept until its shipment registers it."""
+        key = parcel_key(carrier_code, waybill_no)
+        async with self.orphans.lock(key):
+            known = self.orphans.get(key)
+            merged = [*(known.entries if known else []), *entries]
+            await self.orphans.save(
+                key,
+                OrphanTrace(carrier_code=carrier_code, waybill_no=waybill_no, entries=merged),
+                cause=cause,
+            )
 
     # --- deadlines ---
     def _look_at(self, subject: str, now: datetime, *, plan_past: bool) -> None:

@@ -4,6 +4,7 @@ own; a restart reads back the same, and a redelivered shipment is not told twice
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -145,30 +146,31 @@ async def test_a_parcel_told_before_parcels_kept_it_is_not_told_again(world: Wor
 
 @dataclass
 class TrackedWhileAsked(WeChat):
-    """A carrier's push arrives while delivery/send is being answered."""
+    """A carrier's push arrives (from another request) while delivery/send is being answered."""
 
     logistics: Logistics | None = None
-    pushed: list[bool] = field(default_factory=list)
+    pushes: list[asyncio.Task[bool]] = field(default_factory=list)
 
     async def call(self, shop_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if path == DELIVERY_SEND and self.logistics is not None:
             entries = [entry(1, TrackingState.PICKED_UP)]
-            self.pushed.append(
-                await self.logistics.track("ZTO", WAYBILL, entries, source="kuaidi100", cause="k100:1")
-            )
+            push = self.logistics.track("ZTO", WAYBILL, entries, source="kuaidi100", cause="k100:1")
+            self.pushes.append(asyncio.create_task(push))
+            await asyncio.sleep(0.01)  # it runs meanwhile
         return await super().call(shop_id, path, body)
 
 
-async def test_tracking_that_comes_while_wechat_is_asked_is_saved_with_the_parcel() -> None:
+async def test_tracking_that_comes_while_wechat_is_asked_waits_for_the_parcel_to_be_saved() -> None:
     wechat = TrackedWhileAsked()
     world = logistics_world(wechat)
     wechat.logistics = world.logistics
 
     await world.deliver(shipped(DISPATCH_ID, WAYBILL, case_id=None))
+    assert [await push for push in wechat.pushes] == [True]  # applied to the parcel, not an orphan
 
-    assert wechat.pushed == [False]  # not saved yet: kept as an orphan
     tracking = world.logistics.parcels.get(KEY)
     assert tracking is not None and tracking.state == TrackingState.PICKED_UP and tracking.told is not None
-    assert _revisions(world.logistics.parcels) == {KEY: 1}
+    assert _revisions(world.logistics.parcels) == {KEY: 2}  # saved with WeChat's answer, then tracked
+    assert list(world.logistics.orphans) == []
     changes = [e for e in world.producer.published() if isinstance(e, ParcelTrackingChanged)]
     assert [(c.parcel.waybill_no, c.state) for c in changes] == [(WAYBILL, TrackingState.PICKED_UP)]

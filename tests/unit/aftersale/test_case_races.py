@@ -52,14 +52,8 @@ class SlowCases(InMemory[Case]):
         return await super().save(key, value, cause=cause, extra=extra)
 
 
-async def test_goods_shipped_while_a_new_refund_is_decided_are_intercepted() -> None:
-    """The refund is decided on the offer (the supplier is told to stop); the shipment is applied
-    while that decision is being saved: the case is looked at again and the parcel asked back."""
-    cases = SlowCases()
-    orders: InMemory[OrderFulfilment] = InMemory()
-    await orders.save(ORDER_ID, _fulfilment(shipped=False), cause="offered")
-    producer = Producer()
-    aftersale = Aftersale(
+def _aftersale(cases: SlowCases, orders: InMemory[OrderFulfilment], producer: Producer) -> Aftersale:
+    return Aftersale(
         cases=cases,
         orders=orders,
         created={},
@@ -69,11 +63,22 @@ async def test_goods_shipped_while_a_new_refund_is_decided_are_intercepted() -> 
         return_addresses=lambda _: None,
     )
 
-    async def push() -> None:
-        async with aftersale.cases.lock(CASE_ID):
-            await aftersale._decide_and_act(new_case(CaseType.REFUND), cause="push")
 
-    deciding = asyncio.create_task(push())
+async def _new_refund_pushed(aftersale: Aftersale) -> None:
+    """A refund's first push, decided under the case's lock as the push handler does."""
+    async with aftersale.cases.lock(CASE_ID):
+        await aftersale._decide_and_act(new_case(CaseType.REFUND), cause="push")
+
+
+async def test_goods_shipped_while_a_new_refund_is_decided_are_intercepted() -> None:
+    """The refund is decided on the offer (the supplier is told to stop); the shipment is applied
+    while that decision is being saved: the case is looked at again and the parcel asked back."""
+    cases = SlowCases()
+    orders: InMemory[OrderFulfilment] = InMemory()
+    await orders.save(ORDER_ID, _fulfilment(shipped=False), cause="offered")
+    producer = Producer()
+    aftersale = _aftersale(cases, orders, producer)
+    deciding = asyncio.create_task(_new_refund_pushed(aftersale))
     await cases.saving.wait()
     await orders.save(ORDER_ID, _fulfilment(shipped=True), cause="shipped")
     shipped = asyncio.create_task(aftersale.reconsider_order(ORDER_ID, cause="shipped"))
@@ -97,21 +102,8 @@ async def test_a_snapshot_that_arrives_while_a_new_case_is_first_saved_decides_i
     its order, so the snapshot's handler waits for it and decides it, on the parcel that left."""
     cases = SlowCases()
     producer = Producer()
-    aftersale = Aftersale(
-        cases=cases,
-        orders=InMemory(),
-        created={},
-        policies=ShopPolicies(InMemory(), POLICY),
-        wechat=None,
-        producer=producer,
-        return_addresses=lambda _: None,
-    )
-
-    async def push() -> None:
-        async with aftersale.cases.lock(CASE_ID):
-            await aftersale._decide_and_act(new_case(CaseType.REFUND), cause="push")
-
-    deciding = asyncio.create_task(push())
+    aftersale = _aftersale(cases, InMemory(), producer)
+    deciding = asyncio.create_task(_new_refund_pushed(aftersale))
     await cases.saving.wait()
     shipped = _fulfilment(shipped=True).dispatch["d-1"]
     snapshot = DispatchFulfilmentSnapshot(

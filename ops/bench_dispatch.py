@@ -6,8 +6,8 @@ suppliers (one long-polling client each, `GET /supplier/v1/feed?wait_s=...`) rec
 see each dispatch order, and the latency of a dispatch order is that moment minus its order's
 scheduled publish time (HdrHistogram, no coordinated omission). Then, in the same run and once the
 feeds are drained, the same messages are published at the same rate on a topic of their own, read
-by a bare aiokafka consumer in its own process: the one-hop ceiling. (It ran beside the load until
-session 4 and took 12-15% of a core from what it was measuring.)
+by a bare aiokafka consumer in its own process: the one-hop ceiling. (Run beside the load, it took
+12-15% of a core from what it was measuring.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.db import Document, IndexSpec
 from shared.events.base import utc_now
+from shared.settings import OperatorClientSettings
 
 OPERATOR_TOKENS = "operator_tokens"
 OPERATOR_AUDIT = "operator_audit"
@@ -256,17 +256,16 @@ class AuditTrail:
         return [AuditEntry.model_validate(d) async for d in cursor]
 
 
-def operator_token() -> str | None:
+def operator_token(settings: OperatorClientSettings | None = None) -> str | None:
     """The token the command line sends: `LVYUE_OPERATOR_TOKEN`, else the first line of the file
     named by `LVYUE_OPERATOR_TOKEN_FILE`."""
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if token:
-        return token
-    path = os.environ.get(TOKEN_FILE_VARIABLE, "").strip()
-    if not path:
+    settings = settings or OperatorClientSettings()
+    if settings.token is not None and settings.token.get_secret_value().strip():
+        return settings.token.get_secret_value().strip()
+    if not settings.token_file:
         return None
     try:
-        lines = Path(path).read_text().strip().splitlines()
+        lines = Path(settings.token_file).read_text().strip().splitlines()
     except OSError:
         return None
     return lines[0].strip() or None if lines else None

@@ -257,6 +257,16 @@ SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
 }
 
 
+class OperatorClientSettings(BaseSettings):
+    """The command line's operator token: `LVYUE_OPERATOR_TOKEN`, or a file named by
+    `LVYUE_OPERATOR_TOKEN_FILE` (its first line)."""
+
+    model_config = SettingsConfigDict(env_prefix="LVYUE_OPERATOR_", extra="ignore")
+
+    token: SecretStr | None = None
+    token_file: str | None = None
+
+
 class LocalStackSettings(BaseSettings):
     """Where `make up` / `make run` put the embedded stack's data and logs, and its ports."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from shared.operators import Operator, OperatorAuth, OperatorRole, bearer_token, parse_token
+from shared.operators import Operator, OperatorAuth, OperatorRole, bearer_token, operator_token, parse_token
+from shared.settings import OperatorClientSettings
 
 ALICE = Operator("a1b2c3d4e5f60718", "alice", OperatorRole.DECIDER)
 ALICE_TOKEN = "lvop_a1b2c3d4e5f60718_secret"
@@ -83,3 +86,13 @@ async def test_requests_with_the_same_token_share_one_read() -> None:
     answers = await asyncio.gather(*(auth.operator_of(ALICE_TOKEN) for _ in range(20)))
     assert answers == [ALICE] * 20
     assert tokens.reads == [ALICE_TOKEN]
+
+
+def test_the_command_line_sends_the_token_given_or_the_first_line_of_its_file(tmp_path: Path) -> None:
+    given = OperatorClientSettings(token=SecretStr(ALICE_TOKEN), token_file=None)
+    assert operator_token(given) == ALICE_TOKEN
+    file = tmp_path / "token"
+    file.write_text(f"{ALICE_TOKEN}\nignored\n")
+    assert operator_token(OperatorClientSettings(token=None, token_file=str(file))) == ALICE_TOKEN
+    assert operator_token(OperatorClientSettings(token=None, token_file=str(tmp_path / "none"))) is None
+    assert operator_token(OperatorClientSettings(token=None, token_file=None)) is None
